@@ -1,0 +1,164 @@
+"""Test harness: one real PostgreSQL per test run, a migrated template, a fresh clone per use.
+
+- ``pg_server``: an embedded PostgreSQL started for the run (system binaries when present,
+  else the ``local`` extra's), stopped at the end. Works as root (the server runs as an
+  unprivileged user).
+- ``template_db``: a database bootstrapped and migrated once; ``world_template``: the same
+  plus the two-company world of tests/support/world.py.
+- ``fresh_db`` / ``world_db``: a clone of a template for one test (milliseconds, not a
+  migration run), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from tests.support.api import Api
+from tests.support.world import World, seed_world
+from voicesessions.local import migrations
+
+if TYPE_CHECKING:
+    from voicesessions.local.server import LocalServerInfo
+
+AUTHENTICATOR_PASSWORD = secrets.token_urlsafe(16)
+
+
+@dataclass
+class Database:
+    """A database of the test cluster, with DSNs for its owner and for PostgREST's login."""
+
+    name: str
+    dsn: str
+    authenticator_dsn: str
+
+    def connect(self, autocommit: bool = True) -> psycopg.Connection[object]:
+        return psycopg.connect(self.dsn, autocommit=autocommit)  # type: ignore[return-value]
+
+    def api(self) -> Api:
+        return Api(self.authenticator_dsn)
+
+
+@dataclass(frozen=True)
+class ExistingServer:
+    """A server the suite did not start (VOICESESSIONS_TEST_DSN): only its superuser DSN."""
+
+    dsn: str
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServerInfo]:
+    """The run's PostgreSQL. ``VOICESESSIONS_TEST_DSN`` (a superuser DSN) points the suite at
+    an existing server instead, e.g. another PostgreSQL major version."""
+    existing = os.environ.get("VOICESESSIONS_TEST_DSN")
+    if existing:
+        yield ExistingServer(existing)  # type: ignore[misc]
+        return
+    from voicesessions.local.server import LocalPostgres
+
+    server = LocalPostgres(tmp_path_factory.mktemp("pg") / "data", fast=True)
+    info = server.start()
+    try:
+        yield info
+    finally:
+        server.stop()
+
+
+def _database(server: LocalServerInfo, name: str) -> Database:
+    return Database(
+        name=name,
+        dsn=make_conninfo(server.dsn, dbname=name),
+        authenticator_dsn=make_conninfo(
+            server.dsn, dbname=name, user="authenticator", password=AUTHENTICATOR_PASSWORD
+        ),
+    )
+
+
+def _admin(server: LocalServerInfo) -> psycopg.Connection[object]:
+    return psycopg.connect(server.dsn, autocommit=True)  # type: ignore[return-value]
+
+
+def _create_database(server: LocalServerInfo, name: str, template: str | None = None) -> Database:
+    with _admin(server) as conn:
+        if template is None:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(
+                sql.SQL("create database {} template {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+    return _database(server, name)
+
+
+def _drop_database(server: LocalServerInfo, name: str) -> None:
+    with _admin(server) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: LocalServerInfo) -> Database:
+    """Bootstrapped and migrated once per run; clone it, never write to it."""
+    _drop_database(pg_server, "vs_template_world")
+    _drop_database(pg_server, "vs_template")
+    db = _create_database(pg_server, "vs_template")
+    with db.connect() as conn:
+        migrations.migrate(conn)
+        conn.execute(
+            sql.SQL("alter role authenticator with password {}").format(
+                sql.Literal(AUTHENTICATOR_PASSWORD)
+            )
+        )
+    return db
+
+
+@pytest.fixture(scope="session")
+def world_template(pg_server: LocalServerInfo, template_db: Database) -> tuple[Database, World]:
+    db = _create_database(pg_server, "vs_template_world", template_db.name)
+    with db.connect(autocommit=False) as conn:
+        world = seed_world(conn)
+    return db, world
+
+
+def _clone(pg_server: LocalServerInfo, template: Database) -> Iterator[Database]:
+    name = f"vs_test_{uuid.uuid4().hex[:12]}"
+    db = _create_database(pg_server, name, template.name)
+    try:
+        yield db
+    finally:
+        _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def fresh_db(pg_server: LocalServerInfo, template_db: Database) -> Iterator[Database]:
+    """A migrated, empty database for one test."""
+    yield from _clone(pg_server, template_db)
+
+
+@pytest.fixture
+def world_db(
+    pg_server: LocalServerInfo, world_template: tuple[Database, World]
+) -> Iterator[tuple[Database, World]]:
+    """A migrated database holding the two-company world, for one test."""
+    template, world = world_template
+    for db in _clone(pg_server, template):
+        yield db, world
+
+
+@pytest.fixture(scope="module")
+def shared_world_db(
+    pg_server: LocalServerInfo, world_template: tuple[Database, World]
+) -> Iterator[tuple[Database, World]]:
+    """One world database per test module, for tests that roll back every change."""
+    template, world = world_template
+    for db in _clone(pg_server, template):
+        yield db, world

@@ -1,0 +1,153 @@
+"""A small two-company world every RLS and constraint test starts from.
+
+Company A: trainees A1 and A2, manager MA, admin AA. Company B: trainee B1, admin AB.
+Each trainee owns an *active* session (with an AI-buyer participant and three final
+segments) and a *completed* one (with a transcript, an analysis and an analytics row). Each
+company has an audit entry and a GDPR request; one auth user has no profile yet.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+
+from tests.support.api import Identity
+
+TRAINEES = ("A1", "A2", "B1")
+
+
+@dataclass(frozen=True)
+class Person:
+    key: str
+    id: uuid.UUID
+    company: str
+    role: str
+
+    @property
+    def identity(self) -> Identity:
+        return Identity.user(self.id, f"{self.key.lower()}@example.test")
+
+
+@dataclass
+class World:
+    companies: dict[str, uuid.UUID] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)
+    # trainee key -> session ids
+    active_session: dict[str, uuid.UUID] = field(default_factory=dict)
+    completed_session: dict[str, uuid.UUID] = field(default_factory=dict)
+    # an auth user with no profile yet (for "add a profile" cases)
+    spare_user: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def person(self, key: str) -> Person:
+        return self.people[key]
+
+    def sessions_of(self, key: str) -> set[uuid.UUID]:
+        if key not in self.active_session:
+            return set()
+        return {self.active_session[key], self.completed_session[key]}
+
+    def sessions_in(self, company: str) -> set[uuid.UUID]:
+        found: set[uuid.UUID] = set()
+        for key in TRAINEES:
+            if self.people[key].company == company:
+                found |= self.sessions_of(key)
+        return found
+
+
+PEOPLE = (
+    ("A1", "A", "trainee"),
+    ("A2", "A", "trainee"),
+    ("MA", "A", "manager"),
+    ("AA", "A", "admin"),
+    ("B1", "B", "trainee"),
+    ("AB", "B", "admin"),
+)
+
+
+def seed_world(conn: psycopg.Connection[object]) -> World:
+    """Insert the world as the migration owner (RLS does not apply) and commit."""
+    world = World()
+    with conn.transaction():
+        for company in ("A", "B"):
+            row = conn.execute(
+                "insert into public.companies (name) values (%s) returning id",
+                (f"Company {company}",),
+            ).fetchone()
+            assert row is not None
+            world.companies[company] = row[0]  # type: ignore[index]
+        for key, company, role in PEOPLE:
+            person = Person(key, uuid.uuid4(), company, role)
+            world.people[key] = person
+            conn.execute(
+                "insert into auth.users (id, email, aud, role) values (%s, %s, 'authenticated',"
+                " 'authenticated')",
+                (person.id, f"{key.lower()}@example.test"),
+            )
+            conn.execute(
+                "insert into public.profiles (id, company_id, role, display_name)"
+                " values (%s, %s, %s, %s)",
+                (person.id, world.companies[company], role, f"Person {key}"),
+            )
+        conn.execute(
+            "insert into auth.users (id, email) values (%s, 'spare@example.test')",
+            (world.spare_user,),
+        )
+        for key in TRAINEES:
+            person = world.people[key]
+            active = _one(conn, "insert into public.sessions (profile_id, title)"
+                                " values (%s, %s) returning id", (person.id, f"{key} live call"))
+            world.active_session[key] = active
+            conn.execute(
+                "insert into public.session_participants (session_id, kind, speaker_label,"
+                " display_name, persona) values (%s, 'ai_buyer', 'buyer', 'Alex (buyer)',"
+                " '{\"scenario\": \"cold call\"}')",
+                (active,),
+            )
+            for seq in range(3):
+                conn.execute(
+                    "insert into public.transcript_segments (session_id, seq, speaker, text,"
+                    " start_ms, end_ms, confidence) values (%s, %s, %s, %s, %s, %s, 0.9)",
+                    (active, seq, "trainee" if seq % 2 == 0 else "buyer", f"segment {seq}",
+                     seq * 1000, seq * 1000 + 900),
+                )
+            done = _one(conn, "insert into public.sessions (profile_id, title, started_at)"
+                              " values (%s, %s, now() - interval '1 hour') returning id",
+                        (person.id, f"{key} finished call"))
+            world.completed_session[key] = done
+            conn.execute("update public.sessions set status = 'completed' where id = %s", (done,))
+            conn.execute(
+                "insert into public.transcripts (session_id, content, word_count)"
+                " values (%s, 'hello there, how can I help', 6)",
+                (done,),
+            )
+            conn.execute(
+                "insert into public.analysis_results (session_id, provider, analysis_type,"
+                " results) values (%s, 'test', 'overall', '{\"score\": 70}')",
+                (done,),
+            )
+            conn.execute(
+                "insert into public.session_analytics (session_id, overall_score)"
+                " values (%s, 70)",
+                (done,),
+            )
+        for company in ("A", "B"):
+            conn.execute(
+                "select private.audit('test.seed', 'company', %s, %s)",
+                (world.companies[company], world.companies[company]),
+            )
+            conn.execute(
+                "insert into public.gdpr_requests (kind, company_id, subject_ref)"
+                " values ('export', %s, private.subject_ref(%s))",
+                (world.companies[company], world.people[f"{company}1"].id),
+            )
+    return world
+
+
+def _one(conn: psycopg.Connection[object], query: str, params: tuple[object, ...]) -> uuid.UUID:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    value = row[0]  # type: ignore[index]
+    assert isinstance(value, uuid.UUID)
+    return value
