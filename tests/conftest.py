@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -56,7 +59,7 @@ class ExistingServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServerInfo]:
+def pg_server() -> Iterator[LocalServerInfo]:
     """The run's PostgreSQL. ``VOICESESSIONS_TEST_DSN`` (a superuser DSN) points the suite at
     an existing server instead, e.g. another PostgreSQL major version."""
     existing = os.environ.get("VOICESESSIONS_TEST_DSN")
@@ -65,12 +68,16 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServerI
         return
     from voicesessions.local.server import LocalPostgres
 
-    server = LocalPostgres(tmp_path_factory.mktemp("pg") / "data", fast=True)
-    info = server.start()
+    # Not pytest's tmp_path: its parents are private to root, and when the suite runs as root
+    # the server runs as an unprivileged user that must be able to reach its data directory.
+    root = Path(tempfile.mkdtemp(prefix="voicesessions-test-"))
+    root.chmod(0o711)
+    server = LocalPostgres(root / "data", fast=True)
     try:
-        yield info
+        yield server.start()
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _database(server: LocalServerInfo, name: str) -> Database:
@@ -102,7 +109,9 @@ def _create_database(server: LocalServerInfo, name: str, template: str | None = 
 
 def _drop_database(server: LocalServerInfo, name: str) -> None:
     with _admin(server) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")

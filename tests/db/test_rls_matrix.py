@@ -127,9 +127,12 @@ SPECS: dict[str, TableSpec] = {
         insert_allowed=frozenset({"AA", "service_role"}),
         update_sql="update profiles set display_name = display_name",
         update_count=lambda w, who: (
-            6 if who == "service_role"
-            else 4 if w.person(who).role == "admin" and w.person(who).company == "A"
-            else 2 if w.person(who).role == "admin"
+            6
+            if who == "service_role"
+            else 4
+            if w.person(who).role == "admin" and w.person(who).company == "A"
+            else 2
+            if w.person(who).role == "admin"
             else 1
         ),
         delete_count=_service_only(6),
@@ -143,9 +146,7 @@ SPECS: dict[str, TableSpec] = {
         ),
         insert_allowed=frozenset({"A1", "service_role"}),
         update_sql="update sessions set title = title",
-        update_count=lambda w, who: (
-            6 if who == "service_role" else len(w.sessions_of(who))
-        ),
+        update_count=lambda w, who: 6 if who == "service_role" else len(w.sessions_of(who)),
         delete_count=_service_only(6),
     ),
     "session_participants": TableSpec(
@@ -158,9 +159,7 @@ SPECS: dict[str, TableSpec] = {
         ),
         insert_allowed=frozenset({"A1", "service_role"}),
         update_sql="update session_participants set display_name = display_name",
-        update_count=lambda w, who: (
-            9 if who == "service_role" else 3 if who in TRAINEES else 0
-        ),
+        update_count=lambda w, who: 9 if who == "service_role" else 3 if who in TRAINEES else 0,
         delete_count=_service_only(9),
     ),
     "transcript_segments": TableSpec(

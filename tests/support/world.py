@@ -96,25 +96,37 @@ def seed_world(conn: psycopg.Connection[object]) -> World:
         )
         for key in TRAINEES:
             person = world.people[key]
-            active = _one(conn, "insert into public.sessions (profile_id, title)"
-                                " values (%s, %s) returning id", (person.id, f"{key} live call"))
+            active = _one(
+                conn,
+                "insert into public.sessions (profile_id, title) values (%s, %s) returning id",
+                (person.id, f"{key} live call"),
+            )
             world.active_session[key] = active
             conn.execute(
                 "insert into public.session_participants (session_id, kind, speaker_label,"
                 " display_name, persona) values (%s, 'ai_buyer', 'buyer', 'Alex (buyer)',"
-                " '{\"scenario\": \"cold call\"}')",
+                ' \'{"scenario": "cold call"}\')',
                 (active,),
             )
             for seq in range(3):
                 conn.execute(
                     "insert into public.transcript_segments (session_id, seq, speaker, text,"
                     " start_ms, end_ms, confidence) values (%s, %s, %s, %s, %s, %s, 0.9)",
-                    (active, seq, "trainee" if seq % 2 == 0 else "buyer", f"segment {seq}",
-                     seq * 1000, seq * 1000 + 900),
+                    (
+                        active,
+                        seq,
+                        "trainee" if seq % 2 == 0 else "buyer",
+                        f"segment {seq}",
+                        seq * 1000,
+                        seq * 1000 + 900,
+                    ),
                 )
-            done = _one(conn, "insert into public.sessions (profile_id, title, started_at)"
-                              " values (%s, %s, now() - interval '1 hour') returning id",
-                        (person.id, f"{key} finished call"))
+            done = _one(
+                conn,
+                "insert into public.sessions (profile_id, title, started_at)"
+                " values (%s, %s, now() - interval '1 hour') returning id",
+                (person.id, f"{key} finished call"),
+            )
             world.completed_session[key] = done
             conn.execute("update public.sessions set status = 'completed' where id = %s", (done,))
             conn.execute(
@@ -128,8 +140,7 @@ def seed_world(conn: psycopg.Connection[object]) -> World:
                 (done,),
             )
             conn.execute(
-                "insert into public.session_analytics (session_id, overall_score)"
-                " values (%s, 70)",
+                "insert into public.session_analytics (session_id, overall_score) values (%s, 70)",
                 (done,),
             )
         for company in ("A", "B"):

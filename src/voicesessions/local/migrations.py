@@ -10,17 +10,25 @@ first; on a real Supabase database it is never run.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlparse
 from psycopg import sql
 
 from voicesessions.errors import MigrationError
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # pragma: no cover - Python 3.10
+    from importlib.abc import Traversable
+
+Connection = psycopg.Connection[Any]
 
 _FILENAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
 
@@ -89,9 +97,7 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
             raise MigrationError(
                 f"{entry.name}: migration files must be named <14-digit timestamp>_<name>.sql"
             )
-        found.append(
-            Migration(match["version"], match["name"], entry.read_text(encoding="utf-8"))
-        )
+        found.append(Migration(match["version"], match["name"], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -104,14 +110,14 @@ def compat_sql() -> str:
     return (resources.files("voicesessions.local") / "compat.sql").read_text(encoding="utf-8")
 
 
-def is_supabase(conn: psycopg.Connection[object]) -> bool:
+def is_supabase(conn: Connection) -> bool:
     """True on a database provisioned by Supabase (hosted or ``supabase start``)."""
     row = conn.execute("select exists (select 1 from pg_roles where rolname = 'supabase_admin')")
     result = row.fetchone()
     return bool(result and result[0])
 
 
-def bootstrap(conn: psycopg.Connection[object]) -> bool:
+def bootstrap(conn: Connection) -> bool:
     """Apply the compatibility bootstrap unless this is a Supabase database.
 
     Returns True when it ran. Idempotent: every object is created only where missing.
@@ -129,12 +135,12 @@ def bootstrap(conn: psycopg.Connection[object]) -> bool:
     return True
 
 
-def _ensure_history(conn: psycopg.Connection[object]) -> None:
+def _ensure_history(conn: Connection) -> None:
     with conn.transaction():
         conn.execute(_HISTORY_DDL.encode())
 
 
-def applied_versions(conn: psycopg.Connection[object]) -> set[str]:
+def applied_versions(conn: Connection) -> set[str]:
     """Versions recorded in ``supabase_migrations.schema_migrations`` (empty if none)."""
     exists = conn.execute(
         "select to_regclass('supabase_migrations.schema_migrations') is not null"
@@ -145,15 +151,14 @@ def applied_versions(conn: psycopg.Connection[object]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def status(conn: psycopg.Connection[object], migrations: Iterable[Migration] | None = None
-           ) -> list[MigrationState]:
+def status(conn: Connection, migrations: Iterable[Migration] | None = None) -> list[MigrationState]:
     """Every known migration with whether it has been applied."""
     done = applied_versions(conn)
     todo = list(migrations) if migrations is not None else load_migrations()
     return [MigrationState(m, m.version in done) for m in todo]
 
 
-def apply_one(conn: psycopg.Connection[object], migration: Migration) -> None:
+def apply_one(conn: Connection, migration: Migration) -> None:
     """Run one migration and record it, in one transaction: all of it or none of it."""
     try:
         with conn.transaction():
@@ -178,8 +183,9 @@ def apply_one(conn: psycopg.Connection[object], migration: Migration) -> None:
         ) from exc
 
 
-def migrate(conn: psycopg.Connection[object], migrations: Iterable[Migration] | None = None,
-            *, compat: bool = True) -> list[Migration]:
+def migrate(
+    conn: Connection, migrations: Iterable[Migration] | None = None, *, compat: bool = True
+) -> list[Migration]:
     """Bootstrap (plain PostgreSQL only) and apply every pending migration in order.
 
     Returns the migrations applied now; an empty list means the database was up to date.
@@ -199,9 +205,9 @@ def migrate(conn: psycopg.Connection[object], migrations: Iterable[Migration] | 
     return applied
 
 
-def connect(dsn: str) -> psycopg.Connection[object]:
+def connect(dsn: str) -> Connection:
     """An autocommit connection for the runner (each migration opens its own transaction)."""
     try:
-        return psycopg.connect(dsn, autocommit=True)  # type: ignore[return-value]
+        return psycopg.connect(dsn, autocommit=True)
     except psycopg.Error as exc:
         raise MigrationError(f"cannot connect to the database: {exc}") from exc
