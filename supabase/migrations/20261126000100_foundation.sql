@@ -34,9 +34,11 @@ revoke all on schema private from public;
 grant usage on schema private to authenticated, service_role;
 grant usage on schema public to anon, authenticated, service_role;
 
--- No function is executable by PUBLIC unless granted explicitly.
-alter default privileges in schema public revoke execute on functions from public;
-alter default privileges in schema private revoke execute on functions from public;
+-- No function is executable by PUBLIC unless granted explicitly. (Per-schema default
+-- privileges can only add to the global ones, so the revoke from PUBLIC must be global.)
+-- Hosted Supabase also grants new functions in `public` to the API roles by default.
+alter default privileges revoke execute on functions from public;
+alter default privileges in schema public revoke execute on functions from anon, authenticated;
 
 -- Enums ----------------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
  * =========================================
  * A session is one practice call by a trainee. Its lifecycle is enforced here, not by the
  * callers: only the transitions of `public.session_status` are accepted (errcode VS001),
- * `ended_at` is set when the session completes, `duration_seconds` is derived from the two
- * timestamps, and `company_id` is always the owner's company (a caller may omit it; a
+ * `ended_at` is set when the session completes, `started_at` may not lie in the future
+ * (errcode 22023), `duration_seconds` is derived from the two timestamps, and `company_id` is always the owner's company (a caller may omit it; a
  * different value is refused with 42501).
  *
  * Who may do what
@@ -82,12 +82,17 @@ begin
             hint = 'Omit company_id: the database sets it from the owner''s profile.';
   end if;
   new.company_id := owner_company;
+  if new.started_at > now() + interval '5 minutes' then
+    raise exception 'started_at % is in the future', new.started_at
+      using errcode = '22023',
+            hint = 'Omit started_at to use the current time.';
+  end if;
   if new.status not in ('active', 'completed') then
     raise exception 'a new session must be active or completed, not %', new.status
       using errcode = 'VS001';
   end if;
   if new.status = 'completed' and new.ended_at is null then
-    new.ended_at := now();
+    new.ended_at := greatest(now(), new.started_at);
   end if;
   return new;
 end;
@@ -123,7 +128,7 @@ begin
               hint = 'Allowed: active -> completed -> analyzed -> archived, completed -> archived.';
     end if;
     if old.status = 'active' and new.ended_at is null then
-      new.ended_at := now();
+      new.ended_at := greatest(now(), new.started_at);
     end if;
   end if;
   return new;
@@ -163,10 +168,10 @@ create unique index session_participants_session_profile_idx
 create index session_participants_profile_id_idx on public.session_participants (profile_id);
 
 /**
- * Trigger: a human participant belongs to the session's company, and the trainee participant
- * is the session's owner.
+ * Trigger (insert and update): a human participant belongs to the session's company, the
+ * trainee participant is the session's owner, and a participant never changes session.
  */
-create function private.session_participants_before_insert()
+create function private.session_participants_check()
 returns trigger
 language plpgsql
 security definer
@@ -176,6 +181,9 @@ declare
   s record;
   participant_company uuid;
 begin
+  if tg_op = 'UPDATE' and new.session_id is distinct from old.session_id then
+    raise exception 'a participant cannot move to another session' using errcode = '42501';
+  end if;
   select ss.profile_id, ss.company_id into s from public.sessions ss where ss.id = new.session_id;
   if not found then
     raise exception 'session % does not exist', new.session_id using errcode = '23503';
@@ -194,10 +202,10 @@ begin
   return new;
 end;
 $$;
-revoke all on function private.session_participants_before_insert() from public;
+revoke all on function private.session_participants_check() from public;
 
-create trigger session_participants_before_insert before insert on public.session_participants
-  for each row execute function private.session_participants_before_insert();
+create trigger session_participants_check before insert or update on public.session_participants
+  for each row execute function private.session_participants_check();
 
 /**
  * Trigger: every new session lists its owner as the trainee participant (speaker "trainee").

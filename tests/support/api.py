@@ -1,15 +1,12 @@
 """Run SQL exactly the way PostgREST runs a request.
 
-PostgREST logs in as ``authenticator`` and, for each request, opens one transaction in which
-it sets, transaction-locally, ``search_path``, ``role`` (the JWT's role claim),
-``request.jwt.claims`` (the whole claims object), ``request.method``, ``request.path`` and
-``request.headers``, then runs the query. :class:`Api` does the same over a real connection
-as ``authenticator``, so RLS, grants and ``auth.uid()`` behave as they do behind Supabase.
+:class:`Api` logs in as ``authenticator`` and runs each query in its own transaction after
+setting PostgREST's request context (voicesessions._request), so RLS, grants and
+``auth.uid()`` behave as they do behind Supabase.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +14,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from voicesessions._request import request_context
 
 
 @dataclass(frozen=True)
@@ -97,13 +96,7 @@ class Api:
         try:
             with conn.cursor() as cur:
                 cur.execute(
-                    "select set_config('search_path', 'public, extensions', true),"
-                    " set_config('role', %s, true),"
-                    " set_config('request.jwt.claims', %s, true),"
-                    " set_config('request.method', %s, true),"
-                    " set_config('request.path', %s, true),"
-                    " set_config('request.headers', '{}', true)",
-                    (identity.role, json.dumps(dict(identity.claims)), method, path),
+                    *request_context(identity.role, identity.claims, method=method, path=path)
                 )
                 cur.execute(query, params)  # type: ignore[arg-type]
                 rows = cur.fetchall() if cur.description else []
