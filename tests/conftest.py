@@ -171,3 +171,13 @@ def shared_world_db(
     template, world = world_template
     for db in _clone(pg_server, template):
         yield db, world
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which PostgreSQL the run uses, so a CI log shows what was tested."""
+    if os.environ.get("VOICESESSIONS_TEST_DSN"):
+        return "postgresql: existing server from VOICESESSIONS_TEST_DSN"
+    from voicesessions.local.server import find_binaries
+
+    binaries = find_binaries()
+    return f"postgresql: {binaries.major_version} from {binaries.bindir} ({binaries.source})"

@@ -16,22 +16,10 @@ import pytest
 from psycopg.rows import TupleRow
 
 from tests.conftest import Database
+from tests.support.world import PUBLIC_TABLES as ALL_PUBLIC_TABLES
 
 OUR_SCHEMAS = ("public", "private")
-PUBLIC_TABLES = frozenset(
-    {
-        "companies",
-        "profiles",
-        "sessions",
-        "session_participants",
-        "transcript_segments",
-        "transcripts",
-        "analysis_results",
-        "session_analytics",
-        "audit_log",
-        "gdpr_requests",
-    }
-)
+PUBLIC_TABLES = frozenset(ALL_PUBLIC_TABLES)
 # Functions that belong to an extension are the extension's business, not ours.
 NOT_EXTENSION_MEMBER = (
     "not exists (select 1 from pg_depend d where d.classid = 'pg_proc'::regclass"

@@ -26,7 +26,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
 from tests.conftest import Database
-from tests.support.api import Identity, Result
+from tests.support.api import Result
 from tests.support.world import World
 
 WorldDb = tuple[Database, World]
@@ -71,20 +71,12 @@ def scalar(db: Database, query: str, params: Params | None = None) -> Any:
     return row[0]
 
 
-def identity_of(world: World, who: str) -> Identity:
-    if who == "service_role":
-        return Identity.service_role()
-    if who == "anon":
-        return Identity.anon()
-    return world.person(who).identity
-
-
 def api_run(
     db: Database, world: World, who: str, query: str, params: Params | None = None
 ) -> Result:
     """Run one committed request as ``who``."""
     with db.api() as api:
-        return api.run(identity_of(world, who), query, params, commit=True)
+        return api.run(world.identity(who), query, params, commit=True)
 
 
 def fingerprint(db: Database) -> dict[str, tuple[int, str]]:

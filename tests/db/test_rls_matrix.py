@@ -22,32 +22,12 @@ import psycopg
 import pytest
 
 from tests.conftest import Database
-from tests.support.api import Identity
-from tests.support.world import TRAINEES, World
+from tests.support.world import PUBLIC_TABLES, TRAINEES, World
 
 IDENTITIES = ("anon", "A1", "A2", "MA", "AA", "B1", "service_role")
 DENIED = "42501"
 
-TABLES = (
-    "companies",
-    "profiles",
-    "sessions",
-    "session_participants",
-    "transcript_segments",
-    "transcripts",
-    "analysis_results",
-    "session_analytics",
-    "audit_log",
-    "gdpr_requests",
-)
-
-
-def identity_of(world: World, who: str) -> Identity:
-    if who == "anon":
-        return Identity.anon()
-    if who == "service_role":
-        return Identity.service_role()
-    return world.person(who).identity
+TABLES = PUBLIC_TABLES
 
 
 # -- who sees what -----------------------------------------------------------------------
@@ -243,7 +223,7 @@ SPECS: dict[str, TableSpec] = {
 def _run(db: Database, world: World, who: str, query: str, params: tuple[Any, ...] = ()) -> Any:
     with db.api() as api:
         try:
-            return api.run(identity_of(world, who), query, params)
+            return api.run(world.identity(who), query, params)
         except psycopg.Error as exc:
             return exc.sqlstate
 

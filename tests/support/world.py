@@ -17,6 +17,20 @@ from tests.support.api import Identity
 
 TRAINEES = ("A1", "A2", "B1")
 
+# Every table of the data model in schema public (tests check the database has exactly these).
+PUBLIC_TABLES = (
+    "companies",
+    "profiles",
+    "sessions",
+    "session_participants",
+    "transcript_segments",
+    "transcripts",
+    "analysis_results",
+    "session_analytics",
+    "audit_log",
+    "gdpr_requests",
+)
+
 
 @dataclass(frozen=True)
 class Person:
@@ -42,6 +56,14 @@ class World:
 
     def person(self, key: str) -> Person:
         return self.people[key]
+
+    def identity(self, who: str) -> Identity:
+        """The API identity of a person's key, or of "anon" / "service_role"."""
+        if who == "anon":
+            return Identity.anon()
+        if who == "service_role":
+            return Identity.service_role()
+        return self.people[who].identity
 
     def sessions_of(self, key: str) -> set[uuid.UUID]:
         if key not in self.active_session:
