@@ -1,17 +1,37 @@
-"""Exceptions raised by voicesessions.
+"""Exceptions raised by voicesessions, and the one mapping from every backend's errors to them.
 
 Every error the package raises derives from :class:`VoiceSessionsError`::
 
     VoiceSessionsError
-    ├── LocalServerError      the embedded local PostgreSQL could not be found, set up or run
-    └── MigrationError        a migration or the compatibility bootstrap failed to apply
+    ├── APIError                  the database or the Supabase API refused or failed a call
+    │   ├── NotFoundError         the row does not exist or is not visible to the caller
+    │   │   └── SessionNotFound
+    │   ├── PermissionDeniedError 42501, HTTP 401/403, invalid JWT
+    │   ├── ConflictError         23505, 23503, VS001 invalid status transition, VS002
+    │   ├── InvalidInputError     22*, 23502, 23514, rejected input (also before any I/O)
+    │   └── TransientError        timeouts, connection failures, 5xx, 08*, 53*, 40001, 40P01
+    ├── ConfigurationError        missing or contradictory settings (from_env, as_user, ...)
+    ├── LocalServerError          the embedded local PostgreSQL could not be set up or run
+    └── MigrationError            a migration or the compatibility bootstrap failed
+
+Every :class:`APIError` keeps ``code`` (the SQLSTATE, the PostgREST ``PGRST...`` code or an
+HTTP status), ``message``, ``details``, ``hint`` and, where known, ``http_status``.
+:func:`from_sqlstate` and :func:`from_postgrest` are the single place where codes become
+exception types; the backends call them and never raise their libraries' errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class VoiceSessionsError(Exception):
     """Base class of every error raised by voicesessions."""
+
+
+class ConfigurationError(VoiceSessionsError):
+    """Settings are missing or contradict each other (raised before any I/O)."""
 
 
 class LocalServerError(VoiceSessionsError):
@@ -28,3 +48,174 @@ class MigrationError(VoiceSessionsError):
         super().__init__(message)
         self.version = version
         self.sqlstate = sqlstate
+
+
+class APIError(VoiceSessionsError):
+    """The database or an API refused or failed a call.
+
+    ``code`` is the SQLSTATE (``"42501"``, ``"VS001"``), the PostgREST code
+    (``"PGRST116"``) or an HTTP status (``"503"``) when that is all there was.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        hint: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = details
+        self.hint = hint
+        self.http_status = http_status
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.code:
+            text = f"[{self.code}] {text}"
+        if self.hint:
+            text = f"{text} (hint: {self.hint})"
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, code={self.code!r},"
+            f" details={self.details!r}, hint={self.hint!r}, http_status={self.http_status!r})"
+        )
+
+
+class NotFoundError(APIError):
+    """The row does not exist, or RLS hides it from the caller (the two look the same)."""
+
+
+class SessionNotFound(NotFoundError):  # noqa: N818 - the name is part of the public API
+    """The session does not exist or the caller may not see it."""
+
+
+class PermissionDeniedError(APIError):
+    """The caller is not allowed to do this (SQLSTATE 42501, HTTP 401/403)."""
+
+
+class ConflictError(APIError):
+    """The call conflicts with the database's state: a duplicate (23505), a missing referenced
+    row (23503), an invalid status transition (VS001) or a session that has ended (VS002)."""
+
+
+class InvalidInputError(APIError):
+    """The input was rejected: by validation before any I/O, or by the database (22*, 23502,
+    23514)."""
+
+
+class TransientError(APIError):
+    """A failure worth retrying: timeout, lost connection, overload, serialization failure or
+    deadlock (08*, 53*, 57P*, 40001, 40P01, HTTP 5xx)."""
+
+
+# -- mapping --------------------------------------------------------------------------------
+
+#: Our own SQLSTATEs (raised by the migrations) and what they mean.
+VOICESESSIONS_SQLSTATES: Mapping[str, type[APIError]] = {
+    "VS001": ConflictError,  # invalid session status transition
+    "VS002": ConflictError,  # live data written to a session that is not active
+}
+
+_EXACT_SQLSTATES: Mapping[str, type[APIError]] = {
+    **VOICESESSIONS_SQLSTATES,
+    "42501": PermissionDeniedError,
+    "23505": ConflictError,
+    "23503": ConflictError,
+    "23502": InvalidInputError,
+    "23514": InvalidInputError,
+    "23P01": ConflictError,
+    "40001": TransientError,
+    "40P01": TransientError,
+    "55P03": TransientError,  # lock_not_available
+    "57014": TransientError,  # query_canceled (statement timeout)
+    "57P01": TransientError,  # admin_shutdown
+    "57P02": TransientError,  # crash_shutdown
+    "57P03": TransientError,  # cannot_connect_now
+    "25006": PermissionDeniedError,  # read_only_sql_transaction
+    "42P01": NotFoundError,  # undefined_table (PostgREST: 404)
+    "42883": NotFoundError,  # undefined_function (PostgREST: 404)
+    "P0002": NotFoundError,  # no_data_found
+}
+
+_SQLSTATE_CLASSES: Mapping[str, type[APIError]] = {
+    "08": TransientError,  # connection exceptions
+    "53": TransientError,  # insufficient resources
+    "22": InvalidInputError,  # data exceptions
+    "28": PermissionDeniedError,  # invalid authorization
+}
+
+_POSTGREST_CODES: Mapping[str, type[APIError]] = {
+    "PGRST116": NotFoundError,  # .single() on zero (or several) rows
+    "PGRST301": PermissionDeniedError,  # JWT invalid
+    "PGRST302": PermissionDeniedError,  # anonymous access disabled
+    "PGRST303": PermissionDeniedError,  # JWT claims invalid
+    "PGRST202": NotFoundError,  # function not found
+    "PGRST205": NotFoundError,  # table not found
+    "PGRST000": TransientError,  # database connection failed
+    "PGRST001": TransientError,  # database connection error
+    "PGRST002": TransientError,  # schema cache being built
+    "PGRST003": TransientError,  # pool acquisition timeout
+}
+
+
+def error_class_for_code(code: str | None, http_status: int | None = None) -> type[APIError]:
+    """The exception type for a SQLSTATE, a PostgREST code or an HTTP status."""
+    if code:
+        if code in _EXACT_SQLSTATES:
+            return _EXACT_SQLSTATES[code]
+        if code in _POSTGREST_CODES:
+            return _POSTGREST_CODES[code]
+        if code.isdigit() and len(code) == 3:
+            http_status = http_status or int(code)
+        elif len(code) == 5 and code[:2] in _SQLSTATE_CLASSES:
+            return _SQLSTATE_CLASSES[code[:2]]
+    if http_status is not None:
+        return _class_for_http_status(http_status)
+    return APIError
+
+
+def _class_for_http_status(status: int) -> type[APIError]:
+    if status in (401, 403):
+        return PermissionDeniedError
+    if status in (404, 406):
+        return NotFoundError
+    if status == 409:
+        return ConflictError
+    if status in (408, 429) or status >= 500:
+        return TransientError
+    if 400 <= status < 500:
+        return InvalidInputError
+    return APIError
+
+
+def from_sqlstate(
+    sqlstate: str | None,
+    message: str,
+    *,
+    details: Any = None,
+    hint: str | None = None,
+    http_status: int | None = None,
+) -> APIError:
+    """Build the exception for a database error code."""
+    cls = error_class_for_code(sqlstate, http_status)
+    return cls(message, code=sqlstate, details=details, hint=hint, http_status=http_status)
+
+
+def from_postgrest(error: Mapping[str, Any], *, http_status: int | None = None) -> APIError:
+    """Build the exception for a PostgREST error body ``{code, message, details, hint}``."""
+    code = error.get("code")
+    message = error.get("message") or "the request failed"
+    return from_sqlstate(
+        None if code is None else str(code),
+        str(message),
+        details=error.get("details"),
+        hint=error.get("hint"),
+        http_status=http_status,
+    )

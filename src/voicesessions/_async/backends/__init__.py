@@ -1,0 +1,1 @@
+"""Backends: the small interface between the SDK and a database (PostgREST or PostgreSQL)."""

@@ -1,0 +1,98 @@
+"""The backend interface: the few operations the SDK needs from a database.
+
+Two implementations: ``SupabaseBackend`` (PostgREST, Storage and Realtime through
+supabase-py) and ``PostgresBackend`` (psycopg, each call one transaction with the request
+context PostgREST would set). Repositories are written once, above this interface; no query
+or rule is written twice.
+
+Contract for every implementation
+- Every call runs as ``self.identity``: RLS, grants and ``auth.uid()`` apply exactly as they
+  do behind PostgREST for that identity.
+- Every call is atomic: one HTTP request, or one database transaction.
+- Errors are raised only as ``voicesessions.errors`` exceptions (mapped with
+  ``voicesessions.errors.from_sqlstate`` / ``from_postgrest``), never the library's own.
+- No retries here: the retry policy lives above (``voicesessions._retry``), because only the
+  caller knows whether a write is idempotent.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from voicesessions._identity import Identity
+from voicesessions._query import Filter, Order
+
+Row = dict[str, Any]
+
+
+class AsyncBackend(abc.ABC):
+    """What the SDK needs from a database. See the module docstring for the contract."""
+
+    identity: Identity
+
+    @abc.abstractmethod
+    async def select(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str] = ("*",),
+        filters: Sequence[Filter] = (),
+        order: Sequence[Order] = (),
+        limit: int | None = None,
+    ) -> list[Row]:
+        """Rows of ``table`` (schema public) visible to the identity, filtered and ordered."""
+
+    @abc.abstractmethod
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        on_conflict: Sequence[str] | None = None,
+        ignore_duplicates: bool = False,
+    ) -> list[Row]:
+        """Insert ``rows`` (all with the same keys) and return the inserted rows.
+
+        With ``on_conflict`` and ``ignore_duplicates=True``, rows that conflict on those
+        columns are skipped (``on conflict (...) do nothing``) and not returned.
+        """
+
+    @abc.abstractmethod
+    async def update(
+        self, table: str, values: Mapping[str, Any], *, filters: Sequence[Filter]
+    ) -> list[Row]:
+        """Update the visible rows matching ``filters`` (at least one filter) and return them."""
+
+    @abc.abstractmethod
+    async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call ``public.<function>`` with named parameters; return its JSON-decoded result
+        (a list of rows for a set-returning function)."""
+
+    @abc.abstractmethod
+    async def create_auth_user(
+        self,
+        email: str,
+        *,
+        password: str | None = None,
+        user_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Create an auth user (Supabase Auth admin API, or an ``auth.users`` row on plain
+        PostgreSQL) with a confirmed email; return its id. Needs the service role."""
+
+    @abc.abstractmethod
+    def as_user(self, user_id: uuid.UUID) -> AsyncBackend:
+        """The same backend acting as the authenticated user ``user_id`` (shares resources
+        with this one; closing the parent closes it)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release connections and clients. Idempotent."""
+
+    async def __aenter__(self) -> AsyncBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,57 @@
+"""The small query vocabulary the backends understand: equality-style filters and ordering.
+
+Repositories describe *what* to read or write with these values; each backend turns them
+into its own form (PostgREST query parameters, or SQL built with psycopg.sql). Nothing here
+does I/O, so the async core and its generated sync face share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "is"]
+
+#: The operators and their SQL spelling; PostgREST spells them like the keys.
+SQL_OPERATORS: dict[str, str] = {
+    "eq": "=",
+    "neq": "<>",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "in": "= any",
+    "is": "is",
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """``column <op> value``. ``in`` takes a sequence; ``is`` takes None, True or False."""
+
+    column: str
+    op: Op
+    value: Any
+
+    def __post_init__(self) -> None:
+        if self.op not in SQL_OPERATORS:
+            raise ValueError(f"unknown filter operator {self.op!r}")
+        if self.op == "in" and (
+            isinstance(self.value, (str, bytes)) or not isinstance(self.value, Sequence)
+        ):
+            raise ValueError("the 'in' operator takes a sequence of values")
+        if self.op == "is" and self.value not in (None, True, False):
+            raise ValueError("the 'is' operator takes None, True or False")
+
+
+@dataclass(frozen=True)
+class Order:
+    """Sort by ``column``; ``descending`` reverses. Nulls sort as PostgreSQL sorts them."""
+
+    column: str
+    descending: bool = False
+
+
+def eq(column: str, value: Any) -> Filter:
+    return Filter(column, "eq", value)
