@@ -1,0 +1,262 @@
+"""Typed models: rows as the database returns them, inputs validated before any I/O, results.
+
+Row models ignore columns they do not know (a newer schema may add some); input models
+forbid unknown fields, so a typo is an error, not silently dropped data. All are immutable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+T = TypeVar("T")
+
+
+class SessionStatus(str, Enum):
+    """Lifecycle: active -> completed -> analyzed -> archived (and completed -> archived)."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    ANALYZED = "analyzed"
+    ARCHIVED = "archived"
+
+
+class ProcessingStatus(str, Enum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class ProfileRole(str, Enum):
+    TRAINEE = "trainee"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+class ParticipantKind(str, Enum):
+    TRAINEE = "trainee"
+    AI_BUYER = "ai_buyer"
+    COACH = "coach"
+    PEER = "peer"
+
+
+class Speaker(str, Enum):
+    """The default speaker labels. Segments may carry any label a participant declares."""
+
+    TRAINEE = "trainee"
+    BUYER = "buyer"
+    COACH = "coach"
+    PEER = "peer"
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+# -- tenancy --------------------------------------------------------------------------------
+
+
+class RetentionPolicy(_Input):
+    """Days each category of a company's data is kept; None keeps it indefinitely."""
+
+    audio_days: int | None = Field(default=None, gt=0)
+    transcript_days: int | None = Field(default=None, gt=0)
+    analysis_days: int | None = Field(default=None, gt=0)
+    session_days: int | None = Field(default=None, gt=0)
+
+    def to_columns(self) -> dict[str, int | None]:
+        return {
+            "audio_retention_days": self.audio_days,
+            "transcript_retention_days": self.transcript_days,
+            "analysis_retention_days": self.analysis_days,
+            "session_retention_days": self.session_days,
+        }
+
+
+class Company(_Row):
+    id: uuid.UUID
+    name: str
+    audio_retention_days: int | None = None
+    transcript_retention_days: int | None = None
+    analysis_retention_days: int | None = None
+    session_retention_days: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            audio_days=self.audio_retention_days,
+            transcript_days=self.transcript_retention_days,
+            analysis_days=self.analysis_retention_days,
+            session_days=self.session_retention_days,
+        )
+
+
+class Profile(_Row):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    role: ProfileRole
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+class SessionCreate(_Input):
+    """A new session. ``metadata`` is free-form JSON (scenario, persona, pipeline ids...)."""
+
+    profile_id: uuid.UUID
+    title: str = Field(min_length=1, max_length=255)
+    started_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("started_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("started_at must be timezone-aware")
+        return value
+
+
+class Session(_Row):
+    id: uuid.UUID
+    profile_id: uuid.UUID
+    company_id: uuid.UUID
+    title: str
+    status: SessionStatus
+    started_at: datetime
+    ended_at: datetime | None = None
+    duration_seconds: int | None = None
+    audio_path: str | None = None
+    audio_size_bytes: int | None = None
+    audio_quality: dict[str, Any] = Field(default_factory=dict)
+    minute_cost: Decimal | None = None
+    processing_status: ProcessingStatus = ProcessingStatus.PENDING
+    analytics_summary: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Participant(_Row):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    profile_id: uuid.UUID | None = None
+    kind: ParticipantKind
+    speaker_label: str
+    display_name: str | None = None
+    persona: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a keyset-paginated listing. Pass ``next_cursor`` back to get the next
+    page; it is None on the last page."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+# -- transcripts ----------------------------------------------------------------------------
+
+
+class TranscriptSegment(_Row):
+    """One final segment of a live transcript."""
+
+    session_id: uuid.UUID
+    seq: int
+    speaker: str
+    text: str
+    start_ms: int
+    end_ms: int
+    confidence: float | None = None
+    words: list[dict[str, Any]] | None = None
+    segment_id: str | None = None
+    created_at: datetime | None = None
+
+
+class Transcript(_Row):
+    """A session's transcript: the assembled row (once the session completed) and the final
+    segments ordered by audio offset (start_ms, then seq)."""
+
+    session_id: uuid.UUID
+    segments: list[TranscriptSegment]
+    content: str | None = None
+    language: str | None = None
+    word_count: int | None = None
+    confidence: Decimal | None = None
+    is_anonymized: bool = False
+    anonymized_at: datetime | None = None
+
+    @property
+    def text(self) -> str:
+        """The assembled content, or the segments joined while the session is live."""
+        if self.content is not None:
+            return self.content
+        return "\n".join(f"{s.speaker}: {s.text}" for s in self.segments)
+
+
+class TranscriptHit(_Row):
+    """A transcript matching a search, best first."""
+
+    session_id: uuid.UUID
+    title: str
+    started_at: datetime
+    language: str
+    rank: float
+    snippet: str
+
+
+# -- analysis -------------------------------------------------------------------------------
+
+
+class AnalysisResult(_Row):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    provider: str
+    analysis_type: str
+    version: str
+    results: dict[str, Any]
+    confidence: Decimal | None = None
+    processing_time_ms: int | None = None
+    api_cost_usd: Decimal | None = None
+    created_at: datetime
+
+
+class SessionAnalytics(_Row):
+    """Dashboard numbers of one session. ``sentiment_score`` comes from text or describes the
+    simulated buyer, never the trainee's voice (EU AI Act Art. 5(1)(f))."""
+
+    session_id: uuid.UUID
+    profile_id: uuid.UUID
+    company_id: uuid.UUID
+    overall_score: int | None = None
+    opening_score: int | None = None
+    questioning_score: int | None = None
+    objection_handling_score: int | None = None
+    closing_score: int | None = None
+    skill_scores: dict[str, Any] = Field(default_factory=dict)
+    talk_time_ratio: Decimal | None = None
+    filler_words_count: int | None = None
+    speaking_pace_wpm: Decimal | None = None
+    question_count: int | None = None
+    sentiment_score: Decimal | None = None
+    session_date: date
+    session_hour: int
+    created_at: datetime
+    updated_at: datetime
