@@ -1,17 +1,93 @@
 """voicesessions: voice training sessions on Supabase or any PostgreSQL.
 
-The public API is exactly the names in ``__all__``; every other module is an implementation
-detail, except the command line (``voicesessions``) and ``voicesessions.local`` (local server
-and migration tooling).
+    from voicesessions import VoiceSessions
+    with VoiceSessions.from_env() as vs:
+        session = vs.sessions.create(profile_id, "Discovery call")
+
+The public API is exactly the names in ``__all__``. ``AsyncVoiceSessions`` has the same
+surface with ``async`` methods. Besides these, ``voicesessions.local`` (local server and
+migrations) and the ``voicesessions`` command line are public.
 """
 
-from voicesessions.errors import LocalServerError, MigrationError, VoiceSessionsError
+from voicesessions._async.client import AsyncVoiceSessions
+from voicesessions._identity import Identity
+from voicesessions._retry_policy import (
+    DEFAULT_INITIAL_BACKOFF_S,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF_S,
+    RetryPolicy,
+)
+from voicesessions._sync.client import VoiceSessions
+from voicesessions.errors import (
+    APIError,
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    LocalServerError,
+    MigrationError,
+    NotFoundError,
+    PermissionDeniedError,
+    SessionNotFound,
+    TransientError,
+    VoiceSessionsError,
+)
+from voicesessions.models import (
+    AnalysisResult,
+    Company,
+    Page,
+    Participant,
+    ParticipantKind,
+    ProcessingStatus,
+    Profile,
+    ProfileRole,
+    RetentionPolicy,
+    Session,
+    SessionAnalytics,
+    SessionCreate,
+    SessionStatus,
+    Speaker,
+    Transcript,
+    TranscriptHit,
+    TranscriptSegment,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_INITIAL_BACKOFF_S",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_BACKOFF_S",
+    "APIError",
+    "AnalysisResult",
+    "AsyncVoiceSessions",
+    "Company",
+    "ConfigurationError",
+    "ConflictError",
+    "Identity",
+    "InvalidInputError",
     "LocalServerError",
     "MigrationError",
+    "NotFoundError",
+    "Page",
+    "Participant",
+    "ParticipantKind",
+    "PermissionDeniedError",
+    "ProcessingStatus",
+    "Profile",
+    "ProfileRole",
+    "RetentionPolicy",
+    "RetryPolicy",
+    "Session",
+    "SessionAnalytics",
+    "SessionCreate",
+    "SessionNotFound",
+    "SessionStatus",
+    "Speaker",
+    "Transcript",
+    "TranscriptHit",
+    "TranscriptSegment",
+    "TransientError",
+    "VoiceSessions",
     "VoiceSessionsError",
     "__version__",
 ]

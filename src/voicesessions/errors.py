@@ -92,7 +92,7 @@ class NotFoundError(APIError):
     """The row does not exist, or RLS hides it from the caller (the two look the same)."""
 
 
-class SessionNotFound(NotFoundError):  # noqa: N818 - the name is part of the public API
+class SessionNotFound(NotFoundError):
     """The session does not exist or the caller may not see it."""
 
 
@@ -165,13 +165,30 @@ _POSTGREST_CODES: Mapping[str, type[APIError]] = {
 }
 
 
+#: Supabase Auth (GoTrue) error codes whose meaning is more specific than their HTTP status
+#: (``email_exists`` comes with 422, which alone would read as invalid input).
+_AUTH_CODES: Mapping[str, type[APIError]] = {
+    "email_exists": ConflictError,
+    "phone_exists": ConflictError,
+    "user_already_exists": ConflictError,
+    "identity_already_exists": ConflictError,
+    "bad_jwt": PermissionDeniedError,
+    "invalid_jwt": PermissionDeniedError,
+    "no_authorization": PermissionDeniedError,
+    "not_admin": PermissionDeniedError,
+    "user_not_found": NotFoundError,
+}
+
+
 def error_class_for_code(code: str | None, http_status: int | None = None) -> type[APIError]:
-    """The exception type for a SQLSTATE, a PostgREST code or an HTTP status."""
+    """The exception type for a SQLSTATE, a PostgREST or Supabase Auth code, or an HTTP status."""
     if code:
         if code in _EXACT_SQLSTATES:
             return _EXACT_SQLSTATES[code]
         if code in _POSTGREST_CODES:
             return _POSTGREST_CODES[code]
+        if code in _AUTH_CODES:
+            return _AUTH_CODES[code]
         if code.isdigit() and len(code) == 3:
             http_status = http_status or int(code)
         elif len(code) == 5 and code[:2] in _SQLSTATE_CLASSES:

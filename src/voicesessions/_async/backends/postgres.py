@@ -1,0 +1,624 @@
+"""AsyncPostgresBackend: the backend interface over PostgreSQL, through psycopg and a pool.
+
+Every call is one transaction on a pooled connection, run the way PostgREST runs a request:
+first the request context of :mod:`voicesessions._request` (``role``,
+``request.jwt.claims``, ``request.method``, ...; all transaction-local), then one
+statement. The login role of the DSN may be a superuser, ``postgres`` or ``authenticator``:
+switching ``role`` inside the transaction makes grants, RLS and ``auth.uid()`` apply as
+they do behind Supabase's API.
+
+- ``select`` is a GET: its transaction is READ ONLY, as PostgREST's is.
+- ``insert`` and ``rpc`` are POSTs, ``update`` a PATCH: READ WRITE.
+- ``rpc`` returns what PostgREST would put in its JSON body, decoded: the database turns
+  the result into ``jsonb`` (``to_jsonb``), so values are JSON types (uuids and timestamps
+  as strings). A set-returning function gives a list (of dicts for rows, of values for
+  ``setof <scalar>``), any other function one value (a dict for a composite), ``void`` None.
+- ``create_auth_user`` writes ``auth.users`` as the login role itself (no role switch),
+  which must be allowed to: ``postgres`` on Supabase, the owner or a superuser locally.
+
+SQL is composed only with :mod:`psycopg.sql` (identifiers quoted, values always bound as
+parameters); names are also checked against a plain identifier pattern. ``dict`` and
+``list`` values are sent as ``jsonb``. Every psycopg or pool error is converted by
+:func:`_api_error` into a :mod:`voicesessions.errors` exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._identity import Identity
+from voicesessions._query import SQL_OPERATORS, Filter, Order
+from voicesessions._request import request_context
+from voicesessions.errors import (
+    APIError,
+    ConfigurationError,
+    InvalidInputError,
+    PermissionDeniedError,
+    TransientError,
+    from_sqlstate,
+)
+
+#: Connections the pool keeps open even when idle.
+DEFAULT_MIN_POOL_SIZE = 1
+#: Most connections the pool opens; further calls wait for a free one.
+DEFAULT_MAX_POOL_SIZE = 10
+#: Longest wait for a connection (from the pool, or a new one), in seconds.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+#: Longest a statement may run before PostgreSQL cancels it (57014), in seconds.
+DEFAULT_STATEMENT_TIMEOUT_S = 30.0
+#: ``application_name`` of the connections, unless the DSN names one.
+DEFAULT_APPLICATION_NAME = "voicesessions"
+
+#: PostgreSQL accepts at most this many bound parameters in one statement.
+MAX_PARAMETERS = 65535
+
+#: Table, column, function and parameter names the backend accepts (a second guard: every
+#: name is also quoted with ``sql.Identifier``).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+#: Key of the advisory lock that serialises the creation of auth users with one email
+#: (the first half of a two-key lock; the second is the hash of the address).
+_AUTH_EMAIL_LOCK_KEY = 0x7653  # "vS"
+
+_PGCRYPTO_AVAILABLE = sql.SQL(
+    "select pg_catalog.to_regprocedure('extensions.crypt(text, text)') is not null"
+    " and pg_catalog.to_regprocedure('extensions.gen_salt(text)') is not null as available"
+)
+
+_LOCK_EMAIL = sql.SQL(
+    "select pg_catalog.pg_advisory_xact_lock({}, pg_catalog.hashtext(%s))"
+).format(sql.Literal(_AUTH_EMAIL_LOCK_KEY))
+
+# A confirmed email user as GoTrue's admin API creates it: the user and its email identity.
+# Token columns are '' rather than NULL because GoTrue cannot read NULL there.
+_CREATE_AUTH_USER = """
+with new_user as (
+  insert into auth.users (
+    instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
+    raw_app_meta_data, raw_user_meta_data, confirmation_token, recovery_token,
+    email_change_token_new, email_change, created_at, updated_at
+  )
+  select '00000000-0000-0000-0000-000000000000', %(id)s, 'authenticated', 'authenticated',
+         %(email)s::text, {password}, now(), %(app_meta)s, %(user_meta)s, '', '', '', '', now(),
+         now()
+  where not exists (select 1 from auth.users u where u.email = %(email)s::text)
+  returning id, email
+)
+insert into auth.identities (
+  provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at
+)
+select n.id::text, n.id,
+       pg_catalog.jsonb_build_object(
+         'sub', n.id::text, 'email', n.email, 'email_verified', true, 'phone_verified', false
+       ),
+       'email', now(), now(), now()
+from new_user n
+returning user_id as id
+"""
+
+# The function's result as PostgREST would serialise it, plus what the catalog says of its
+# shape (set-returning? a plain scalar rather than a row? void?).
+_RPC = """
+select pg_catalog.to_jsonb(r) as value,
+  (select coalesce(bool_or(p.proretset), false) from pg_catalog.pg_proc p
+    where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = {name})
+    as returns_set,
+  (select coalesce(bool_and(
+            p.prorettype <> 'pg_catalog.record'::pg_catalog.regtype
+            and t.typtype <> 'c'
+            and not coalesce(p.proargmodes && array['o', 't']::"char"[], false)), false)
+     from pg_catalog.pg_proc p join pg_catalog.pg_type t on t.oid = p.prorettype
+    where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = {name})
+    as returns_scalar,
+  (select coalesce(bool_and(p.prorettype = 'pg_catalog.void'::pg_catalog.regtype), false)
+     from pg_catalog.pg_proc p
+    where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = {name})
+    as returns_void
+from (select * from {function}({arguments})) as r
+"""
+
+
+class _SharedPool:
+    """A connection pool shared by a backend and the backends its ``as_user`` made.
+
+    The pool is created closed and opened on first use (``psycopg_pool`` wants an async pool
+    opened explicitly, inside the event loop). Only the backend that created it closes it.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+        self.pool = pool
+        self.opened = False
+        self.closed = False
+
+    async def ensure_open(self) -> None:
+        if not self.opened:
+            await self.pool.open()  # idempotent, and serialised by the pool's own lock
+            self.opened = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.pool.close()
+
+
+class AsyncPostgresBackend(AsyncBackend):
+    """The backend over a PostgreSQL DSN: a Supabase database (direct or through its
+    pooler in session mode), a local server, the test cluster.
+
+    Build it with :meth:`from_dsn`. It acts as ``identity`` (``service_role`` by default);
+    :meth:`as_user` gives a backend acting as a user over the same pool. Close it with
+    :meth:`aclose` (or ``async with``); closing a backend made by :meth:`as_user` releases
+    nothing, closing the one made by :meth:`from_dsn` closes the pool for all of them.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = DEFAULT_MIN_POOL_SIZE,
+        max_size: int = DEFAULT_MAX_POOL_SIZE,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT_S,
+        identity: Identity | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`from_dsn`."""
+        if not isinstance(dsn, str) or not dsn.strip():
+            raise ConfigurationError("a PostgreSQL DSN is required")
+        try:
+            dsn_params = conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise ConfigurationError(f"invalid PostgreSQL DSN: {exc}") from None
+        for name, size in (("min_size", min_size), ("max_size", max_size)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ConfigurationError(f"{name} must be an integer >= 0")
+        if max_size < max(min_size, 1):
+            raise ConfigurationError("max_size must be at least 1 and at least min_size")
+        if not _positive_seconds(timeout):
+            raise ConfigurationError("timeout must be a positive number of seconds")
+        if statement_timeout is not None and not _positive_seconds(statement_timeout):
+            raise ConfigurationError(
+                "statement_timeout must be a positive number of seconds, or None"
+            )
+
+        kwargs: dict[str, Any] = {}
+        if "connect_timeout" not in dsn_params:
+            kwargs["connect_timeout"] = max(2, math.ceil(timeout))  # libpq's minimum is 2
+        if "application_name" not in dsn_params:
+            kwargs["application_name"] = DEFAULT_APPLICATION_NAME
+        kwargs.update(connect_kwargs or {})
+
+        statement_timeout_ms = (
+            None if statement_timeout is None else max(1, round(statement_timeout * 1000))
+        )
+
+        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "select pg_catalog.set_config('statement_timeout', %s, false)",
+                (str(statement_timeout_ms),),
+            )
+            await conn.commit()
+
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            dsn,
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            configure=configure if statement_timeout_ms is not None else None,
+            open=False,
+        )
+        self.identity = identity if identity is not None else Identity.service_role()
+        self._shared = _SharedPool(pool)
+        self._owns_pool = True
+        self._closed = False
+
+    @classmethod
+    def from_dsn(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = DEFAULT_MIN_POOL_SIZE,
+        max_size: int = DEFAULT_MAX_POOL_SIZE,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT_S,
+        identity: Identity | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> AsyncPostgresBackend:
+        """A backend over ``dsn`` with a pool of ``min_size`` to ``max_size`` connections.
+
+        ``timeout`` bounds the wait for a connection (TransientError after it);
+        ``statement_timeout`` is set on every connection (None leaves the server's own);
+        ``identity`` defaults to ``service_role``; ``connect_kwargs`` go to
+        ``psycopg.AsyncConnection.connect`` (e.g. ``{"prepare_threshold": None}`` behind a
+        transaction-mode pooler). No connection is made until the first call or
+        :meth:`open`.
+        """
+        return cls(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            statement_timeout=statement_timeout,
+            identity=identity,
+            connect_kwargs=connect_kwargs,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the pool now and check that a connection is ready within ``timeout``
+        (TransientError otherwise; the pool keeps trying in the background). Optional:
+        calls open the pool on first use. The pool fills up to ``min_size`` meanwhile.
+        """
+        shared = self._usable()
+        try:
+            await shared.ensure_open()
+            async with shared.pool.connection():
+                pass
+        except psycopg.Error as exc:
+            raise _api_error(exc) from exc
+
+    def as_user(self, user_id: uuid.UUID) -> AsyncPostgresBackend:
+        """This backend acting as the authenticated user ``user_id``, over the same pool."""
+        self._usable()
+        child = copy.copy(self)
+        child.identity = Identity.user(user_id)
+        child._owns_pool = False
+        child._closed = False
+        return child
+
+    async def aclose(self) -> None:
+        """Close this backend; the pool too if this backend created it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool:
+            await self._shared.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once this backend, or the backend that owns its pool, is closed."""
+        return self._closed or self._shared.closed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(identity={self.identity.role!r}, closed={self.closed})"
+
+    # -- the interface ----------------------------------------------------------------------
+
+    async def select(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str] = ("*",),
+        filters: Sequence[Filter] = (),
+        order: Sequence[Order] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction."""
+        target = _table(table)
+        if isinstance(columns, str):
+            raise InvalidInputError("columns must be a sequence of column names")
+        column_names = list(columns)
+        if column_names == ["*"]:
+            selected: sql.Composable = sql.SQL("*")
+        elif column_names:
+            selected = sql.SQL(", ").join(_identifier(c, "column") for c in column_names)
+        else:
+            raise InvalidInputError("select at least one column")
+        where, params = _where(filters)
+        query = sql.SQL("select {} from {}").format(selected, target) + where
+        if order:
+            query += sql.SQL(" order by ") + sql.SQL(", ").join(
+                sql.SQL("{} desc" if o.descending else "{} asc").format(
+                    _identifier(o.column, "column")
+                )
+                for o in order
+            )
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise InvalidInputError("limit must be an integer >= 0")
+            query += sql.SQL(" limit {}").format(sql.Literal(limit))
+        return await self._fetch("GET", f"/{table}", query, params, read_only=True)
+
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        on_conflict: Sequence[str] | None = None,
+        ignore_duplicates: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Insert ``rows`` with one multi-row ``INSERT ... RETURNING *``.
+
+        With ``on_conflict`` and ``ignore_duplicates=True``, conflicting rows are skipped
+        (``on conflict (...) do nothing``) and not returned; with ``on_conflict`` alone they
+        are updated with the new values of the other columns (an upsert, as PostgREST's
+        ``resolution=merge-duplicates``).
+        """
+        target = _table(table)
+        if isinstance(rows, Mapping):
+            raise InvalidInputError("rows must be a sequence of mappings")
+        if not rows:
+            return []
+        keys = list(rows[0].keys())
+        if not keys:
+            raise InvalidInputError("rows to insert need at least one column")
+        if any(set(row.keys()) != set(keys) for row in rows):
+            raise InvalidInputError("every row to insert must have the same columns")
+        if len(keys) * len(rows) > MAX_PARAMETERS:
+            raise InvalidInputError(
+                f"one insert takes at most {MAX_PARAMETERS} values; split the rows into batches"
+            )
+        names = [_identifier(k, "column") for k in keys]
+        one_row = sql.SQL("({})").format(sql.SQL(", ").join([sql.Placeholder()] * len(keys)))
+        query = sql.SQL("insert into {} ({}) values {}").format(
+            target, sql.SQL(", ").join(names), sql.SQL(", ").join([one_row] * len(rows))
+        )
+        if on_conflict is not None:
+            query += _on_conflict(keys, on_conflict, ignore_duplicates=ignore_duplicates)
+        elif ignore_duplicates:
+            raise InvalidInputError("ignore_duplicates needs the on_conflict columns")
+        query += sql.SQL(" returning *")
+        params = [_param(row[k]) for row in rows for k in keys]
+        return await self._fetch("POST", f"/{table}", query, params)
+
+    async def update(
+        self, table: str, values: Mapping[str, Any], *, filters: Sequence[Filter]
+    ) -> list[dict[str, Any]]:
+        """Update the visible rows matching ``filters`` (at least one) and return them."""
+        target = _table(table)
+        if not values:
+            raise InvalidInputError("nothing to update: values is empty")
+        if not filters:
+            raise InvalidInputError("an update needs at least one filter")
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(_identifier(k, "column"), sql.Placeholder()) for k in values
+        )
+        where, where_params = _where(filters)
+        query = (
+            sql.SQL("update {} set {}").format(target, assignments)
+            + where
+            + sql.SQL(" returning *")
+        )
+        params = [_param(v) for v in values.values()] + where_params
+        return await self._fetch("PATCH", f"/{table}", query, params)
+
+    async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call ``public.<function>(name => value, ...)`` and return its JSON-decoded result:
+        a list for a set-returning function, else one value (None for ``void``)."""
+        _identifier(function, "function")
+        params = params or {}
+        arguments = sql.SQL(", ").join(
+            sql.SQL("{} => {}").format(_identifier(name, "parameter"), sql.Placeholder())
+            for name in params
+        )
+        query = sql.SQL(_RPC).format(
+            name=sql.Literal(function),
+            function=sql.Identifier("public", function),
+            arguments=arguments,
+        )
+        rows = await self._fetch(
+            "POST", f"/rpc/{function}", query, [_param(v) for v in params.values()]
+        )
+        if not rows:  # only a set-returning function can return no row
+            return []
+        shape = rows[0]
+        if shape["returns_void"]:
+            return None
+        values = [row["value"] for row in rows]
+        if shape["returns_scalar"]:  # each row is {"<function>": value}
+            values = [next(iter(value.values())) for value in values]
+        return values if shape["returns_set"] else values[0]
+
+    async def create_auth_user(
+        self,
+        email: str,
+        *,
+        password: str | None = None,
+        user_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Insert a confirmed email user into ``auth.users`` (and its ``auth.identities``
+        row) as the login role; return its id.
+
+        Needs the service-role identity (PermissionDeniedError otherwise). The email is
+        lower-cased as Supabase Auth does; an existing email or id raises ConflictError. A
+        password is stored as a bcrypt hash made by pgcrypto (``extensions.crypt``); without
+        pgcrypto, passwords raise ConfigurationError.
+        """
+        if self.identity.role != "service_role":
+            raise PermissionDeniedError("creating auth users needs the service role", code="42501")
+        address = email.strip().lower()
+        if not address:
+            raise InvalidInputError("an email address is required")
+        uid = user_id if user_id is not None else uuid.uuid4()
+        password_sql = (
+            sql.SQL("extensions.crypt(%(password)s, extensions.gen_salt('bf'))")
+            if password is not None
+            else sql.SQL("null")
+        )
+        query = sql.SQL(_CREATE_AUTH_USER).format(password=password_sql)
+        params = {
+            "id": uid,
+            "email": address,
+            "password": password,
+            "app_meta": Jsonb({"provider": "email", "providers": ["email"]}),
+            "user_meta": Jsonb({}),
+        }
+        async with self._transaction(None, "") as cur:
+            if password is not None:
+                await cur.execute(_PGCRYPTO_AVAILABLE)
+                check = await cur.fetchone()
+                if not (check and check["available"]):
+                    raise ConfigurationError(
+                        "storing a password needs the pgcrypto extension in schema"
+                        " 'extensions' (or use the Supabase backend, whose Auth API hashes it)"
+                    )
+            await cur.execute(_LOCK_EMAIL, (address,))
+            await cur.execute(query, params)
+            created = await cur.fetchone()
+            if created is None:
+                raise from_sqlstate("23505", f"a user with email {address!r} already exists")
+        new_id = created["id"]
+        assert isinstance(new_id, uuid.UUID)
+        return new_id
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _usable(self) -> _SharedPool:
+        if self.closed:
+            raise ConfigurationError(f"this {type(self).__name__} is closed")
+        return self._shared
+
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self, method: str | None, path: str, *, read_only: bool = False
+    ) -> AsyncIterator[psycopg.AsyncCursor[DictRow]]:
+        """One transaction on a pooled connection. With a ``method``, PostgREST's request
+        context for the identity is set first; without, it runs as the login role."""
+        shared = self._usable()
+        try:
+            await shared.ensure_open()
+            async with shared.pool.connection() as conn:
+                await conn.set_read_only(read_only)
+                async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    if method is not None:
+                        await cur.execute(
+                            *request_context(
+                                self.identity.role, self.identity.claims, method=method, path=path
+                            )
+                        )
+                    yield cur
+        except psycopg.Error as exc:
+            raise _api_error(exc) from exc
+
+    async def _fetch(
+        self,
+        method: str,
+        path: str,
+        query: sql.Composed,
+        params: Sequence[Any],
+        *,
+        read_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        async with self._transaction(method, path, read_only=read_only) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _api_error(exc: psycopg.Error) -> APIError:
+    """The voicesessions exception for a psycopg or pool error (the one place they meet).
+
+    A server error keeps its SQLSTATE, detail and hint (:func:`from_sqlstate`). Without a
+    SQLSTATE the error happened on the client: a refused, lost or timed-out connection or a
+    pool timeout (all ``OperationalError``) is transient; a value that could not be sent is
+    invalid input.
+    """
+    if exc.sqlstate:
+        diag = exc.diag
+        return from_sqlstate(
+            exc.sqlstate,
+            diag.message_primary or str(exc),
+            details=diag.message_detail,
+            hint=diag.message_hint,
+        )
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError):
+        return TransientError(message)
+    if isinstance(exc, (psycopg.DataError, psycopg.ProgrammingError)):
+        return InvalidInputError(message)
+    return from_sqlstate(None, message)
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _identifier(name: object, kind: str) -> sql.Identifier:
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise InvalidInputError(f"not a valid {kind} name: {name!r}")
+    return sql.Identifier(name)
+
+
+def _table(name: str) -> sql.Identifier:
+    _identifier(name, "table")
+    return sql.Identifier("public", name)
+
+
+def _param(value: Any) -> Any:
+    """A value as a query parameter: mappings and lists go as ``jsonb``."""
+    if isinstance(value, Mapping):
+        return Jsonb(dict(value), dumps=_json_dumps)
+    if isinstance(value, (list, tuple)):
+        return Jsonb(list(value), dumps=_json_dumps)
+    return value
+
+
+def _json_dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"a value sent as JSON is not JSON: {exc}") from None
+
+
+def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:
+    """`` where a = %s and b = any(%s) ...`` and its parameters (empty without filters)."""
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    for f in filters:
+        if not isinstance(f, Filter):
+            raise InvalidInputError(f"not a Filter: {f!r}")
+        column = _identifier(f.column, "column")
+        operator = sql.SQL(SQL_OPERATORS[f.op])
+        if f.op == "is":  # null, true or false: SQL keywords, not parameters
+            conditions.append(sql.SQL("{} {} {}").format(column, operator, sql.Literal(f.value)))
+        elif f.op == "in":  # = any(array)
+            conditions.append(sql.SQL("{} {}({})").format(column, operator, sql.Placeholder()))
+            params.append(list(f.value))
+        else:
+            conditions.append(sql.SQL("{} {} {}").format(column, operator, sql.Placeholder()))
+            params.append(_param(f.value))
+    if not conditions:
+        return sql.SQL(""), []
+    return sql.SQL(" where ") + sql.SQL(" and ").join(conditions), params
+
+
+def _on_conflict(
+    keys: Sequence[str], on_conflict: Sequence[str], *, ignore_duplicates: bool
+) -> sql.Composable:
+    if isinstance(on_conflict, str) or not on_conflict:
+        raise InvalidInputError("on_conflict must be a non-empty sequence of column names")
+    target = sql.SQL(", ").join(_identifier(c, "column") for c in on_conflict)
+    if ignore_duplicates:
+        return sql.SQL(" on conflict ({}) do nothing").format(target)
+    updated = [k for k in keys if k not in set(on_conflict)]
+    if not updated:
+        raise InvalidInputError("an upsert needs a column to update besides the conflict columns")
+    return sql.SQL(" on conflict ({}) do update set {}").format(
+        target,
+        sql.SQL(", ").join(
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(k)) for k in updated
+        ),
+    )

@@ -1,0 +1,476 @@
+"""The Supabase backend: PostgREST and the Auth admin API through supabase-py.
+
+One supabase-py client per identity. A supabase-py client is shared mutable state (its
+``Authorization`` header changes on auth events and is copied into each sub-client), so a
+client is never reused for another user: :meth:`AsyncSupabaseBackend.as_user` builds a new
+one whose header carries a short-lived JWT for that user. What *is* shared between a backend
+and the backends it derives is the HTTP connection pool (one ``httpx.AsyncClient``), which
+holds no identity: supabase-py sends ``apikey`` and ``Authorization`` with every request, and
+the pool keeps no cookies.
+
+How the traps of supabase-py 2.34 are handled
+- postgrest-py retries GET/HEAD on 503/520 and network errors, sleeping 1, 2, 4 s: turned off
+  (``postgrest_client_retry=False``); the retry policy lives above the backend.
+- Without an ``httpx_client``, supabase-py hands postgrest-py the deprecated ``timeout`` and
+  ``verify`` arguments (a ``DeprecationWarning`` on first use): the backend always passes its
+  own HTTP client, which also carries the timeout.
+- ``postgrest.APIError`` has no HTTP status (and for a non-JSON body puts it in ``code``): an
+  HTTP response hook records the status of the request in flight, so every error is mapped
+  with both its code and its status by :func:`voicesessions.errors.from_postgrest`.
+- Passing ``headers=`` replaces supabase-py's defaults: the backend passes them back, plus the
+  identity's ``Authorization``; supabase-py adds ``apikey``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import decimal
+import enum
+import functools
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, TypeVar, cast
+
+import httpx
+import jwt
+import postgrest
+from postgrest.base_request_builder import BaseFilterRequestBuilder
+from supabase.lib.client_options import DEFAULT_HEADERS
+from supabase_auth.errors import AuthError, AuthRetryableError
+from supabase_auth.types import AdminUserAttributes
+
+import supabase
+from voicesessions import errors
+from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._identity import Identity
+from voicesessions._query import Filter, Order
+
+#: Timeout of one HTTP request (connect, read, write, pool) unless the caller picks another.
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: Lifetime in seconds of the JWT minted for a user by ``as_user``.
+USER_TOKEN_LIFETIME = 300
+#: A minted JWT is replaced when it has fewer seconds than this left to live.
+USER_TOKEN_REFRESH_MARGIN = 60
+#: Supabase requires JWT secrets of at least this many characters.
+MIN_JWT_SECRET_LENGTH = 32
+
+_T = TypeVar("_T")
+_B = TypeVar("_B", bound=BaseFilterRequestBuilder[Any])
+
+
+@dataclass
+class _Exchange:
+    """The HTTP status of the request made by one backend call (``None`` until a response)."""
+
+    status: int | None = None
+
+
+#: The exchange of the backend call running in this context; the response hook fills it in.
+_EXCHANGE: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
+    "voicesessions_supabase_exchange", default=None
+)
+
+
+async def _record_status(response: httpx.Response) -> None:
+    """httpx response hook: remember the status for the call in flight (its error mapping)."""
+    exchange = _EXCHANGE.get()
+    if exchange is not None:
+        exchange.status = response.status_code
+
+
+@dataclass
+class _Shared:
+    """What a backend shares with the backends derived from it by ``as_user``."""
+
+    url: str
+    key: str
+    jwt_secret: str | None
+    http: httpx.AsyncClient
+    closed: bool = False
+
+
+class AsyncSupabaseBackend(AsyncBackend):
+    """The backend over a Supabase project's HTTP APIs (PostgREST, Auth admin).
+
+    ``url`` is the project URL (``https://<ref>.supabase.co`` or ``http://127.0.0.1:54321``),
+    ``key`` its anon (publishable) or service_role (secret) key, sent as ``apikey`` on every
+    request. The backend acts as:
+
+    - the key's role (read from a legacy JWT key's ``role`` claim, or from an
+      ``sb_publishable_`` / ``sb_secret_`` prefix), with ``Authorization: Bearer <key>``;
+    - the user of ``access_token`` (a user's Supabase JWT, decoded without verification only
+      to read its ``sub``), with ``Authorization: Bearer <access_token>``.
+
+    ``jwt_secret`` (the project's JWT secret) lets :meth:`as_user` sign tokens for any user.
+    ``timeout`` is a number of seconds, an ``httpx.Timeout``, or ``None`` for no timeout.
+    ``identity`` states who the backend acts as when the key does not tell (it must agree
+    with the key or token when they do).
+
+    Every call is one HTTP request; errors come out as :mod:`voicesessions.errors`
+    exceptions; nothing is retried here.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        access_token: str | None = None,
+        jwt_secret: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        identity: Identity | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise errors.ConfigurationError(
+                f"the Supabase URL must start with http:// or https://, not {url!r}"
+            )
+        if not key:
+            raise errors.ConfigurationError("the Supabase API key is empty")
+        if jwt_secret is not None and len(jwt_secret) < MIN_JWT_SECRET_LENGTH:
+            raise errors.ConfigurationError(
+                f"the JWT secret is shorter than {MIN_JWT_SECRET_LENGTH} characters;"
+                " pass the project's JWT secret (Project Settings > API)"
+            )
+        self.identity = _resolve_identity(key, access_token, identity)
+        http = httpx.AsyncClient(
+            timeout=timeout,
+            http2=True,
+            # Identity lives only in the headers of each request: keep no cookies.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            event_hooks={"response": [_record_status]},
+        )
+        self._shared = _Shared(url.rstrip("/"), key, jwt_secret, http)
+        self._owns_shared = True
+        self._closed = False
+        self._user_id: uuid.UUID | None = None
+        self._refresh_at = float("inf")
+        self._client = self._new_client(access_token or key)
+
+    # -- the interface -----------------------------------------------------------------
+
+    async def select(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str] = ("*",),
+        filters: Sequence[Filter] = (),
+        order: Sequence[Order] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` visible to the identity: ``GET /rest/v1/<table>?select=...``."""
+        query = self._supabase().table(table).select(*columns)
+        query = _apply_filters(query, filters)
+        for item in order:
+            query = query.order(item.column, desc=item.descending)
+        if limit is not None:
+            query = query.limit(limit)
+        response, status = await self._send(query.execute)
+        return _rows(response.data, status)
+
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        on_conflict: Sequence[str] | None = None,
+        ignore_duplicates: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Insert ``rows`` with ``POST /rest/v1/<table>`` and ``Prefer: return=representation``.
+
+        With ``ignore_duplicates=True`` the request adds ``Prefer:
+        resolution=ignore-duplicates`` and ``on_conflict=<columns>`` (``on conflict (...) do
+        nothing``): skipped rows are not returned. Without it ``on_conflict`` has no effect
+        (as in SQL, a conflict is then an error).
+        """
+        body = [_jsonable(row) for row in rows]
+        if not body:
+            return []
+        builder = self._supabase().table(table)
+        if ignore_duplicates:
+            query = builder.upsert(
+                body, ignore_duplicates=True, on_conflict=",".join(on_conflict or ())
+            )
+        else:
+            query = builder.insert(body)
+        response, status = await self._send(query.execute)
+        return _rows(response.data, status)
+
+    async def update(
+        self, table: str, values: Mapping[str, Any], *, filters: Sequence[Filter]
+    ) -> list[dict[str, Any]]:
+        """Update the matching rows with ``PATCH /rest/v1/<table>?<filters>``; return them."""
+        if not filters:
+            raise errors.InvalidInputError(
+                f"an update of {table!r} needs at least one filter (it would touch every row)"
+            )
+        # insert, upsert and update send ``Prefer: return=representation`` by default
+        query = self._supabase().table(table).update(_jsonable(values))
+        query = _apply_filters(query, filters)
+        response, status = await self._send(query.execute)
+        return _rows(response.data, status)
+
+    async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call ``public.<function>`` with ``POST /rest/v1/rpc/<function>``; return its JSON
+        (``None`` for a function returning void)."""
+        query = self._supabase().rpc(function, _jsonable(params or {}))
+        response, status = await self._send(query.execute)
+        if status == httpx.codes.NO_CONTENT:
+            return None
+        return response.data
+
+    async def create_auth_user(
+        self,
+        email: str,
+        *,
+        password: str | None = None,
+        user_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Create a confirmed user with ``POST /auth/v1/admin/users``; return its id.
+
+        Needs the service role key; Supabase Auth answers 422 ``email_exists``
+        (:class:`~voicesessions.errors.ConflictError`) when the email is taken.
+        """
+        attributes: dict[str, Any] = {"email": email, "email_confirm": True}
+        if password is not None:
+            attributes["password"] = password
+        if user_id is not None:
+            attributes["id"] = str(user_id)
+        create = functools.partial(
+            self._supabase().auth.admin.create_user, cast("AdminUserAttributes", attributes)
+        )
+        response, status = await self._send(create)
+        try:
+            return uuid.UUID(response.user.id)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise errors.APIError(
+                "Supabase Auth answered without a user id", http_status=status
+            ) from exc
+
+    def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
+        """A backend acting as the authenticated user ``user_id``.
+
+        Its requests carry ``Authorization: Bearer <JWT>``, an HS256 token signed with the
+        JWT secret (claims ``sub``, ``role`` and ``aud`` = authenticated, ``iss``, ``iat``,
+        ``exp``), valid :data:`USER_TOKEN_LIFETIME` seconds and replaced before it expires.
+        It has its own supabase-py client and shares this backend's connections: closing
+        this backend closes it.
+        """
+        self._check_open()
+        if self._shared.jwt_secret is None:
+            raise errors.ConfigurationError(
+                "as_user() signs a token for the user with the project's JWT secret, and none"
+                " was given: pass jwt_secret=... (Project Settings > API > JWT secret), or act"
+                " as a user with their own token: from_supabase(url, key,"
+                " access_token=<the user's JWT>)"
+            )
+        uid = uuid.UUID(str(user_id))
+        child = type(self).__new__(type(self))
+        child.identity = Identity.user(uid)
+        child._shared = self._shared
+        child._owns_shared = False
+        child._closed = False
+        child._user_id = uid
+        child._refresh_at = float("-inf")
+        child._client = child._supabase()
+        return child
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (also those of the backends made by ``as_user``).
+
+        A backend made by ``as_user`` owns no connection: closing it only stops its use.
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_shared:
+            self._shared.closed = True
+            await self._shared.http.aclose()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _new_client(self, bearer: str) -> supabase.AsyncClient:
+        options = supabase.AsyncClientOptions(
+            headers={**DEFAULT_HEADERS, "Authorization": f"Bearer {bearer}"},
+            auto_refresh_token=False,
+            persist_session=False,
+            postgrest_client_retry=False,
+            httpx_client=self._shared.http,
+        )
+        return supabase.AsyncClient(self._shared.url, self._shared.key, options)
+
+    def _supabase(self) -> supabase.AsyncClient:
+        """This identity's client; for ``as_user``, rebuilt with a new JWT before expiry."""
+        self._check_open()
+        if self._user_id is not None and time.time() >= self._refresh_at:
+            self._client = self._new_client(self._mint_token(self._user_id))
+        return self._client
+
+    def _mint_token(self, user_id: uuid.UUID) -> str:
+        secret = self._shared.jwt_secret
+        if secret is None:  # as_user() checked it; kept for the type checker
+            raise errors.ConfigurationError("no JWT secret to sign a user's token with")
+        issued_at = int(time.time())
+        self._refresh_at = issued_at + USER_TOKEN_LIFETIME - USER_TOKEN_REFRESH_MARGIN
+        claims = {
+            "iss": f"{self._shared.url}/auth/v1",
+            "sub": str(user_id),
+            "aud": "authenticated",
+            "role": "authenticated",
+            "iat": issued_at,
+            "exp": issued_at + USER_TOKEN_LIFETIME,
+        }
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    def _check_open(self) -> None:
+        if self._closed or self._shared.closed:
+            raise errors.ConfigurationError("this Supabase backend has been closed")
+
+    async def _send(self, call: Callable[[], Awaitable[_T]]) -> tuple[_T, int | None]:
+        """Make one request; return its result and HTTP status. The one place where errors of
+        httpx, postgrest-py and supabase-auth become :mod:`voicesessions.errors`."""
+        exchange = _Exchange()
+        token = _EXCHANGE.set(exchange)
+        try:
+            return await call(), exchange.status
+        except Exception as exc:
+            mapped = _map_error(exc, exchange.status)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            _EXCHANGE.reset(token)
+
+
+# -- helpers (shared by both faces: no I/O) ---------------------------------------------
+
+
+def _map_error(exc: Exception, http_status: int | None) -> errors.APIError | None:
+    """The voicesessions error for an exception of a request, or None if it is not one."""
+    if isinstance(exc, postgrest.APIError):
+        body = {"code": exc.code, "message": exc.message, "details": exc.details, "hint": exc.hint}
+        return errors.from_postgrest(body, http_status=http_status)
+    if isinstance(exc, AuthError):
+        status = getattr(exc, "status", None) or http_status
+        if isinstance(exc, AuthRetryableError):
+            return errors.TransientError(exc.message, code=exc.code, http_status=status)
+        return errors.from_sqlstate(exc.code, exc.message, http_status=status)
+    if isinstance(exc, httpx.TransportError):  # timeouts, connection and protocol errors
+        return errors.TransientError(f"the request to Supabase failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, httpx.HTTPError):
+        return errors.APIError(f"the request to Supabase failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (TypeError, ValueError)):
+        if http_status is None:  # raised while building the request: the input
+            return errors.InvalidInputError(f"cannot send this value to Supabase: {exc}")
+        return errors.APIError(f"unreadable response from Supabase: {exc}", http_status=http_status)
+    return None
+
+
+def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:
+    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+        return data
+    raise errors.APIError(
+        f"PostgREST answered {type(data).__name__} where rows were expected",
+        http_status=http_status,
+    )
+
+
+def _apply_filters(query: _B, filters: Sequence[Filter]) -> _B:
+    for item in filters:
+        column, value = item.column, item.value
+        if item.op == "in":
+            query = query.in_(column, [_scalar(v) for v in value])
+        elif item.op == "is":
+            query = query.is_(column, value)
+        elif item.op == "eq":
+            query = query.eq(column, _scalar(value))
+        elif item.op == "neq":
+            query = query.neq(column, _scalar(value))
+        elif item.op == "gt":
+            query = query.gt(column, _scalar(value))
+        elif item.op == "gte":
+            query = query.gte(column, _scalar(value))
+        elif item.op == "lt":
+            query = query.lt(column, _scalar(value))
+        elif item.op == "lte":
+            query = query.lte(column, _scalar(value))
+        else:  # Filter validates its operator; a new one must be added here
+            raise errors.InvalidInputError(f"unsupported filter operator {item.op!r}")
+    return query
+
+
+def _scalar(value: Any) -> Any:
+    """A Python value as PostgREST reads it (ISO 8601 dates, enum values, exact decimals)."""
+    if isinstance(value, enum.Enum):
+        return _scalar(value.value)
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with the scalars PostgreSQL drivers accept turned into JSON ones."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return _scalar(value)
+
+
+def _unverified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, read without verifying it (None if it is not a JWT)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _resolve_identity(key: str, access_token: str | None, given: Identity | None) -> Identity:
+    derived: Identity | None
+    if access_token is not None:
+        derived = _token_identity(access_token)
+    elif key.startswith("sb_secret_"):
+        derived = Identity.service_role()
+    elif key.startswith("sb_publishable_"):
+        derived = Identity.anon()
+    else:
+        role = (_unverified_claims(key) or {}).get("role")
+        derived = {"service_role": Identity.service_role(), "anon": Identity.anon()}.get(str(role))
+    if given is None:
+        if derived is None:
+            raise errors.ConfigurationError(
+                "cannot tell whether this key is the anon or the service_role key: pass"
+                " identity=Identity.anon() or identity=Identity.service_role()"
+            )
+        return derived
+    if derived is not None and (derived.role, derived.user_id) != (given.role, given.user_id):
+        raise errors.ConfigurationError(
+            f"identity={given!r} contradicts the key or access token, which act as"
+            f" {derived.role} {derived.user_id or ''}".rstrip()
+        )
+    return given
+
+
+def _token_identity(access_token: str) -> Identity:
+    claims = _unverified_claims(access_token)
+    if claims is None:
+        raise errors.ConfigurationError("the access token is not a JWT")
+    role = claims.get("role", "authenticated")
+    if role != "authenticated":
+        raise errors.ConfigurationError(
+            f"the access token is for role {role!r}, not a signed-in user ('authenticated');"
+            " pass an API key as the key instead"
+        )
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except (KeyError, ValueError) as exc:
+        raise errors.ConfigurationError("the access token has no user id ('sub' claim)") from exc
+    extra = {k: v for k, v in claims.items() if k not in ("sub", "role")}
+    return Identity.user(user_id, **extra)

@@ -1,0 +1,149 @@
+"""AsyncVoiceSessions: the entry point of the SDK (the sync ``VoiceSessions`` is generated).
+
+vs = AsyncVoiceSessions.from_postgres(dsn)            # service_role by default
+vs = AsyncVoiceSessions.from_supabase(url, key)       # or access_token=<user JWT>
+vs = AsyncVoiceSessions.from_env()
+user_vs = vs.as_user(auth_uid)                        # same API, RLS as that user
+await vs.sessions.create(profile_id, "Cold call")
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._async.backends.postgres import AsyncPostgresBackend
+from voicesessions._async.backends.supabase import AsyncSupabaseBackend
+from voicesessions._async.repository import AsyncSessionRepository
+from voicesessions._async.tenants import AsyncTenantRepository
+from voicesessions._identity import Identity
+from voicesessions._retry_policy import RetryPolicy
+from voicesessions._validation import as_uuid
+from voicesessions.errors import ConfigurationError
+
+#: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
+ENV_DSN = "VOICESESSIONS_DSN"
+ENV_SUPABASE_URL = "SUPABASE_URL"
+ENV_SUPABASE_KEYS = ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY", "SUPABASE_ANON_KEY")
+ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
+ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
+
+
+class AsyncVoiceSessions:
+    """Typed access to voice sessions over Supabase (PostgREST) or PostgreSQL.
+
+    Use it as an async context manager, or call :meth:`aclose` when done. Clients made by
+    :meth:`as_user` share the parent's connections; closing them releases nothing, closing
+    the parent releases everything.
+    """
+
+    def __init__(
+        self,
+        backend: AsyncBackend,
+        *,
+        retry: RetryPolicy | None = None,
+        owns_backend: bool = True,
+    ) -> None:
+        self._backend = backend
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._owns_backend = owns_backend
+        self.sessions = AsyncSessionRepository(backend, self._retry)
+        self.tenants = AsyncTenantRepository(backend, self._retry)
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_postgres(
+        cls, dsn: str, *, retry: RetryPolicy | None = None, **pool_options: Any
+    ) -> AsyncVoiceSessions:
+        """Connect to PostgreSQL directly (a Supabase database, its pooler, or local mode).
+
+        Acts as ``service_role`` (use :meth:`as_user` for a user). ``pool_options`` go to the
+        Postgres backend (``min_size``, ``max_size``, ``timeout``, ...).
+        """
+        if not dsn:
+            raise ConfigurationError("a PostgreSQL DSN is required")
+        return cls(AsyncPostgresBackend.from_dsn(dsn, **pool_options), retry=retry)
+
+    @classmethod
+    def from_supabase(
+        cls,
+        url: str,
+        key: str,
+        *,
+        access_token: str | None = None,
+        jwt_secret: str | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> AsyncVoiceSessions:
+        """Talk to a Supabase project through its API with a project key.
+
+        With ``access_token`` (a user's JWT) every call runs as that user. ``jwt_secret``
+        (the project's JWT secret) lets :meth:`as_user` act as any user from a service key.
+        """
+        if not url or not key:
+            raise ConfigurationError("a Supabase URL and an API key are required")
+        backend = AsyncSupabaseBackend(
+            url, key, access_token=access_token, jwt_secret=jwt_secret, **options
+        )
+        return cls(backend, retry=retry)
+
+    @classmethod
+    def from_env(cls, *, retry: RetryPolicy | None = None) -> AsyncVoiceSessions:
+        """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
+        with ``SUPABASE_SERVICE_ROLE_KEY`` (or ``SUPABASE_KEY`` / ``SUPABASE_ANON_KEY``),
+        and optionally ``SUPABASE_ACCESS_TOKEN`` and ``SUPABASE_JWT_SECRET``."""
+        dsn = os.environ.get(ENV_DSN)
+        if dsn:
+            return cls.from_postgres(dsn, retry=retry)
+        url = os.environ.get(ENV_SUPABASE_URL)
+        key = next((os.environ[k] for k in ENV_SUPABASE_KEYS if os.environ.get(k)), None)
+        if url and key:
+            return cls.from_supabase(
+                url,
+                key,
+                access_token=os.environ.get(ENV_SUPABASE_ACCESS_TOKEN) or None,
+                jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
+                retry=retry,
+            )
+        if url and not key:
+            raise ConfigurationError(
+                f"{ENV_SUPABASE_URL} is set but no key: set one of {', '.join(ENV_SUPABASE_KEYS)}"
+            )
+        raise ConfigurationError(
+            f"set {ENV_DSN} (a PostgreSQL DSN), or {ENV_SUPABASE_URL} and {ENV_SUPABASE_KEYS[0]}"
+        )
+
+    def as_user(self, auth_uid: uuid.UUID | str) -> AsyncVoiceSessions:
+        """The same API acting as the authenticated user ``auth_uid``: RLS applies as for
+        that user's own requests."""
+        uid = as_uuid(auth_uid, "auth_uid")
+        return AsyncVoiceSessions(self._backend.as_user(uid), retry=self._retry, owns_backend=False)
+
+    # -- introspection and lifecycle -------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        """Who this client acts as."""
+        return self._backend.identity
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    async def aclose(self) -> None:
+        """Release connections (only those this client created). Idempotent."""
+        if self._owns_backend:
+            await self._backend.aclose()
+
+    async def __aenter__(self) -> AsyncVoiceSessions:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        backend = type(self._backend).__name__
+        return f"{type(self).__name__}(backend={backend}, identity={self.identity.role})"

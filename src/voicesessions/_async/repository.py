@@ -1,0 +1,260 @@
+"""SessionRepository: sessions, their lifecycle and their transcripts.
+
+Every rule (who may see or change a session, which status transitions are legal, which
+company a session belongs to) is enforced by the database; this class validates input
+before any I/O, calls the backend, retries what the database makes idempotent, and turns
+rows into typed models.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import datetime
+from typing import Any
+
+from voicesessions._query import Order, eq
+from voicesessions._validation import (
+    as_uuid,
+    decode_cursor,
+    encode_cursor,
+    parse_model,
+    validate,
+)
+from voicesessions.errors import InvalidInputError, PermissionDeniedError, SessionNotFound
+from voicesessions.models import (
+    Page,
+    Session,
+    SessionCreate,
+    SessionStatus,
+    Transcript,
+    TranscriptHit,
+    TranscriptSegment,
+)
+
+from .backends.base import Row
+from .resource import Resource
+
+#: Default and largest page size of :meth:`AsyncSessionRepository.list`.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+#: Default and largest number of hits of :meth:`AsyncSessionRepository.search_transcripts`.
+DEFAULT_SEARCH_LIMIT = 20
+MAX_SEARCH_LIMIT = 100
+
+
+class AsyncSessionRepository(Resource):
+    """Create, read, list and move sessions through their lifecycle.
+
+    A session another company owns, or one RLS hides from the caller, is
+    :class:`~voicesessions.errors.SessionNotFound`, never an empty success.
+    """
+
+    async def create(
+        self,
+        profile_id: uuid.UUID | str,
+        title: str,
+        *,
+        started_at: datetime | None = None,
+        **metadata: Any,
+    ) -> Session:
+        """Start a session for ``profile_id`` (status ``active``); keyword arguments become its
+        ``metadata``. The database sets ``company_id`` from the owner's profile.
+
+        Safe to retry: the id is chosen here, so a retried insert finds the first one.
+        """
+        data = validate(
+            SessionCreate,
+            profile_id=profile_id,
+            title=title,
+            started_at=started_at,
+            metadata=metadata,
+        )
+        row: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "profile_id": data.profile_id,
+            "title": data.title,
+            "metadata": data.metadata,
+        }
+        if data.started_at is not None:
+            row["started_at"] = data.started_at
+        inserted = await self._call(
+            lambda: self._backend.insert(
+                "sessions", [row], on_conflict=("id",), ignore_duplicates=True
+            ),
+            idempotent=True,
+        )
+        if inserted:
+            return parse_model(Session, inserted[0])
+        return await self.get(row["id"])
+
+    async def get(self, session_id: uuid.UUID | str) -> Session:
+        """The session, or SessionNotFound when it does not exist or is not visible."""
+        sid = as_uuid(session_id, "session_id")
+        rows = await self._call(
+            lambda: self._backend.select("sessions", filters=(eq("id", sid),), limit=1),
+            idempotent=True,
+        )
+        if not rows:
+            raise SessionNotFound(f"session {sid} not found", code="PGRST116")
+        return parse_model(Session, rows[0])
+
+    async def list(
+        self,
+        *,
+        company_id: uuid.UUID | str | None = None,
+        profile_id: uuid.UUID | str | None = None,
+        status: SessionStatus | str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[Session]:
+        """Visible sessions, newest first (started_at, then id: a total, stable order).
+
+        Keyset pagination: pass the returned ``next_cursor`` to get the following page;
+        rows inserted meanwhile never make a page skip or repeat a row.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+        params: dict[str, Any] = {
+            "company_id": None if company_id is None else as_uuid(company_id, "company_id"),
+            "profile_id": None if profile_id is None else as_uuid(profile_id, "profile_id"),
+            "status": None if status is None else _status(status).value,
+            "started_after": started_after,
+            "started_before": started_before,
+            "max_rows": limit + 1,
+        }
+        if cursor is not None:
+            params["after_started_at"], params["after_id"] = decode_cursor(cursor)
+        rows = await self._call(lambda: self._backend.rpc("list_sessions", params), idempotent=True)
+        items = [parse_model(Session, r) for r in _rows(rows)]
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor(items[-1].started_at, items[-1].id)
+        return Page[Session](items=items, next_cursor=next_cursor)
+
+    async def update_status(
+        self, session_id: uuid.UUID | str, status: SessionStatus | str
+    ) -> Session:
+        """Move the session to ``status`` along its lifecycle. An illegal transition is a
+        :class:`~voicesessions.errors.ConflictError` with code ``VS001``; setting the status
+        it already has changes nothing."""
+        return await self._set(session_id, {"status": _status(status).value})
+
+    async def complete(
+        self, session_id: uuid.UUID | str, *, ended_at: datetime | None = None
+    ) -> Session:
+        """End an active session (``ended_at`` defaults to now, set by the database)."""
+        values: dict[str, Any] = {"status": SessionStatus.COMPLETED.value}
+        if ended_at is not None:
+            if ended_at.tzinfo is None:
+                raise InvalidInputError("ended_at must be timezone-aware")
+            values["ended_at"] = ended_at
+        return await self._set(session_id, values)
+
+    async def archive(self, session_id: uuid.UUID | str) -> Session:
+        """Archive a completed or analyzed session."""
+        return await self._set(session_id, {"status": SessionStatus.ARCHIVED.value})
+
+    async def get_transcript(self, session_id: uuid.UUID | str) -> Transcript:
+        """The session's final segments ordered by audio offset (start_ms, then seq), with the
+        assembled transcript once the session has completed."""
+        session = await self.get(session_id)
+        segments = await self._call(
+            lambda: self._backend.select(
+                "transcript_segments",
+                columns=_SEGMENT_COLUMNS,
+                filters=(eq("session_id", session.id),),
+                order=(Order("start_ms"), Order("seq")),
+            ),
+            idempotent=True,
+        )
+        assembled = await self._call(
+            lambda: self._backend.select(
+                "transcripts", filters=(eq("session_id", session.id),), limit=1
+            ),
+            idempotent=True,
+        )
+        extra: Row = {}
+        if assembled:
+            row = assembled[0]
+            extra = {
+                k: row.get(k)
+                for k in (
+                    "content",
+                    "language",
+                    "word_count",
+                    "confidence",
+                    "is_anonymized",
+                    "anonymized_at",
+                )
+            }
+        return parse_model(
+            Transcript,
+            {
+                "session_id": session.id,
+                "segments": [parse_model(TranscriptSegment, s) for s in segments],
+                **extra,
+            },
+        )
+
+    async def search_transcripts(
+        self, query: str, *, limit: int = DEFAULT_SEARCH_LIMIT
+    ) -> builtins.list[TranscriptHit]:
+        """Completed sessions whose transcript matches ``query`` (web-search syntax: words,
+        "quoted phrases", or, -exclusion), each matched in its transcript's language, best
+        first, with a snippet where matches are wrapped in ``**``. RLS applies."""
+        if not query or not query.strip():
+            raise InvalidInputError("the search query is empty")
+        if not 1 <= limit <= MAX_SEARCH_LIMIT:
+            raise InvalidInputError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, not {limit}")
+        rows = await self._call(
+            lambda: self._backend.rpc("search_transcripts", {"query": query, "max_results": limit}),
+            idempotent=True,
+        )
+        return [parse_model(TranscriptHit, r) for r in _rows(rows)]
+
+    async def _set(self, session_id: uuid.UUID | str, values: dict[str, Any]) -> Session:
+        sid = as_uuid(session_id, "session_id")
+        # Setting the same status (and ended_at) again changes nothing: safe to retry.
+        rows = await self._call(
+            lambda: self._backend.update("sessions", values, filters=(eq("id", sid),)),
+            idempotent=True,
+        )
+        if rows:
+            return parse_model(Session, rows[0])
+        # Nothing updated: either invisible (not found) or visible but not the caller's.
+        await self.get(sid)
+        raise PermissionDeniedError(f"session {sid} can only be changed by its owner", code="42501")
+
+
+_SEGMENT_COLUMNS = (
+    "session_id",
+    "seq",
+    "speaker",
+    "text",
+    "start_ms",
+    "end_ms",
+    "confidence",
+    "words",
+    "segment_id",
+    "created_at",
+)
+
+
+def _status(value: SessionStatus | str) -> SessionStatus:
+    try:
+        return SessionStatus(value)
+    except ValueError as exc:
+        allowed = ", ".join(s.value for s in SessionStatus)
+        raise InvalidInputError(f"status must be one of {allowed}, not {value!r}") from exc
+
+
+def _rows(result: Any) -> builtins.list[Row]:
+    if result is None:
+        return []
+    if not isinstance(result, builtins.list):
+        raise TypeError(f"expected rows from the database, got {type(result).__name__}")
+    return result

@@ -1,0 +1,1 @@
+"""Backend tests: each backend against a real PostgreSQL, on both faces."""

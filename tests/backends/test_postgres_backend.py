@@ -1,0 +1,681 @@
+"""PostgresBackend on a real PostgreSQL, both faces: each scenario runs over the async
+``AsyncPostgresBackend`` and the generated sync ``PostgresBackend``.
+
+Scenarios are written once: they ``await done(...)`` on whatever a backend method returns
+(the value itself on the sync face). They run against a clone of the two-company world
+(tests/support/world.py) with a few test-only views and functions added by ``db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import bcrypt
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from tests.conftest import Database
+from tests.support.world import World
+from voicesessions._async.backends.postgres import (
+    DEFAULT_APPLICATION_NAME,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_POOL_SIZE,
+    DEFAULT_MIN_POOL_SIZE,
+    AsyncPostgresBackend,
+)
+from voicesessions._identity import Identity
+from voicesessions._query import Filter, Order, eq
+from voicesessions._sync.backends.postgres import PostgresBackend
+from voicesessions.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientError,
+)
+
+# Async fixtures live on the session loop (asyncio_default_fixture_loop_scope): run the
+# tests there too, so a pool opened in a test is closed on the loop it was opened on.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FACES = {"async": AsyncPostgresBackend, "sync": PostgresBackend}
+
+# Test-only objects: a view that reports the request context a select runs in, and
+# functions of every result shape rpc() must decode.
+TEST_OBJECTS = """
+create view public.vs_test_request as
+  select current_setting('transaction_read_only') as read_only,
+         current_user::text as role,
+         auth.uid() as uid,
+         current_setting('request.method', true) as method,
+         current_setting('request.path', true) as path;
+grant select on public.vs_test_request to anon, authenticated, service_role;
+
+create function public.vs_test_request_rpc() returns jsonb language sql as $$
+  select to_jsonb(r) from public.vs_test_request r
+$$;
+create function public.vs_test_scalar(a integer, b integer default 1) returns integer
+  language sql immutable as $$ select a + b $$;
+create function public.vs_test_json(doc jsonb) returns jsonb
+  language sql immutable as $$ select doc || '{"seen": true}'::jsonb $$;
+create function public.vs_test_series(n integer) returns setof integer
+  language sql immutable as $$ select generate_series(1, n) $$;
+create function public.vs_test_table(n integer) returns table (i integer, label text)
+  language sql immutable as $$ select g, 'row ' || g from generate_series(1, n) g $$;
+create function public.vs_test_one_column(n integer) returns table (i integer)
+  language sql immutable as $$ select generate_series(1, n) $$;
+create type public.vs_test_pair as (x integer, y text);
+create function public.vs_test_pair() returns public.vs_test_pair
+  language sql immutable as $$ select 7, 'seven' $$;
+create function public.vs_test_void() returns void language sql as $$ select $$;
+create function public.vs_test_uid() returns uuid language sql stable as $$ select auth.uid() $$;
+create function public.vs_test_sleep(seconds double precision) returns integer
+  language sql as $$ select pg_sleep(seconds); select pg_backend_pid() $$;
+grant execute on all functions in schema public to anon, authenticated, service_role;
+"""
+
+
+async def done(value: Any) -> Any:
+    """The result of a backend call on either face."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def close(backend: Any) -> None:
+    """Close a backend of either face."""
+    await done(backend.aclose() if hasattr(backend, "aclose") else backend.close())
+
+
+async def concurrently(face: str, calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls at the same time: as tasks on the async face, threads on the sync one."""
+    if face == "async":
+        return list(await asyncio.gather(*(call() for call in calls)))
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def closed_port() -> int:
+    """A local TCP port nobody listens on (connections to it are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@dataclass
+class Env:
+    """One face's backends over a world database."""
+
+    face: str
+    db: Database
+    world: World
+    made: list[Any]
+
+    def backend(self, dsn: str | None = None, **options: Any) -> Any:
+        """A service-role backend (closed after the test)."""
+        made = FACES[self.face].from_dsn(dsn or self.db.dsn, **options)
+        self.made.append(made)
+        return made
+
+    def user(self, key: str, backend: Any | None = None) -> Any:
+        """A backend acting as a person of the world (A1, B1, ...)."""
+        return (backend or self.backend()).as_user(self.world.person(key).id)
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run SQL as the superuser, outside any backend."""
+        with self.db.connect() as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []  # type: ignore[return-value]
+
+
+@pytest.fixture
+def db(world_db: tuple[Database, World]) -> tuple[Database, World]:
+    database, world = world_db
+    with database.connect() as conn:
+        conn.execute(TEST_OBJECTS)
+    return database, world
+
+
+@pytest.fixture(params=sorted(FACES))
+async def env(request: pytest.FixtureRequest, db: tuple[Database, World]) -> AsyncIterator[Env]:
+    database, world = db
+    made: list[Any] = []
+    yield Env(request.param, database, world, made)
+    for backend in reversed(made):
+        await close(backend)
+
+
+# -- select ------------------------------------------------------------------------------
+
+
+async def test_service_role_sees_every_session_and_only_asked_columns(env: Env) -> None:
+    backend = env.backend()
+    rows = await done(backend.select("sessions", columns=("id", "title")))
+    assert {r["id"] for r in rows} == env.world.sessions_in("A") | env.world.sessions_in("B")
+    assert all(set(r) == {"id", "title"} for r in rows)
+
+
+async def test_rls_hides_company_a_from_b1(env: Env) -> None:
+    b1 = env.user("B1")
+    assert {r["id"] for r in await done(b1.select("sessions"))} == env.world.sessions_of("B1")
+    a1_session = env.world.active_session["A1"]
+    assert await done(b1.select("sessions", filters=[eq("id", a1_session)])) == []
+    assert await done(b1.select("transcript_segments")) != []
+    segments = await done(b1.select("transcript_segments", filters=[eq("session_id", a1_session)]))
+    assert segments == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ([Filter("seq", "eq", 1)], [1]),
+        ([Filter("seq", "neq", 1)], [0, 2]),
+        ([Filter("seq", "gt", 0)], [1, 2]),
+        ([Filter("seq", "gte", 1)], [1, 2]),
+        ([Filter("seq", "lt", 2)], [0, 1]),
+        ([Filter("seq", "lte", 0)], [0]),
+        ([Filter("seq", "in", [0, 2, 9])], [0, 2]),
+        ([Filter("speaker", "in", ("buyer",))], [1]),
+        ([Filter("confidence", "is", None)], []),
+        ([Filter("seq", "gt", 0), Filter("speaker", "eq", "trainee")], [2]),
+    ],
+)
+async def test_select_filters(env: Env, filters: list[Filter], expected: list[int]) -> None:
+    session = eq("session_id", env.world.active_session["A1"])
+    rows = await done(
+        env.backend().select(
+            "transcript_segments",
+            columns=("seq",),
+            filters=[session, *filters],
+            order=[Order("seq")],
+        )
+    )
+    assert [r["seq"] for r in rows] == expected
+
+
+async def test_select_is_true_false_and_null(env: Env) -> None:
+    backend = env.backend()
+    active = await done(backend.select("sessions", filters=[Filter("ended_at", "is", None)]))
+    assert {r["id"] for r in active} == set(env.world.active_session.values())
+    a1_done = env.world.completed_session["A1"]
+    env.sql(
+        "update public.transcripts set is_anonymized = true, anonymized_at = now()"
+        " where session_id = %s",
+        (a1_done,),
+    )
+    anonymized = await done(
+        backend.select("transcripts", filters=[Filter("is_anonymized", "is", True)])
+    )
+    assert [r["session_id"] for r in anonymized] == [a1_done]
+    kept = await done(backend.select("transcripts", filters=[Filter("is_anonymized", "is", False)]))
+    assert len(kept) == 2
+    admins = await done(backend.select("profiles", filters=[Filter("role", "in", ["admin"])]))
+    assert {r["id"] for r in admins} == {env.world.person("AA").id, env.world.person("AB").id}
+
+
+async def test_select_order_and_limit(env: Env) -> None:
+    session = eq("session_id", env.world.active_session["A1"])
+    backend = env.backend()
+    rows = await done(
+        backend.select(
+            "transcript_segments", filters=[session], order=[Order("seq", descending=True)], limit=2
+        )
+    )
+    assert [r["seq"] for r in rows] == [2, 1]
+    assert await done(backend.select("transcript_segments", limit=0)) == []
+
+
+async def test_select_runs_read_only_as_a_get_of_the_identity(env: Env) -> None:
+    a1 = env.world.person("A1")
+    (row,) = await done(env.user("A1").select("vs_test_request"))
+    assert row == {
+        "read_only": "on",
+        "role": "authenticated",
+        "uid": a1.id,
+        "method": "GET",
+        "path": "/vs_test_request",
+    }
+    (service,) = await done(env.backend().select("vs_test_request"))
+    assert (service["role"], service["uid"], service["read_only"]) == ("service_role", None, "on")
+
+
+async def test_rpc_runs_read_write_as_a_post(env: Env) -> None:
+    result = await done(env.user("A1").rpc("vs_test_request_rpc"))
+    assert result == {
+        "read_only": "off",
+        "role": "authenticated",
+        "uid": str(env.world.person("A1").id),
+        "method": "POST",
+        "path": "/rpc/vs_test_request_rpc",
+    }
+
+
+async def test_the_authenticator_login_gets_the_same_rls(env: Env) -> None:
+    backend = env.backend(env.db.authenticator_dsn)
+    b1 = backend.as_user(env.world.person("B1").id)
+    assert {r["id"] for r in await done(b1.select("sessions"))} == env.world.sessions_of("B1")
+    everyone = await done(backend.select("sessions"))
+    assert len(everyone) == 6
+
+
+# -- insert ------------------------------------------------------------------------------
+
+
+async def test_user_inserts_own_sessions_in_one_statement(env: Env) -> None:
+    a1 = env.world.person("A1")
+    rows = await done(
+        env.user("A1").insert(
+            "sessions",
+            [
+                {"profile_id": a1.id, "title": "first", "metadata": {"scenario": "cold call"}},
+                {"profile_id": a1.id, "title": "second", "metadata": {"tags": ["a", "b"]}},
+            ],
+        )
+    )
+    assert [r["title"] for r in rows] == ["first", "second"]
+    assert {r["company_id"] for r in rows} == {env.world.companies["A"]}  # set by the database
+    assert rows[0]["metadata"] == {"scenario": "cold call"}
+    assert rows[1]["metadata"] == {"tags": ["a", "b"]}
+    assert env.sql("select count(*) from public.sessions where profile_id = %s", (a1.id,)) == [(4,)]
+
+
+async def test_insert_for_another_user_is_denied(env: Env) -> None:
+    a2 = env.world.person("A2")
+    with pytest.raises(PermissionDeniedError) as caught:
+        await done(env.user("A1").insert("sessions", [{"profile_id": a2.id, "title": "not mine"}]))
+    assert caught.value.code == "42501"
+    assert env.sql("select count(*) from public.sessions where title = 'not mine'") == [(0,)]
+
+
+async def test_forged_company_is_denied_with_the_database_hint(env: Env) -> None:
+    row = {
+        "profile_id": env.world.person("A1").id,
+        "company_id": env.world.companies["B"],
+        "title": "forged",
+    }
+    with pytest.raises(PermissionDeniedError) as caught:
+        await done(env.user("A1").insert("sessions", [row]))
+    assert caught.value.code == "42501"
+    assert caught.value.hint is not None
+    assert "Omit company_id" in caught.value.hint
+
+
+async def test_check_violation_is_invalid_input_and_nothing_is_kept(env: Env) -> None:
+    a1 = env.world.person("A1").id
+    rows = [{"profile_id": a1, "title": "fine"}, {"profile_id": a1, "title": "   "}]
+    with pytest.raises(InvalidInputError) as caught:
+        await done(env.user("A1").insert("sessions", rows))
+    assert caught.value.code == "23514"
+    assert env.sql("select count(*) from public.sessions where title = 'fine'") == [(0,)]
+
+
+async def test_duplicate_is_a_conflict(env: Env) -> None:
+    existing = env.world.active_session["A1"]
+    row = {"id": existing, "profile_id": env.world.person("A1").id, "title": "again"}
+    with pytest.raises(ConflictError) as caught:
+        await done(env.backend().insert("sessions", [row]))
+    assert caught.value.code == "23505"
+
+
+async def test_on_conflict_ignore_skips_and_does_not_return_duplicates(env: Env) -> None:
+    a1 = env.world.person("A1").id
+    existing = env.world.active_session["A1"]
+    new = uuid.uuid4()
+    rows = [
+        {"id": existing, "profile_id": a1, "title": "replayed"},
+        {"id": new, "profile_id": a1, "title": "new"},
+    ]
+    inserted = await done(
+        env.user("A1").insert("sessions", rows, on_conflict=("id",), ignore_duplicates=True)
+    )
+    assert [r["id"] for r in inserted] == [new]
+    assert env.sql("select title from public.sessions where id = %s", (existing,)) == [
+        ("A1 live call",)
+    ]
+    assert env.sql("select count(*) from public.sessions where profile_id = %s", (a1,)) == [(3,)]
+
+
+async def test_on_conflict_without_ignore_is_an_upsert(env: Env) -> None:
+    existing = env.world.active_session["A1"]
+    row = {"id": existing, "profile_id": env.world.person("A1").id, "title": "renamed"}
+    (upserted,) = await done(env.backend().insert("sessions", [row], on_conflict=["id"]))
+    assert (upserted["id"], upserted["title"]) == (existing, "renamed")
+    assert env.sql("select count(*) from public.sessions") == [(6,)]
+
+
+async def test_insert_rejects_bad_shapes_before_any_io(env: Env) -> None:
+    backend = env.backend(make_conninfo(env.db.dsn, port=closed_port()))  # would fail on I/O
+    assert await done(backend.insert("sessions", [])) == []
+    bad_calls: list[Callable[[], Any]] = [
+        lambda: backend.insert("sessions", [{"title": "a"}, {"name": "b"}]),
+        lambda: backend.insert("sessions", [{}]),
+        lambda: backend.insert("sessions", [{"title": "a"}], ignore_duplicates=True),
+        lambda: backend.insert("sessions", [{"id": 1}], on_conflict=["id"]),
+        lambda: backend.insert("sessions", [{"title": "a"}], on_conflict="id"),
+        lambda: backend.insert("sessions; drop table x", [{"title": "a"}]),
+        lambda: backend.insert("sessions", [{'title"': "a"}]),
+        lambda: backend.update("sessions", {"title": "a"}, filters=[]),
+        lambda: backend.update("sessions", {}, filters=[eq("id", 1)]),
+        lambda: backend.select("sessions", columns=()),
+        lambda: backend.select("sessions", columns=("id", "*")),
+        lambda: backend.select("sessions", limit=-1),
+        lambda: backend.select("sessions", order=[Order("title desc")]),
+        lambda: backend.rpc("vs_test_scalar()", {}),
+        lambda: backend.rpc("vs_test_scalar", {"a; select 1": 1}),
+    ]
+    for call in bad_calls:
+        with pytest.raises(InvalidInputError):
+            await done(call())
+
+
+async def test_values_that_are_not_json_are_invalid_input(env: Env) -> None:
+    row = {"profile_id": env.world.person("A1").id, "title": "t", "metadata": {"x": object()}}
+    with pytest.raises(InvalidInputError, match="not JSON"):
+        await done(env.backend().insert("sessions", [row]))
+    with pytest.raises(InvalidInputError, match="cannot adapt"):
+        await done(env.backend().select("sessions", filters=[eq("title", object())]))
+
+
+# -- update ------------------------------------------------------------------------------
+
+
+async def test_owner_updates_only_visible_rows(env: Env) -> None:
+    a1 = env.user("A1")
+    own = env.world.active_session["A1"]
+    (row,) = await done(
+        a1.update("sessions", {"title": "renamed", "metadata": {"k": 1}}, filters=[eq("id", own)])
+    )
+    assert (row["id"], row["title"], row["metadata"]) == (own, "renamed", {"k": 1})
+    other = env.world.active_session["B1"]
+    assert await done(a1.update("sessions", {"title": "x"}, filters=[eq("id", other)])) == []
+    assert env.sql("select title from public.sessions where id = %s", (other,)) == [
+        ("B1 live call",)
+    ]
+
+
+async def test_illegal_transition_is_a_conflict_with_vs001(env: Env) -> None:
+    done_session = env.world.completed_session["A1"]
+    with pytest.raises(ConflictError) as caught:
+        await done(
+            env.user("A1").update(
+                "sessions", {"status": "active"}, filters=[eq("id", done_session)]
+            )
+        )
+    assert caught.value.code == "VS001"
+    assert caught.value.hint is not None
+
+
+# -- rpc ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "params", "expected"),
+    [
+        ("vs_test_scalar", {"a": 2}, 3),
+        ("vs_test_scalar", {"a": 2, "b": 5}, 7),
+        ("vs_test_json", {"doc": {"a": [1, 2]}}, {"a": [1, 2], "seen": True}),
+        ("vs_test_series", {"n": 3}, [1, 2, 3]),
+        ("vs_test_series", {"n": 0}, []),
+        ("vs_test_table", {"n": 2}, [{"i": 1, "label": "row 1"}, {"i": 2, "label": "row 2"}]),
+        ("vs_test_one_column", {"n": 2}, [{"i": 1}, {"i": 2}]),
+        ("vs_test_pair", None, {"x": 7, "y": "seven"}),
+        ("vs_test_void", {}, None),
+        ("vs_test_uid", None, None),
+    ],
+)
+async def test_rpc_returns_what_postgrest_would(
+    env: Env, function: str, params: dict[str, Any] | None, expected: Any
+) -> None:
+    assert await done(env.backend().rpc(function, params)) == expected
+
+
+async def test_rpc_runs_as_the_user(env: Env) -> None:
+    assert await done(env.user("B1").rpc("vs_test_uid")) == str(env.world.person("B1").id)
+
+
+async def test_rpc_of_a_missing_function_is_not_found(env: Env) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        await done(env.backend().rpc("vs_test_missing", {"a": 1}))
+    assert caught.value.code == "42883"
+
+
+async def test_rpc_without_execute_privilege_is_denied(env: Env) -> None:
+    env.sql("revoke execute on function public.vs_test_scalar(integer, integer) from authenticated")
+    with pytest.raises(PermissionDeniedError):
+        await done(env.user("A1").rpc("vs_test_scalar", {"a": 1}))
+    assert await done(env.backend().rpc("vs_test_scalar", {"a": 1})) == 2
+
+
+# -- pool, identities, lifecycle ---------------------------------------------------------
+
+
+async def test_defaults_are_named_constants() -> None:
+    assert (DEFAULT_MIN_POOL_SIZE, DEFAULT_MAX_POOL_SIZE) == (1, 10)
+    assert DEFAULT_CONNECT_TIMEOUT_S > 0
+    backend = AsyncPostgresBackend.from_dsn("postgresql://localhost/none")
+    assert backend.identity == Identity.service_role()
+    assert repr(backend) == "AsyncPostgresBackend(identity='service_role', closed=False)"
+    await backend.aclose()
+
+
+async def test_max_size_bounds_the_connections(env: Env) -> None:
+    backend = env.backend(max_size=2)
+    calls = [lambda: backend.rpc("vs_test_sleep", {"seconds": 0.15}) for _ in range(6)]
+    pids = await concurrently(env.face, calls)
+    assert len(pids) == 6
+    assert len(set(pids)) == 2
+
+
+async def test_min_size_connections_are_opened(env: Env) -> None:
+    name = f"vs-test-{uuid.uuid4().hex[:8]}"
+    backend = env.backend(make_conninfo(env.db.dsn, application_name=name), min_size=3, max_size=5)
+    query = "select count(*) from pg_stat_activity where application_name = %s"
+
+    def count() -> int:
+        ((n,),) = env.sql(query, (name,))
+        return int(n)
+
+    assert count() == 0  # nothing before the first use
+    await done(backend.open())
+    for _ in range(500):  # the pool fills up in the background: poll for up to 5 s
+        if count() >= 3:
+            break
+        await asyncio.sleep(0.01)
+    # (it may have grown by one for the connection open() borrowed before the others came)
+    assert 3 <= count() <= 5
+
+
+async def test_connections_are_named_after_the_package(env: Env) -> None:
+    backend = env.backend()
+    pid = await done(backend.rpc("vs_test_sleep", {"seconds": 0}))
+    rows = env.sql("select application_name from pg_stat_activity where pid = %s", (pid,))
+    assert rows == [(DEFAULT_APPLICATION_NAME,)]
+
+
+async def test_as_user_shares_the_pool_and_closing_is_scoped(env: Env) -> None:
+    parent = env.backend(max_size=1)
+    child = env.user("A1", parent)
+    assert child.identity == Identity.user(env.world.person("A1").id)
+    assert parent.identity == Identity.service_role()
+    parent_pid = await done(parent.rpc("vs_test_sleep", {"seconds": 0}))
+    assert await done(child.rpc("vs_test_sleep", {"seconds": 0})) == parent_pid
+    await close(child)
+    await close(child)  # idempotent
+    assert child.closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        await done(child.select("sessions"))
+    assert await done(parent.rpc("vs_test_sleep", {"seconds": 0})) == parent_pid
+    sibling = env.user("B1", parent)
+    await close(parent)
+    await close(parent)
+    assert parent.closed
+    assert sibling.closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        await done(sibling.select("sessions"))
+    with pytest.raises(ConfigurationError, match="closed"):
+        parent.as_user(uuid.uuid4())
+
+
+async def test_context_manager_closes(env: Env) -> None:
+    backend = env.backend()
+    if env.face == "async":
+        async with backend as entered:
+            assert await entered.select("companies", columns=("id",), limit=1) != []
+    else:
+        with backend as entered:
+            assert entered.select("companies", columns=("id",), limit=1) != []
+    assert backend.closed
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"min_size": 3, "max_size": 2},
+        {"max_size": 0},
+        {"min_size": -1},
+        {"timeout": 0},
+        {"statement_timeout": -1.0},
+    ],
+)
+async def test_invalid_pool_settings_are_configuration_errors(options: dict[str, Any]) -> None:
+    for cls in FACES.values():
+        with pytest.raises(ConfigurationError):
+            cls.from_dsn("postgresql://localhost/x", **options)
+
+
+async def test_invalid_dsn_is_a_configuration_error() -> None:
+    for cls in FACES.values():
+        with pytest.raises(ConfigurationError):
+            cls.from_dsn("")
+        with pytest.raises(ConfigurationError):
+            cls.from_dsn("host=x port")
+
+
+# -- failures ----------------------------------------------------------------------------
+
+
+async def test_unreachable_database_is_transient_and_quick(env: Env) -> None:
+    backend = env.backend(make_conninfo(env.db.dsn, port=closed_port()), timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        await done(backend.select("sessions"))
+    assert time.monotonic() - started < 2
+    assert caught.value.__cause__ is not None  # the psycopg error, kept as the cause only
+    with pytest.raises(TransientError):
+        await done(backend.open())
+
+
+async def test_statement_timeout_is_transient(env: Env) -> None:
+    backend = env.backend(statement_timeout=0.1)
+    started = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        await done(backend.rpc("vs_test_sleep", {"seconds": 5}))
+    assert caught.value.code == "57014"
+    assert time.monotonic() - started < 3
+    assert await done(backend.rpc("vs_test_sleep", {"seconds": 0})) > 0  # the pool recovers
+
+
+async def test_a_killed_connection_is_transient_and_replaced(env: Env) -> None:
+    name = f"vs-test-{uuid.uuid4().hex[:8]}"
+    backend = env.backend(make_conninfo(env.db.dsn, application_name=name), max_size=1)
+    first = await done(backend.rpc("vs_test_sleep", {"seconds": 0}))
+    env.sql(
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+        (name,),
+    )
+    with pytest.raises(TransientError):
+        await done(backend.select("companies"))
+    second = await done(backend.rpc("vs_test_sleep", {"seconds": 0}))
+    assert second != first
+
+
+# -- auth users --------------------------------------------------------------------------
+
+
+def has_pgcrypto(env: Env) -> bool:
+    return env.sql("select count(*) from pg_extension where extname = 'pgcrypto'") == [(1,)]
+
+
+async def test_create_auth_user(env: Env) -> None:
+    backend = env.backend()
+    user_id = await done(backend.create_auth_user("  New.User@Example.TEST "))
+    assert isinstance(user_id, uuid.UUID)
+    rows = env.sql(
+        "select email, aud, role, email_confirmed_at is not null, raw_app_meta_data,"
+        " encrypted_password from auth.users where id = %s",
+        (user_id,),
+    )
+    assert rows == [
+        (
+            "new.user@example.test",
+            "authenticated",
+            "authenticated",
+            True,
+            {"provider": "email", "providers": ["email"]},
+            None,
+        )
+    ]
+    identities = env.sql(
+        "select provider, provider_id, identity_data ->> 'email' from auth.identities"
+        " where user_id = %s",
+        (user_id,),
+    )
+    assert identities == [("email", str(user_id), "new.user@example.test")]
+    chosen = uuid.uuid4()
+    assert await done(backend.create_auth_user("chosen@example.test", user_id=chosen)) == chosen
+    # the new user can act at once
+    assert await done(backend.as_user(user_id).select("sessions")) == []
+
+
+async def test_create_auth_user_with_a_password(env: Env) -> None:
+    backend = env.backend()
+    if not has_pgcrypto(env):
+        with pytest.raises(ConfigurationError, match="pgcrypto"):
+            await done(backend.create_auth_user("pw@example.test", password="s3cret-pw"))
+        return
+    user_id = await done(backend.create_auth_user("pw@example.test", password="s3cret-pw"))
+    ((hashed,),) = env.sql("select encrypted_password from auth.users where id = %s", (user_id,))
+    assert hashed.startswith("$2")
+    assert bcrypt.checkpw(b"s3cret-pw", hashed.encode())
+    assert not bcrypt.checkpw(b"wrong", hashed.encode())
+
+
+async def test_create_auth_user_with_a_password_needs_pgcrypto(env: Env) -> None:
+    env.sql("drop extension if exists pgcrypto")
+    with pytest.raises(ConfigurationError, match="pgcrypto"):
+        await done(env.backend().create_auth_user("nopw@example.test", password="s3cret-pw"))
+    assert env.sql("select count(*) from auth.users where email = 'nopw@example.test'") == [(0,)]
+
+
+async def test_create_auth_user_duplicates_are_conflicts(env: Env) -> None:
+    backend = env.backend()
+    with pytest.raises(ConflictError) as caught:
+        await done(backend.create_auth_user("A1@example.test"))  # the world's a1@example.test
+    assert caught.value.code == "23505"
+    with pytest.raises(ConflictError):
+        await done(
+            backend.create_auth_user("other@example.test", user_id=env.world.person("A1").id)
+        )
+    assert env.sql("select count(*) from auth.users where email = 'other@example.test'") == [(0,)]
+
+
+async def test_create_auth_user_needs_the_service_role(env: Env) -> None:
+    with pytest.raises(PermissionDeniedError):
+        await done(env.user("AA").create_auth_user("by-admin@example.test"))
+    # ... and a login role that may write auth.users: PostgREST's authenticator may not
+    with pytest.raises(PermissionDeniedError):
+        await done(env.backend(env.db.authenticator_dsn).create_auth_user("x@example.test"))
+    created = (
+        "select count(*) from auth.users where email in ('by-admin@example.test', 'x@example.test')"
+    )
+    assert env.sql(created) == [(0,)]

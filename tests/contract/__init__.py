@@ -1,0 +1,1 @@
+"""Contract tests: the exact HTTP requests the Supabase backend sends (respx, no network)."""
