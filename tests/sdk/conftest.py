@@ -46,7 +46,7 @@ async def client(
     request: pytest.FixtureRequest, world_db: tuple[Database, World]
 ) -> AsyncIterator[Sdk]:
     db, world = world_db
-    retry = RetryPolicy.none()
+    retry = RetryPolicy()  # the default policy users get
     if request.param == "sync":
         vs: Any = VoiceSessions.from_postgres(db.dsn, retry=retry)
     else:

@@ -22,6 +22,7 @@ from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._validation import as_uuid
 from voicesessions.errors import ConfigurationError
+from voicesessions.local.server import LocalPostgres
 
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
 ENV_DSN = "VOICESESSIONS_DSN"
@@ -94,7 +95,9 @@ class AsyncVoiceSessions:
     def from_env(cls, *, retry: RetryPolicy | None = None) -> AsyncVoiceSessions:
         """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
         with ``SUPABASE_SERVICE_ROLE_KEY`` (or ``SUPABASE_KEY`` / ``SUPABASE_ANON_KEY``),
-        and optionally ``SUPABASE_ACCESS_TOKEN`` and ``SUPABASE_JWT_SECRET``."""
+        and optionally ``SUPABASE_ACCESS_TOKEN`` and ``SUPABASE_JWT_SECRET``; with none of
+        them set, the local server of ``voicesessions local start`` if it is running
+        (``VOICESESSIONS_HOME`` chooses which)."""
         dsn = os.environ.get(ENV_DSN)
         if dsn:
             return cls.from_postgres(dsn, retry=retry)
@@ -112,8 +115,12 @@ class AsyncVoiceSessions:
             raise ConfigurationError(
                 f"{ENV_SUPABASE_URL} is set but no key: set one of {', '.join(ENV_SUPABASE_KEYS)}"
             )
+        local = LocalPostgres().status()
+        if local is not None:
+            return cls.from_postgres(local.dsn, retry=retry)
         raise ConfigurationError(
-            f"set {ENV_DSN} (a PostgreSQL DSN), or {ENV_SUPABASE_URL} and {ENV_SUPABASE_KEYS[0]}"
+            f"set {ENV_DSN} (a PostgreSQL DSN), or {ENV_SUPABASE_URL} and"
+            f" {ENV_SUPABASE_KEYS[0]}, or run `voicesessions local start`"
         )
 
     def as_user(self, auth_uid: uuid.UUID | str) -> AsyncVoiceSessions:

@@ -82,7 +82,13 @@ async def call_with_retry(
         before_sleep=log_retry,
         retry_error_callback=give_up,
     )
-    result: T = await retrying(fn)
+
+    async def attempt() -> T:
+        # tenacity awaits only coroutine functions; ``fn`` may be a lambda returning a
+        # coroutine, so await it here.
+        return await fn()
+
+    result: T = await retrying(attempt)
     return result
 
 

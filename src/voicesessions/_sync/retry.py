@@ -82,7 +82,13 @@ def call_with_retry(policy: RetryPolicy, fn: Callable[[], T], *, idempotent: boo
         before_sleep=log_retry,
         retry_error_callback=give_up,
     )
-    result: T = retrying(fn)
+
+    def attempt() -> T:
+        # tenacity awaits only coroutine functions; ``fn`` may be a lambda returning a
+        # coroutine, so await it here.
+        return fn()
+
+    result: T = retrying(attempt)
     return result
 
 

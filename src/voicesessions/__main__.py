@@ -1,0 +1,5 @@
+"""``python -m voicesessions`` runs the command line."""
+
+from voicesessions.cli import main
+
+main()

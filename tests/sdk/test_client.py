@@ -1,0 +1,101 @@
+"""Constructing clients: from_env, from_postgres, from_supabase, as_user, lifecycle."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import Database
+from voicesessions import AsyncVoiceSessions, ConfigurationError, InvalidInputError, VoiceSessions
+from voicesessions._sync.backends.postgres import PostgresBackend
+from voicesessions._sync.backends.supabase import SupabaseBackend
+
+ENV_VARS = (
+    "VOICESESSIONS_DSN",
+    "VOICESESSIONS_HOME",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_KEY",
+    "SUPABASE_ANON_KEY",
+    "SUPABASE_ACCESS_TOKEN",
+    "SUPABASE_JWT_SECRET",
+)
+SECRET = "s" * 40
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> pytest.MonkeyPatch:
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VOICESESSIONS_HOME", str(tmp_path))  # no local server there
+    return monkeypatch
+
+
+def test_from_env_prefers_the_dsn(clean_env: pytest.MonkeyPatch, fresh_db: Database) -> None:
+    clean_env.setenv("VOICESESSIONS_DSN", fresh_db.dsn)
+    clean_env.setenv("SUPABASE_URL", "http://supabase.test")
+    clean_env.setenv("SUPABASE_SERVICE_ROLE_KEY", "sb_secret_x")
+    with VoiceSessions.from_env() as vs:
+        assert isinstance(vs._backend, PostgresBackend)
+        assert vs.identity.role == "service_role"
+        assert vs.sessions.list().items == []
+
+
+def test_from_env_supabase(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("SUPABASE_URL", "http://supabase.test")
+    clean_env.setenv("SUPABASE_SERVICE_ROLE_KEY", "sb_secret_x")
+    clean_env.setenv("SUPABASE_JWT_SECRET", SECRET)
+    with VoiceSessions.from_env() as vs:
+        assert isinstance(vs._backend, SupabaseBackend)
+        user = vs.as_user(uuid.uuid4())
+        assert user.identity.role == "authenticated"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "voicesessions local start"),
+        ({"SUPABASE_URL": "http://supabase.test"}, "no key"),
+    ],
+)
+def test_from_env_without_configuration(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=message):
+        VoiceSessions.from_env()
+    with pytest.raises(ConfigurationError, match=message):
+        AsyncVoiceSessions.from_env()
+
+
+def test_bad_arguments_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        VoiceSessions.from_postgres("")
+    with pytest.raises(ConfigurationError):
+        VoiceSessions.from_supabase("", "key")
+    with pytest.raises(ConfigurationError):  # as_user needs the JWT secret on Supabase
+        VoiceSessions.from_supabase("http://supabase.test", "sb_secret_x").as_user(uuid.uuid4())
+
+
+def test_as_user_shares_connections_and_closing_it_keeps_the_parent(fresh_db: Database) -> None:
+    vs = VoiceSessions.from_postgres(fresh_db.dsn)
+    uid = uuid.uuid4()
+    user = vs.as_user(str(uid))
+    assert user.identity.user_id == uid
+    assert user.identity.role == "authenticated"
+    with pytest.raises(InvalidInputError):
+        vs.as_user("not-a-uuid")
+    user.close()
+    assert vs.sessions.list().items == []  # the parent still works
+    vs.close()
+    vs.close()  # idempotent
+    assert "PostgresBackend" in repr(vs)
+
+
+async def test_async_client_is_an_async_context_manager(fresh_db: Database) -> None:
+    async with AsyncVoiceSessions.from_postgres(fresh_db.dsn) as vs:
+        page = await vs.sessions.list()
+        assert page.items == []
+        assert page.next_cursor is None
