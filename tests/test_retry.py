@@ -80,7 +80,8 @@ class Face:
         async def async_attempt() -> Any:
             return attempt()
 
-        return async_attempt, attempts
+        # as the repositories pass it: a lambda returning a coroutine, not a coroutine function
+        return (lambda: async_attempt()), attempts
 
     async def call(self, policy: RetryPolicy, fn: Callable[[], Any], *, idempotent: bool) -> Any:
         return await done(self.module.call_with_retry(policy, fn, idempotent=idempotent))
@@ -150,6 +151,19 @@ async def test_success_after_transient_failures_returns_the_value(face: Face) ->
     assert await face.call(RetryPolicy(), fn, idempotent=True) == {"id": 1}
     assert attempts == [1, 2, 3]
     assert len(face.sleeps) == 2
+
+
+async def test_a_coroutine_function_is_retried_too(face: Face) -> None:
+    flaky, attempts = face.flaky(transient(1), value=7)
+    fn = flaky
+    if face.name == "async":
+
+        async def coroutine_function() -> Any:
+            return await flaky()
+
+        fn = coroutine_function
+    assert await face.call(RetryPolicy(), fn, idempotent=True) == 7
+    assert attempts == [1, 2]
 
 
 async def test_first_success_does_not_sleep(face: Face) -> None:

@@ -55,3 +55,20 @@ class Order:
 
 def eq(column: str, value: Any) -> Filter:
     return Filter(column, "eq", value)
+
+
+def conflict_target(
+    on_conflict: Sequence[str] | None, ignore_duplicates: bool
+) -> tuple[str, ...] | None:
+    """The validated ``on conflict (...) do nothing`` columns of an insert, or None.
+
+    ``on_conflict`` and ``ignore_duplicates=True`` go together: the interface offers
+    "skip rows that already exist", never an implicit upsert. Raises ValueError otherwise.
+    """
+    if on_conflict is None and not ignore_duplicates:
+        return None
+    if on_conflict is None or not ignore_duplicates:
+        raise ValueError("on_conflict and ignore_duplicates=True must be given together")
+    if isinstance(on_conflict, str) or not on_conflict:
+        raise ValueError("on_conflict must be a non-empty sequence of column names")
+    return tuple(on_conflict)

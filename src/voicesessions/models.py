@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 T = TypeVar("T")
 
 
-class SessionStatus(str, Enum):
+class SessionStatus(StrEnum):
     """Lifecycle: active -> completed -> analyzed -> archived (and completed -> archived)."""
 
     ACTIVE = "active"
@@ -26,27 +26,27 @@ class SessionStatus(str, Enum):
     ARCHIVED = "archived"
 
 
-class ProcessingStatus(str, Enum):
+class ProcessingStatus(StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETE = "complete"
     FAILED = "failed"
 
 
-class ProfileRole(str, Enum):
+class ProfileRole(StrEnum):
     TRAINEE = "trainee"
     MANAGER = "manager"
     ADMIN = "admin"
 
 
-class ParticipantKind(str, Enum):
+class ParticipantKind(StrEnum):
     TRAINEE = "trainee"
     AI_BUYER = "ai_buyer"
     COACH = "coach"
     PEER = "peer"
 
 
-class Speaker(str, Enum):
+class Speaker(StrEnum):
     """The default speaker labels. Segments may carry any label a participant declares."""
 
     TRAINEE = "trainee"

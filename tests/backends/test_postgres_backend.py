@@ -345,12 +345,14 @@ async def test_on_conflict_ignore_skips_and_does_not_return_duplicates(env: Env)
     assert env.sql("select count(*) from public.sessions where profile_id = %s", (a1,)) == [(3,)]
 
 
-async def test_on_conflict_without_ignore_is_an_upsert(env: Env) -> None:
+async def test_on_conflict_without_ignore_is_refused_not_an_upsert(env: Env) -> None:
     existing = env.world.active_session["A1"]
     row = {"id": existing, "profile_id": env.world.person("A1").id, "title": "renamed"}
-    (upserted,) = await done(env.backend().insert("sessions", [row], on_conflict=["id"]))
-    assert (upserted["id"], upserted["title"]) == (existing, "renamed")
-    assert env.sql("select count(*) from public.sessions") == [(6,)]
+    with pytest.raises(InvalidInputError, match="together"):
+        await done(env.backend().insert("sessions", [row], on_conflict=["id"]))
+    assert env.sql("select title from public.sessions where id = %s", (existing,)) == [
+        ("A1 live call",)
+    ]
 
 
 async def test_insert_rejects_bad_shapes_before_any_io(env: Env) -> None:

@@ -45,11 +45,11 @@ ANON_KEY = jwt.encode({"iss": "supabase-demo", "role": "anon"}, SECRET, "HS256")
 USER_A = uuid.UUID("0a0a0a0a-0000-4000-8000-00000000000a")
 USER_B = uuid.UUID("0b0b0b0b-0000-4000-8000-00000000000b")
 SESSION = uuid.UUID("5e551011-0000-4000-8000-000000000001")
-STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 AUTH_API_VERSION = {"X-Supabase-Api-Version": "2024-01-01"}
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
 
@@ -332,16 +332,14 @@ async def test_insert_ignoring_duplicates_on_the_conflict_columns(
     assert body(request) == rows
 
 
-async def test_insert_with_on_conflict_alone_is_a_plain_insert(
+async def test_insert_with_on_conflict_alone_is_refused_before_any_request(
     face: Face, api: respx.MockRouter, service: Any
 ) -> None:
-    route = api.post("/rest/v1/sessions").respond(201, json=[{"id": "s1"}])
-
-    await face.call(service.insert, "sessions", [{"title": "t"}], on_conflict=("id",))
-
-    request = route.calls.last.request
-    assert request.headers["Prefer"] == "return=representation"
-    assert "on_conflict" not in request.url.params
+    with pytest.raises(errors.InvalidInputError, match="together"):
+        await face.call(service.insert, "sessions", [{"title": "t"}], on_conflict=("id",))
+    with pytest.raises(errors.InvalidInputError, match="together"):
+        await face.call(service.insert, "sessions", [{"title": "t"}], ignore_duplicates=True)
+    assert len(api.calls) == 0
 
 
 async def test_insert_of_no_rows_sends_nothing(

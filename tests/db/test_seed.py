@@ -8,7 +8,6 @@ through the PostgREST-faithful executor (tests/support/api.py) as each demo user
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -217,10 +216,8 @@ def _bytes(size: str) -> float:
 
 
 def _config() -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+    import tomllib
+
     with CONFIG.open("rb") as f:
         config: dict[str, Any] = tomllib.load(f)
     return config

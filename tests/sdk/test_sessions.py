@@ -4,7 +4,7 @@ companies. RLS shows through the SDK: what a user may not see is SessionNotFound
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -38,7 +38,7 @@ async def test_create_as_owner_sets_company_and_metadata(client: Sdk) -> None:
 
 
 async def test_create_with_started_at(client: Sdk) -> None:
-    started = datetime.now(timezone.utc) - timedelta(minutes=30)
+    started = datetime.now(UTC) - timedelta(minutes=30)
     session = await sdk(
         client.vs.sessions.create(client.world.person("A2").id, "Backfilled", started_at=started)
     )
@@ -118,7 +118,7 @@ async def test_list_shows_exactly_what_each_identity_may_see(client: Sdk) -> Non
 
 async def test_list_pages_are_stable_and_complete(client: Sdk) -> None:
     a2 = client.world.person("A2")
-    base = datetime.now(timezone.utc) - timedelta(days=1)
+    base = datetime.now(UTC) - timedelta(days=1)
     # Several sessions share a start time: the id breaks ties, so no page repeats a row.
     for i in range(7):
         await sdk(
@@ -147,15 +147,13 @@ async def test_list_pages_are_stable_and_complete(client: Sdk) -> None:
 async def test_list_time_window(client: Sdk) -> None:
     a1 = client.world.person("A1")
     old = await sdk(
-        client.vs.sessions.create(
-            a1.id, "Old", started_at=datetime(2025, 1, 10, tzinfo=timezone.utc)
-        )
+        client.vs.sessions.create(a1.id, "Old", started_at=datetime(2025, 1, 10, tzinfo=UTC))
     )
     page = await sdk(
         client.vs.sessions.list(
             profile_id=a1.id,
-            started_after=datetime(2025, 1, 1, tzinfo=timezone.utc),
-            started_before=datetime(2025, 2, 1, tzinfo=timezone.utc),
+            started_after=datetime(2025, 1, 1, tzinfo=UTC),
+            started_before=datetime(2025, 2, 1, tzinfo=UTC),
         )
     )
     assert [s.id for s in page.items] == [old.id]
@@ -183,7 +181,7 @@ async def test_lifecycle_through_the_sdk(client: Sdk) -> None:
 
 async def test_complete_with_explicit_end(client: Sdk) -> None:
     a1 = client.world.person("A1")
-    start = datetime.now(timezone.utc) - timedelta(minutes=10)
+    start = datetime.now(UTC) - timedelta(minutes=10)
     session = await sdk(client.vs.sessions.create(a1.id, "Timed", started_at=start))
     done = await sdk(
         client.vs.sessions.complete(session.id, ended_at=start + timedelta(seconds=95))

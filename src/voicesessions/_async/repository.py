@@ -37,7 +37,7 @@ from .resource import Resource
 
 #: Default and largest page size of :meth:`AsyncSessionRepository.list`.
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 500
 #: Default and largest number of hits of :meth:`AsyncSessionRepository.search_transcripts`.
 DEFAULT_SEARCH_LIMIT = 20
 MAX_SEARCH_LIMIT = 100

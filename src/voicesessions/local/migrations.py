@@ -10,10 +10,10 @@ first; on a real Supabase database it is never run.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,6 @@ import sqlparse
 from psycopg import sql
 
 from voicesessions.errors import MigrationError
-
-if sys.version_info >= (3, 11):
-    from importlib.resources.abc import Traversable
-else:  # pragma: no cover - Python 3.10
-    from importlib.abc import Traversable
 
 Connection = psycopg.Connection[Any]
 

@@ -11,7 +11,7 @@ Contract for every implementation
 - Every call is atomic: one HTTP request, or one database transaction.
 - Errors are raised only as ``voicesessions.errors`` exceptions (mapped with
   ``voicesessions.errors.from_sqlstate`` / ``from_postgrest``), never the library's own.
-- No retries here: the retry policy lives above (``voicesessions._retry``), because only the
+- No retries here: the retry policy lives above (``voicesessions._async.retry``), because only the
   caller knows whether a write is idempotent.
 """
 
@@ -56,8 +56,9 @@ class AsyncBackend(abc.ABC):
     ) -> list[Row]:
         """Insert ``rows`` (all with the same keys) and return the inserted rows.
 
-        With ``on_conflict`` and ``ignore_duplicates=True``, rows that conflict on those
-        columns are skipped (``on conflict (...) do nothing``) and not returned.
+        ``on_conflict`` and ``ignore_duplicates=True`` go together
+        (``voicesessions._query.conflict_target``): rows that conflict on those columns are
+        skipped (``on conflict (...) do nothing``) and not returned. There is no upsert.
         """
 
     @abc.abstractmethod

@@ -42,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._identity import Identity
-from voicesessions._query import SQL_OPERATORS, Filter, Order
+from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target
 from voicesessions._request import request_context
 from voicesessions.errors import (
     APIError,
@@ -345,12 +345,14 @@ class AsyncPostgresBackend(AsyncBackend):
     ) -> list[dict[str, Any]]:
         """Insert ``rows`` with one multi-row ``INSERT ... RETURNING *``.
 
-        With ``on_conflict`` and ``ignore_duplicates=True``, conflicting rows are skipped
-        (``on conflict (...) do nothing``) and not returned; with ``on_conflict`` alone they
-        are updated with the new values of the other columns (an upsert, as PostgREST's
-        ``resolution=merge-duplicates``).
+        With ``on_conflict`` and ``ignore_duplicates=True`` (always together), conflicting
+        rows are skipped (``on conflict (...) do nothing``) and not returned.
         """
         target = _table(table)
+        try:
+            conflict = conflict_target(on_conflict, ignore_duplicates)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from exc
         if isinstance(rows, Mapping):
             raise InvalidInputError("rows must be a sequence of mappings")
         if not rows:
@@ -369,10 +371,10 @@ class AsyncPostgresBackend(AsyncBackend):
         query = sql.SQL("insert into {} ({}) values {}").format(
             target, sql.SQL(", ").join(names), sql.SQL(", ").join([one_row] * len(rows))
         )
-        if on_conflict is not None:
-            query += _on_conflict(keys, on_conflict, ignore_duplicates=ignore_duplicates)
-        elif ignore_duplicates:
-            raise InvalidInputError("ignore_duplicates needs the on_conflict columns")
+        if conflict is not None:
+            query += sql.SQL(" on conflict ({}) do nothing").format(
+                sql.SQL(", ").join(_identifier(c, "column") for c in conflict)
+            )
         query += sql.SQL(" returning *")
         params = [_param(row[k]) for row in rows for k in keys]
         return await self._fetch("POST", f"/{table}", query, params)
@@ -603,22 +605,3 @@ def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:
     if not conditions:
         return sql.SQL(""), []
     return sql.SQL(" where ") + sql.SQL(" and ").join(conditions), params
-
-
-def _on_conflict(
-    keys: Sequence[str], on_conflict: Sequence[str], *, ignore_duplicates: bool
-) -> sql.Composable:
-    if isinstance(on_conflict, str) or not on_conflict:
-        raise InvalidInputError("on_conflict must be a non-empty sequence of column names")
-    target = sql.SQL(", ").join(_identifier(c, "column") for c in on_conflict)
-    if ignore_duplicates:
-        return sql.SQL(" on conflict ({}) do nothing").format(target)
-    updated = [k for k in keys if k not in set(on_conflict)]
-    if not updated:
-        raise InvalidInputError("an upsert needs a column to update besides the conflict columns")
-    return sql.SQL(" on conflict ({}) do update set {}").format(
-        target,
-        sql.SQL(", ").join(
-            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(k)) for k in updated
-        ),
-    )

@@ -47,7 +47,7 @@ import supabase
 from voicesessions import errors
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._identity import Identity
-from voicesessions._query import Filter, Order
+from voicesessions._query import Filter, Order, conflict_target
 
 #: Timeout of one HTTP request (connect, read, write, pool) unless the caller picks another.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -181,19 +181,20 @@ class AsyncSupabaseBackend(AsyncBackend):
     ) -> list[dict[str, Any]]:
         """Insert ``rows`` with ``POST /rest/v1/<table>`` and ``Prefer: return=representation``.
 
-        With ``ignore_duplicates=True`` the request adds ``Prefer:
-        resolution=ignore-duplicates`` and ``on_conflict=<columns>`` (``on conflict (...) do
-        nothing``): skipped rows are not returned. Without it ``on_conflict`` has no effect
-        (as in SQL, a conflict is then an error).
+        With ``on_conflict`` and ``ignore_duplicates=True`` (always together) the request adds
+        ``Prefer: resolution=ignore-duplicates`` and ``on_conflict=<columns>`` (``on conflict
+        (...) do nothing``): skipped rows are not returned.
         """
+        try:
+            conflict = conflict_target(on_conflict, ignore_duplicates)
+        except ValueError as exc:
+            raise errors.InvalidInputError(str(exc)) from exc
         body = [_jsonable(row) for row in rows]
         if not body:
             return []
         builder = self._supabase().table(table)
-        if ignore_duplicates:
-            query = builder.upsert(
-                body, ignore_duplicates=True, on_conflict=",".join(on_conflict or ())
-            )
+        if conflict is not None:
+            query = builder.upsert(body, ignore_duplicates=True, on_conflict=",".join(conflict))
         else:
             query = builder.insert(body)
         response, status = await self._send(query.execute)
