@@ -1,0 +1,1 @@
+"""Opt-in live tests: the SDK over SupabaseBackend against a running ``supabase start``."""
