@@ -7,47 +7,17 @@ setting PostgREST's request context (voicesessions._request), so RLS, grants and
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from voicesessions._identity import Identity
 from voicesessions._request import request_context
 
-
-@dataclass(frozen=True)
-class Identity:
-    """Who makes the request: a role plus the JWT claims PostgREST would have verified."""
-
-    role: str
-    sub: uuid.UUID | None = None
-    claims: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def anon(cls) -> Identity:
-        return cls("anon", None, {"role": "anon", "iss": "supabase-demo"})
-
-    @classmethod
-    def service_role(cls) -> Identity:
-        return cls("service_role", None, {"role": "service_role", "iss": "supabase-demo"})
-
-    @classmethod
-    def user(cls, user_id: uuid.UUID, email: str | None = None) -> Identity:
-        claims: dict[str, Any] = {
-            "sub": str(user_id),
-            "role": "authenticated",
-            "aud": "authenticated",
-            "iss": "supabase-demo",
-        }
-        if email:
-            claims["email"] = email
-        return cls("authenticated", user_id, claims)
-
-    def __str__(self) -> str:
-        return self.role if self.sub is None else f"{self.role}:{self.sub}"
+__all__ = ["Api", "Identity", "Result"]
 
 
 @dataclass

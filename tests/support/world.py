@@ -41,7 +41,7 @@ class Person:
 
     @property
     def identity(self) -> Identity:
-        return Identity.user(self.id, f"{self.key.lower()}@example.test")
+        return Identity.user(self.id, email=f"{self.key.lower()}@example.test")
 
 
 @dataclass
