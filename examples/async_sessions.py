@@ -1,0 +1,31 @@
+"""The async client: the same names as VoiceSessions, with `await`.
+
+voicesessions local start          # or set VOICESESSIONS_DSN / SUPABASE_URL + keys
+python examples/async_sessions.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from voicesessions import AsyncVoiceSessions
+
+
+async def main() -> None:
+    async with AsyncVoiceSessions.from_env() as vs:
+        company = await vs.tenants.create_company(f"Async Co {uuid.uuid4().hex[:8]}")
+        rep = await vs.tenants.create_user(f"rep-{uuid.uuid4().hex[:8]}@async.example")
+        await vs.tenants.create_profile(rep, company.id, display_name="Ada")
+        me = vs.as_user(rep)
+        sessions = await asyncio.gather(
+            *(me.sessions.create(rep, f"Warm-up {i}") for i in range(3))
+        )
+        page = await me.sessions.list(limit=2)
+        print(
+            f"created {len(sessions)}; first page {len(page.items)}, more: {bool(page.next_cursor)}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

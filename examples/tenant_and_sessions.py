@@ -1,0 +1,41 @@
+"""Provision a company with a manager and a trainee, run a session as the trainee, and look
+at it as the manager: the same API, with Row-Level Security deciding what each one sees.
+
+    voicesessions local start          # or set VOICESESSIONS_DSN / SUPABASE_URL + keys
+    python examples/tenant_and_sessions.py
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from voicesessions import PermissionDeniedError, VoiceSessions
+
+
+def main() -> None:
+    suffix = uuid.uuid4().hex[:8]
+    with VoiceSessions.from_env() as vs:  # service role: provisioning
+        company = vs.tenants.create_company(f"Northwind {suffix}", retention={"audio_days": 30})
+        manager_id = vs.tenants.create_user(f"manager-{suffix}@northwind.example")
+        trainee_id = vs.tenants.create_user(f"trainee-{suffix}@northwind.example")
+        vs.tenants.create_profile(manager_id, company.id, role="manager", display_name="Mia")
+        vs.tenants.create_profile(trainee_id, company.id, display_name="Theo")
+
+        trainee = vs.as_user(trainee_id)
+        call = trainee.sessions.create(trainee_id, "Objection handling", scenario="price")
+        print(f"Theo started {call.title!r} ({call.status.value})")
+
+        manager = vs.as_user(manager_id)
+        seen = manager.sessions.list(company_id=company.id)
+        print(f"Mia sees {len(seen.items)} session(s) of her team")
+        try:
+            manager.sessions.complete(call.id)
+        except PermissionDeniedError as exc:
+            print(f"Mia cannot end Theo's session: {exc.message}")
+
+        done = trainee.sessions.complete(call.id)
+        print(f"Theo ended it after {done.duration_seconds} s; status {done.status.value}")
+
+
+if __name__ == "__main__":
+    main()
