@@ -95,7 +95,7 @@ insert into public.profiles (id, company_id, role, display_name) values
 -- A completed practice session of trainee 1 ------------------------------------------------
 -- The session starts active (company_id and the trainee participant come from the triggers);
 -- segments can only be added while it is active (VS002), so they go in first, then the
--- session completes with an ended_at 7m30s after its start.
+-- session completes with an ended_at 7m30s after its start, which assembles its transcript.
 
 insert into public.sessions (id, profile_id, title, status, started_at, metadata)
 values (
@@ -141,26 +141,9 @@ set status = 'completed',
     ended_at = started_at + interval '7 minutes 30 seconds'
 where id = 'ac3e0000-0000-4000-8000-000000000100';
 
--- The assembled transcript, built from the segments so that the two always agree.
-insert into public.transcripts (
-  session_id, content, structured_content, language, word_count, confidence
-)
-select
-  s.session_id,
-  string_agg(s.speaker || ': ' || s.text, E'\n' order by s.seq),
-  jsonb_agg(
-    jsonb_build_object(
-      'seq', s.seq, 'speaker', s.speaker, 'text', s.text,
-      'start_ms', s.start_ms, 'end_ms', s.end_ms, 'confidence', s.confidence
-    )
-    order by s.seq
-  ),
-  'en',
-  sum(array_length(regexp_split_to_array(btrim(s.text), '\s+'), 1))::integer,
-  round(avg(s.confidence)::numeric, 4)
-from public.transcript_segments s
-where s.session_id = 'ac3e0000-0000-4000-8000-000000000100'
-group by s.session_id;
+-- Completing the session assembled its transcript (content, structured content, word count,
+-- confidence, search vector) from the segments above, in the same statement: see
+-- private.assemble_transcript in the live-updates migration.
 
 -- Dashboard numbers (session_date/session_hour are set by the database from started_at).
 insert into public.session_analytics (

@@ -7,7 +7,7 @@ forbid unknown fields, so a typo is an error, not silently dropped data. All are
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -260,3 +260,58 @@ class SessionAnalytics(_Row):
     session_hour: int
     created_at: datetime
     updated_at: datetime
+
+
+# -- live updates -----------------------------------------------------------------------------
+
+
+class UpdateType(StrEnum):
+    TRANSCRIPT_CHUNK = "transcript_chunk"
+    AUDIO_METRICS = "audio_metrics"
+    STATUS_CHANGE = "status_change"
+
+
+class SegmentInput(_Input):
+    """A transcript segment from the voice pipeline. Only final segments are stored; interim
+    ones (``is_final=False``) are broadcast to listeners and later superseded by the final
+    segment with the same ``segment_id``."""
+
+    seq: int = Field(ge=0, le=2_147_483_647)
+    speaker: str = Field(min_length=1, max_length=64)
+    text: str = Field(max_length=20000)
+    start_ms: int = Field(ge=0, le=2_147_483_647)
+    end_ms: int = Field(ge=0, le=2_147_483_647)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    words: list[dict[str, Any]] | None = None
+    segment_id: str | None = Field(default=None, min_length=1, max_length=200)
+    is_final: bool = True
+
+    @field_validator("end_ms")
+    @classmethod
+    def _after_start(cls, end_ms: int, info: Any) -> int:
+        start = info.data.get("start_ms")
+        if start is not None and end_ms < start:
+            raise ValueError("end_ms must not be before start_ms")
+        return end_ms
+
+    def stored(self) -> dict[str, Any]:
+        """The fields the database stores for a final segment."""
+        return self.model_dump(exclude={"is_final"}, exclude_none=True)
+
+
+class SessionUpdate(_Input):
+    """One live update of a session, as a voice pipeline emits them."""
+
+    session_id: uuid.UUID
+    update_type: UpdateType
+    data: Any
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class AppendResult(_Row):
+    """What an append did: final segments stored now, finals already stored (replays), and
+    interim segments broadcast without being stored."""
+
+    inserted: int
+    duplicates: int
+    interim: int = 0

@@ -151,6 +151,8 @@ def seed_world(conn: psycopg.Connection[object]) -> World:
             )
             world.completed_session[key] = done
             conn.execute("update public.sessions set status = 'completed' where id = %s", (done,))
+            # It had no live segments, so completing it assembled no transcript; this one is
+            # written afterwards, as a batch transcription job (service_role) would.
             conn.execute(
                 "insert into public.transcripts (session_id, content, word_count)"
                 " values (%s, 'hello there, how can I help', 6)",

@@ -18,6 +18,7 @@ from voicesessions._async.backends.postgres import AsyncPostgresBackend
 from voicesessions._async.backends.supabase import AsyncSupabaseBackend
 from voicesessions._async.repository import AsyncSessionRepository
 from voicesessions._async.tenants import AsyncTenantRepository
+from voicesessions._async.updates import AsyncSessionUpdateManager
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._validation import as_uuid
@@ -52,6 +53,7 @@ class AsyncVoiceSessions:
         self._owns_backend = owns_backend
         self.sessions = AsyncSessionRepository(backend, self._retry)
         self.tenants = AsyncTenantRepository(backend, self._retry)
+        self.updates = AsyncSessionUpdateManager(backend, self._retry, self.sessions)
 
     # -- construction ---------------------------------------------------------------------
 

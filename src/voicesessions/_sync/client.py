@@ -22,6 +22,7 @@ from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions._sync.backends.supabase import SupabaseBackend
 from voicesessions._sync.repository import SessionRepository
 from voicesessions._sync.tenants import TenantRepository
+from voicesessions._sync.updates import SessionUpdateManager
 from voicesessions._validation import as_uuid
 from voicesessions.errors import ConfigurationError
 from voicesessions.local.server import LocalPostgres
@@ -54,6 +55,7 @@ class VoiceSessions:
         self._owns_backend = owns_backend
         self.sessions = SessionRepository(backend, self._retry)
         self.tenants = TenantRepository(backend, self._retry)
+        self.updates = SessionUpdateManager(backend, self._retry, self.sessions)
 
     # -- construction ---------------------------------------------------------------------
 

@@ -1,0 +1,180 @@
+"""SessionUpdateManager: live transcript chunks, audio metrics and status changes.
+
+Final transcript segments are stored as rows by one database call per batch
+(``public.append_transcript_segments``), idempotent on ``(session_id, seq)``: a replayed
+batch is a no-op, so every write here is safe to retry. Interim segments are only
+broadcast. Audio metrics are merged into ``sessions.audio_quality`` by the database in one
+statement, so concurrent updates of different keys all survive. Every update is then
+broadcast on the session's topic (``public.broadcast_session_event``: Supabase Realtime
+where it exists, ``NOTIFY`` always).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._async.repository import AsyncSessionRepository
+from voicesessions._retry_policy import RetryPolicy
+from voicesessions._validation import as_uuid, validate
+from voicesessions.errors import InvalidInputError, NotFoundError, SessionNotFound
+from voicesessions.models import (
+    AppendResult,
+    SegmentInput,
+    Session,
+    SessionStatus,
+    SessionUpdate,
+    UpdateType,
+)
+
+from .resource import Resource
+
+#: Largest number of segments one append call sends to the database.
+MAX_SEGMENTS_PER_CALL = 500
+
+#: Event names on the session topic.
+EVENT_TRANSCRIPT = "transcript"
+EVENT_AUDIO_METRICS = "audio_metrics"
+EVENT_STATUS = "status"
+
+
+class AsyncSessionUpdateManager(Resource):
+    """Write live updates of a session and fan them out to its listeners."""
+
+    def __init__(
+        self, backend: AsyncBackend, retry: RetryPolicy, sessions: AsyncSessionRepository
+    ) -> None:
+        super().__init__(backend, retry)
+        self._sessions = sessions
+
+    async def handle_realtime_update(self, update: SessionUpdate | Mapping[str, Any]) -> Any:
+        """Apply one update (by its type) and return what the specific method returns.
+
+        The specific methods broadcast the update themselves, so listeners hear of it once.
+        """
+        if not isinstance(update, SessionUpdate):
+            update = validate(SessionUpdate, **dict(update))
+        if update.update_type is UpdateType.TRANSCRIPT_CHUNK:
+            segments = update.data if isinstance(update.data, list) else [update.data]
+            return await self.append_transcript_chunk(update.session_id, segments)
+        if update.update_type is UpdateType.AUDIO_METRICS:
+            if not isinstance(update.data, Mapping):
+                raise InvalidInputError("audio_metrics data must be an object")
+            return await self.update_audio_metrics(update.session_id, update.data)
+        status = update.data.get("status") if isinstance(update.data, Mapping) else update.data
+        if not isinstance(status, str):
+            raise InvalidInputError("status_change data must be a status or {'status': ...}")
+        return await self.update_session_status(update.session_id, status)
+
+    async def append_transcript_chunk(
+        self,
+        session_id: uuid.UUID | str,
+        segments: Iterable[SegmentInput | Mapping[str, Any]],
+    ) -> AppendResult:
+        """Store the final segments (idempotent on their ``seq``) and broadcast all of them.
+
+        Interim segments are broadcast only. The whole chunk is validated before any I/O; a
+        chunk larger than :data:`MAX_SEGMENTS_PER_CALL` is sent in several calls.
+        """
+        sid = as_uuid(session_id, "session_id")
+        parsed = [
+            s if isinstance(s, SegmentInput) else validate(SegmentInput, **s) for s in segments
+        ]
+        finals = [s for s in parsed if s.is_final]
+        interim = [s for s in parsed if not s.is_final]
+        inserted = duplicates = 0
+        for start in range(0, len(finals), MAX_SEGMENTS_PER_CALL):
+            batch = [s.stored() for s in finals[start : start + MAX_SEGMENTS_PER_CALL]]
+            stored, replayed = await self._append(sid, batch)
+            inserted += stored
+            duplicates += replayed
+        if parsed:
+            await self._broadcast(
+                sid,
+                EVENT_TRANSCRIPT,
+                {
+                    "final": [s.model_dump(mode="json") for s in finals],
+                    "interim": [s.model_dump(mode="json") for s in interim],
+                },
+            )
+        return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))
+
+    async def update_audio_metrics(
+        self, session_id: uuid.UUID | str, metrics: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge ``metrics`` into the session's ``audio_quality`` (atomic in the database) and
+        broadcast them; returns the merged ``audio_quality``."""
+        sid = as_uuid(session_id, "session_id")
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise InvalidInputError("metrics must be a non-empty object")
+        values = dict(metrics)
+        merged = await self._session_call(
+            sid, "update_audio_metrics", {"session_id": sid, "metrics": values}
+        )
+        await self._broadcast(sid, EVENT_AUDIO_METRICS, values)
+        return dict(merged)
+
+    async def update_session_status(
+        self, session_id: uuid.UUID | str, status: SessionStatus | str
+    ) -> Session:
+        """Move the session along its lifecycle (the database's rules) and broadcast it.
+        Completing a session assembles its transcript in the same transaction."""
+        session = await self._sessions.update_status(session_id, status)
+        await self._broadcast(
+            session.id,
+            EVENT_STATUS,
+            {"status": session.status.value, "ended_at": _iso(session.ended_at)},
+        )
+        return session
+
+    async def broadcast_update(self, update: SessionUpdate | Mapping[str, Any]) -> None:
+        """Send an update to the listeners of its session without storing anything."""
+        if not isinstance(update, SessionUpdate):
+            update = validate(SessionUpdate, **dict(update))
+        await self._broadcast(
+            update.session_id,
+            update.update_type.value,
+            {"data": update.data, "timestamp": update.timestamp.isoformat()},
+        )
+
+    async def _session_call(
+        self, session_id: uuid.UUID, function: str, params: dict[str, Any]
+    ) -> Any:
+        """One idempotent database call about a session; "not found" (P0002, the session is
+        missing or not visible) becomes SessionNotFound."""
+        try:
+            return await self._call(lambda: self._backend.rpc(function, params), idempotent=True)
+        except SessionNotFound:
+            raise
+        except NotFoundError as exc:
+            raise SessionNotFound(
+                f"session {session_id} not found",
+                code=exc.code,
+                details=exc.details,
+                hint=exc.hint,
+                http_status=exc.http_status,
+            ) from exc
+
+    async def _append(self, session_id: uuid.UUID, batch: list[dict[str, Any]]) -> tuple[int, int]:
+        # Idempotent on (session_id, seq): a retried batch stores nothing twice.
+        result = await self._session_call(
+            session_id,
+            "append_transcript_segments",
+            {"session_id": session_id, "segments": batch},
+        )
+        return int(result["inserted"]), int(result["duplicates"])
+
+    async def _broadcast(self, session_id: uuid.UUID, event: str, payload: Any) -> None:
+        # A broadcast may reach listeners twice when retried; events carry their content, so
+        # a listener that sees a segment twice can tell (same seq / segment_id).
+        await self._session_call(
+            session_id,
+            "broadcast_session_event",
+            {"session_id": session_id, "event": event, "payload": payload},
+        )
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
