@@ -15,8 +15,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ from psycopg.rows import TupleRow, dict_row
 
 from tests.conftest import Database
 from tests.support.api import Result
+from tests.support.db import fingerprint, owner, scalar, unchanged
 from tests.support.world import World
 
 WorldDb = tuple[Database, World]
@@ -59,60 +59,12 @@ PATH_TO = {
 # -- helpers ------------------------------------------------------------------------------
 
 
-def owner(db: Database) -> psycopg.Connection[TupleRow]:
-    """An autocommit connection as the migration owner (superuser: RLS does not apply)."""
-    return psycopg.connect(db.dsn, autocommit=True)
-
-
-def scalar(db: Database, query: str, params: Params | None = None) -> Any:
-    with owner(db) as conn:
-        row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def api_run(
     db: Database, world: World, who: str, query: str, params: Params | None = None
 ) -> Result:
     """Run one committed request as ``who``."""
     with db.api() as api:
         return api.run(world.identity(who), query, params, commit=True)
-
-
-def fingerprint(db: Database) -> dict[str, tuple[int, str]]:
-    """Row count and a hash of every row of each public table and of auth.users."""
-    with owner(db) as conn:
-        tables = [
-            str(r[0])
-            for r in conn.execute(
-                "select format('%I.%I', n.nspname, c.relname) from pg_class c"
-                " join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = 'public' and c.relkind in ('r', 'p')"
-                " union all select 'auth.users' order by 1"
-            ).fetchall()
-        ]
-        result: dict[str, tuple[int, str]] = {}
-        for table in tables:
-            row = conn.execute(
-                sql.SQL(
-                    "select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by t::text),"
-                    " '')) from {} t"
-                ).format(sql.SQL(table))
-            ).fetchone()
-            assert row is not None
-            result[table] = (int(row[0]), str(row[1]))
-    assert "public.sessions" in result  # the snapshot covers the schema, not an empty list
-    return result
-
-
-@contextmanager
-def unchanged(db: Database) -> Iterator[None]:
-    """Asserts that the block leaves every table exactly as it found it."""
-    before = fingerprint(db)
-    yield
-    after = fingerprint(db)
-    changed = {t for t in before if before[t] != after.get(t)}
-    assert not changed, f"a refused write left changes behind in {sorted(changed)}"
 
 
 def assert_refused(

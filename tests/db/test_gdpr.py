@@ -21,26 +21,30 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow
 
 from tests.conftest import Database
 from tests.support.api import Identity
+from tests.support.db import (
+    SYSTEM_SCHEMAS,
+    data_tables,
+    owner,
+    owner_rows,
+    scalar,
+    unchanged,
+)
 from tests.support.world import World
 
 WorldDb = tuple[Database, World]
 Params = Sequence[Any] | Mapping[str, Any]
 
-SYSTEM_SCHEMAS = (
-    "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp)'"
-)
 # Column types the scan reads (by pg_type.typname) and, for the coverage proof, the types that
 # cannot hold free text (numbers, times, booleans, network addresses, enums are checked
 # separately).
@@ -75,23 +79,6 @@ ANON = "[anonymized]"
 # -- helpers ------------------------------------------------------------------------------
 
 
-def owner(db: Database) -> psycopg.Connection[TupleRow]:
-    """An autocommit connection as the migration owner (superuser: RLS does not apply)."""
-    return psycopg.connect(db.dsn, autocommit=True)
-
-
-def scalar(db: Database, query: str, params: Params | None = None) -> Any:
-    with owner(db) as conn:
-        row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def owner_rows(db: Database, query: str, params: Params | None = None) -> list[dict[str, Any]]:
-    with psycopg.connect(db.dsn, autocommit=True, row_factory=dict_row) as conn:
-        return list(conn.execute(query, params).fetchall())
-
-
 def who_is(world: World, who: str | Identity) -> Identity:
     return who if isinstance(who, Identity) else world.identity(who)
 
@@ -111,44 +98,6 @@ def rpc(
     rows = api_rows(db, world, who, f"select {call} as result", params)
     assert len(rows) == 1
     return rows[0]["result"]
-
-
-def data_tables(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str]]:
-    """Every table, partitioned table and materialized view outside the system schemas
-    (partitions are read through their parent)."""
-    found = conn.execute(
-        "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid ="
-        f" c.relnamespace where c.relkind in ('r', 'p', 'm') and not c.relispartition"
-        f" and {SYSTEM_SCHEMAS} order by 1, 2"
-    ).fetchall()
-    return [(str(s), str(t)) for s, t in found]
-
-
-def fingerprint(db: Database) -> dict[str, tuple[int, str]]:
-    """Row count and a hash of the rows of every table in every non-system schema."""
-    result: dict[str, tuple[int, str]] = {}
-    with owner(db) as conn:
-        for schema, table in data_tables(conn):
-            row = conn.execute(
-                sql.SQL(
-                    "select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by"
-                    " t::text), '')) from {}.{} t"
-                ).format(sql.Identifier(schema), sql.Identifier(table))
-            ).fetchone()
-            assert row is not None
-            result[f"{schema}.{table}"] = (int(row[0]), str(row[1]))
-    assert {"public.sessions", "auth.users", "storage.objects"} <= set(result)
-    return result
-
-
-@contextmanager
-def unchanged(db: Database) -> Iterator[None]:
-    """Asserts that the block leaves every table of the database exactly as it found it."""
-    before = fingerprint(db)
-    yield
-    after = fingerprint(db)
-    changed = sorted(t for t in before.keys() | after.keys() if before.get(t) != after.get(t))
-    assert not changed, f"changes left behind in {changed}"
 
 
 def assert_refused(

@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from tests.conftest import AUTHENTICATOR_PASSWORD, Database
 from tests.support.api import Api, Identity, Result
+from tests.support.db import fingerprint
 from tests.support.world import World, seed_world
 from voicesessions._request import request_context
 from voicesessions.local import migrations
@@ -109,31 +110,6 @@ def owner_conn(db: Database) -> psycopg.Connection[Any]:
 def rows(db: Database, query: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     with owner_conn(db) as conn:
         return conn.execute(query, params).fetchall()
-
-
-def fingerprint(db: Database) -> dict[str, tuple[int, str]]:
-    """Row count and a hash of the rows of every public table."""
-    with owner_conn(db) as conn:
-        tables = [
-            r["t"]
-            for r in conn.execute(
-                "select format('%I.%I', n.nspname, c.relname) as t from pg_class c"
-                " join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = 'public' and c.relkind in ('r', 'p') order by 1"
-            )
-        ]
-        found = {}
-        for table in tables:
-            row = conn.execute(
-                sql.SQL(
-                    "select count(*) as n, md5(coalesce(string_agg(t::text, E'\\n'"
-                    " order by t::text), '')) as h from {} t"
-                ).format(sql.SQL(table))
-            ).fetchone()
-            assert row is not None
-            found[table] = (row["n"], row["h"])
-    assert "public.transcript_segments" in found
-    return found
 
 
 def stored_segments(db: Database, session_id: uuid.UUID) -> list[dict[str, Any]]:

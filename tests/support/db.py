@@ -1,0 +1,79 @@
+"""Direct access to a test database as its owner, and proof that a refused write left no
+trace: :func:`fingerprint` hashes every row of every table outside the system schemas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow, dict_row
+
+from tests.conftest import Database
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+#: A WHERE clause on pg_namespace `n` that leaves out PostgreSQL's own schemas.
+SYSTEM_SCHEMAS = (
+    "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp)'"
+)
+
+
+def owner(db: Database) -> psycopg.Connection[TupleRow]:
+    """An autocommit connection as the migration owner (superuser: RLS does not apply)."""
+    return psycopg.connect(db.dsn, autocommit=True)
+
+
+def scalar(db: Database, query: str, params: Params | None = None) -> Any:
+    """The first column of the first row, as the owner."""
+    with owner(db) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def owner_rows(db: Database, query: str, params: Params | None = None) -> list[dict[str, Any]]:
+    """All rows as dicts, as the owner."""
+    with psycopg.connect(db.dsn, autocommit=True, row_factory=dict_row) as conn:
+        return list(conn.execute(query, params).fetchall())
+
+
+def data_tables(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str]]:
+    """Every table, partitioned table and materialized view outside the system schemas
+    (partitions are read through their parent)."""
+    found = conn.execute(
+        "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid ="
+        f" c.relnamespace where c.relkind in ('r', 'p', 'm') and not c.relispartition"
+        f" and {SYSTEM_SCHEMAS} order by 1, 2"
+    ).fetchall()
+    return [(str(s), str(t)) for s, t in found]
+
+
+def fingerprint(db: Database) -> dict[str, tuple[int, str]]:
+    """Row count and a hash of the rows of every table in every non-system schema."""
+    result: dict[str, tuple[int, str]] = {}
+    with owner(db) as conn:
+        for schema, table in data_tables(conn):
+            row = conn.execute(
+                sql.SQL(
+                    "select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by"
+                    " t::text), '')) from {}.{} t"
+                ).format(sql.Identifier(schema), sql.Identifier(table))
+            ).fetchone()
+            assert row is not None
+            result[f"{schema}.{table}"] = (int(row[0]), str(row[1]))
+    # the snapshot covers the schema, not an empty list
+    assert {"public.sessions", "public.transcript_segments", "auth.users"} <= set(result)
+    return result
+
+
+@contextmanager
+def unchanged(db: Database) -> Iterator[None]:
+    """Asserts that the block leaves every table of the database exactly as it found it."""
+    before = fingerprint(db)
+    yield
+    after = fingerprint(db)
+    changed = sorted(t for t in before.keys() | after.keys() if before.get(t) != after.get(t))
+    assert not changed, f"changes left behind in {changed}"
