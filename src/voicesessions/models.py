@@ -315,3 +315,114 @@ class AppendResult(_Row):
     inserted: int
     duplicates: int
     interim: int = 0
+
+
+# -- GDPR -----------------------------------------------------------------------------------
+
+
+class GDPRRequestKind(StrEnum):
+    ERASURE = "erasure"
+    ANONYMIZATION = "anonymization"
+    EXPORT = "export"
+    RETENTION = "retention"
+
+
+class GDPRRequestStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StorageObject(_Row):
+    """A storage object a GDPR request has to delete (``request_id`` is None in a dry run)."""
+
+    request_id: uuid.UUID | None = None
+    bucket: str
+    path: str
+
+
+class ErasureReport(_Row):
+    """What ``delete_user_session_data`` did (or, in a dry run, would do).
+
+    ``counts`` are rows per category; ``pending_storage`` the objects still to delete after
+    the call (empty once they are gone; in a dry run, the objects it would delete);
+    ``storage_removed`` how many objects this call deleted; ``status`` the request's status
+    (None for a dry run or a repeated erasure that had nothing left to do).
+    """
+
+    request_id: uuid.UUID | None = None
+    subject_ref: str | None = None
+    dry_run: bool = False
+    include_account: bool = False
+    already_erased: bool = False
+    counts: dict[str, int] = Field(default_factory=dict)
+    categories: list[str] = Field(default_factory=list)
+    pending_storage: list[StorageObject] = Field(default_factory=list)
+    storage_removed: int = 0
+    stores: list[str] = Field(default_factory=list)
+    unreachable: list[str] = Field(default_factory=list)
+    status: GDPRRequestStatus | None = None
+
+
+class AnonymizationReport(_Row):
+    """What ``anonymize_session_data`` did; ``already_anonymized`` when nothing was left."""
+
+    request_id: uuid.UUID | None = None
+    session_id: uuid.UUID
+    already_anonymized: bool = False
+    counts: dict[str, int] = Field(default_factory=dict)
+    categories: list[str] = Field(default_factory=list)
+    personal_keys: list[str] = Field(default_factory=list)
+    pending_storage: list[StorageObject] = Field(default_factory=list)
+    storage_removed: int = 0
+    stores: list[str] = Field(default_factory=list)
+    unreachable: list[str] = Field(default_factory=list)
+    status: GDPRRequestStatus | None = None
+
+
+class RetentionCompanyReport(_Row):
+    """Retention in one company, summed over the batches of a run."""
+
+    company_id: uuid.UUID
+    counts: dict[str, int] = Field(default_factory=dict)
+    categories: list[str] = Field(default_factory=list)
+    more: bool = False
+    request_ids: list[uuid.UUID] = Field(default_factory=list)
+    status: GDPRRequestStatus | None = None
+
+
+class RetentionReport(_Row):
+    """What ``apply_retention_policy`` did (or, in a dry run, would do in its first batch).
+
+    ``batches`` is the number of database calls; ``more`` is true when rows are left (a dry
+    run looks at one batch only).
+    """
+
+    dry_run: bool = False
+    batch_size: int
+    batches: int = 0
+    more: bool = False
+    counts: dict[str, int] = Field(default_factory=dict)
+    companies: list[RetentionCompanyReport] = Field(default_factory=list)
+    request_ids: list[uuid.UUID] = Field(default_factory=list)
+    pending_storage: list[StorageObject] = Field(default_factory=list)
+    storage_removed: int = 0
+
+
+class GDPRRequest(_Row):
+    """A row of ``gdpr_requests``: one data-subject request or retention run."""
+
+    id: uuid.UUID
+    kind: GDPRRequestKind
+    subject_ref: str | None = None
+    company_id: uuid.UUID | None = None
+    status: GDPRRequestStatus
+    requested_by: uuid.UUID | None = None
+    requested_at: datetime
+    due_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    updated_at: datetime | None = None

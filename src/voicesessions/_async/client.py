@@ -16,6 +16,7 @@ from typing import Any
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.backends.postgres import AsyncPostgresBackend
 from voicesessions._async.backends.supabase import AsyncSupabaseBackend
+from voicesessions._async.gdpr import AsyncGDPRSessionManager
 from voicesessions._async.repository import AsyncSessionRepository
 from voicesessions._async.tenants import AsyncTenantRepository
 from voicesessions._async.updates import AsyncSessionUpdateManager
@@ -54,6 +55,7 @@ class AsyncVoiceSessions:
         self.sessions = AsyncSessionRepository(backend, self._retry)
         self.tenants = AsyncTenantRepository(backend, self._retry)
         self.updates = AsyncSessionUpdateManager(backend, self._retry, self.sessions)
+        self.gdpr = AsyncGDPRSessionManager(backend, self._retry)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -64,7 +66,7 @@ class AsyncVoiceSessions:
         """Connect to PostgreSQL directly (a Supabase database, its pooler, or local mode).
 
         Acts as ``service_role`` (use :meth:`as_user` for a user). ``pool_options`` go to the
-        Postgres backend (``min_size``, ``max_size``, ``timeout``, ...).
+        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``, ...).
         """
         if not dsn:
             raise ConfigurationError("a PostgreSQL DSN is required")

@@ -20,6 +20,7 @@ from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions._sync.backends.supabase import SupabaseBackend
+from voicesessions._sync.gdpr import GDPRSessionManager
 from voicesessions._sync.repository import SessionRepository
 from voicesessions._sync.tenants import TenantRepository
 from voicesessions._sync.updates import SessionUpdateManager
@@ -56,6 +57,7 @@ class VoiceSessions:
         self.sessions = SessionRepository(backend, self._retry)
         self.tenants = TenantRepository(backend, self._retry)
         self.updates = SessionUpdateManager(backend, self._retry, self.sessions)
+        self.gdpr = GDPRSessionManager(backend, self._retry)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -66,7 +68,7 @@ class VoiceSessions:
         """Connect to PostgreSQL directly (a Supabase database, its pooler, or local mode).
 
         Acts as ``service_role`` (use :meth:`as_user` for a user). ``pool_options`` go to the
-        Postgres backend (``min_size``, ``max_size``, ``timeout``, ...).
+        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``, ...).
         """
         if not dsn:
             raise ConfigurationError("a PostgreSQL DSN is required")

@@ -84,6 +84,14 @@ class AsyncBackend(abc.ABC):
         PostgreSQL) with a confirmed email; return its id. Needs the service role."""
 
     @abc.abstractmethod
+    async def remove_storage_objects(self, bucket: str, paths: Sequence[str]) -> list[str]:
+        """Delete the objects ``paths`` of ``bucket`` (Supabase Storage, or the local store of
+        the Postgres backend) and return the paths now gone, in the order given: removal is
+        idempotent, so paths that were already absent are returned too. Several HTTP
+        requests (or file deletions) may be needed; a failure raises after the earlier ones
+        succeeded, and calling again with the same paths finishes the job."""
+
+    @abc.abstractmethod
     def as_user(self, user_id: uuid.UUID) -> AsyncBackend:
         """The same backend acting as the authenticated user ``user_id`` (shares resources
         with this one; closing the parent closes it)."""

@@ -39,6 +39,7 @@ import httpx
 import jwt
 import postgrest
 from postgrest.base_request_builder import BaseFilterRequestBuilder
+from storage3.exceptions import StorageApiError
 from supabase.lib.client_options import DEFAULT_HEADERS
 from supabase_auth.errors import AuthError, AuthRetryableError
 from supabase_auth.types import AdminUserAttributes
@@ -55,6 +56,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 USER_TOKEN_LIFETIME = 300
 #: A minted JWT is replaced when it has fewer seconds than this left to live.
 USER_TOKEN_REFRESH_MARGIN = 60
+#: Most object paths sent in one Storage delete request.
+MAX_STORAGE_PATHS_PER_REQUEST = 1000
 #: Supabase requires JWT secrets of at least this many characters.
 MIN_JWT_SECRET_LENGTH = 32
 
@@ -251,6 +254,35 @@ class AsyncSupabaseBackend(AsyncBackend):
                 "Supabase Auth answered without a user id", http_status=status
             ) from exc
 
+    async def remove_storage_objects(self, bucket: str, paths: Sequence[str]) -> list[str]:
+        """Delete objects with ``DELETE /storage/v1/object/<bucket>`` and the body
+        ``{"prefixes": [...]}``, at most :data:`MAX_STORAGE_PATHS_PER_REQUEST` paths per
+        request; return the paths now gone (all of them: Storage skips missing objects).
+
+        The request runs as the identity (Storage policies apply to users; the service key
+        bypasses them). A Storage error (``StorageApiError``, whose ``status`` is the one in
+        the response body) becomes the :mod:`voicesessions.errors` exception for that status;
+        the chunks sent before it stay deleted.
+        """
+        if not isinstance(bucket, str) or not bucket or "/" in bucket:
+            raise errors.InvalidInputError(f"not a valid storage bucket: {bucket!r}")
+        if isinstance(paths, str):
+            raise errors.InvalidInputError("paths must be a sequence of object paths")
+        names = list(paths)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise errors.InvalidInputError(f"not a valid storage path: {name!r}")
+        removed: list[str] = []
+        for start in range(0, len(names), MAX_STORAGE_PATHS_PER_REQUEST):
+            chunk = names[start : start + MAX_STORAGE_PATHS_PER_REQUEST]
+            remove = functools.partial(self._supabase().storage.from_(bucket).remove, chunk)
+            try:
+                await self._send(remove)
+            except StorageApiError as exc:
+                raise _storage_error(exc) from exc
+            removed.extend(chunk)
+        return removed
+
     def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
         """A backend acting as the authenticated user ``user_id``.
 
@@ -369,6 +401,17 @@ def _map_error(exc: Exception, http_status: int | None) -> errors.APIError | Non
             return errors.InvalidInputError(f"cannot send this value to Supabase: {exc}")
         return errors.APIError(f"unreadable response from Supabase: {exc}", http_status=http_status)
     return None
+
+
+def _storage_error(exc: StorageApiError) -> errors.APIError:
+    """The voicesessions error for a Storage API error (by the status in its body)."""
+    try:
+        status: int | None = int(str(exc.status))
+    except ValueError:
+        status = None
+    cls = errors.error_class_for_code(None, status) if status is not None else errors.APIError
+    message = f"Storage: {exc.message}"
+    return cls(message, code=str(exc.code) if exc.code else None, http_status=status)
 
 
 def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:

@@ -30,11 +30,14 @@ import contextlib
 import copy
 import json
 import math
+import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import platformdirs
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -65,6 +68,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_STATEMENT_TIMEOUT_S = 30.0
 #: ``application_name`` of the connections, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "voicesessions"
+
+#: Environment variable naming the directory of the local storage store.
+ENV_STORAGE_ROOT = "VOICESESSIONS_STORAGE_ROOT"
 
 #: PostgreSQL accepts at most this many bound parameters in one statement.
 MAX_PARAMETERS = 65535
@@ -177,6 +183,7 @@ class PostgresBackend(Backend):
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT_S,
         identity: Identity | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        storage_root: Path | str | None = None,
     ) -> None:
         """See :meth:`from_dsn`."""
         if not isinstance(dsn, str) or not dsn.strip():
@@ -226,6 +233,7 @@ class PostgresBackend(Backend):
         )
         self.identity = identity if identity is not None else Identity.service_role()
         self._shared = _SharedPool(pool)
+        self._storage_root = _storage_root(storage_root)
         self._owns_pool = True
         self._closed = False
 
@@ -240,6 +248,7 @@ class PostgresBackend(Backend):
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT_S,
         identity: Identity | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        storage_root: Path | str | None = None,
     ) -> PostgresBackend:
         """A backend over ``dsn`` with a pool of ``min_size`` to ``max_size`` connections.
 
@@ -247,8 +256,11 @@ class PostgresBackend(Backend):
         ``statement_timeout`` is set on every connection (None leaves the server's own);
         ``identity`` defaults to ``service_role``; ``connect_kwargs`` go to
         ``psycopg.Connection.connect`` (e.g. ``{"prepare_threshold": None}`` behind a
-        transaction-mode pooler). No connection is made until the first call or
-        :meth:`open`.
+        transaction-mode pooler). ``storage_root`` is the directory of the local storage
+        store, where the object ``<path>`` of ``<bucket>`` is the file
+        ``<storage_root>/<bucket>/<path>`` (default: ``$VOICESESSIONS_STORAGE_ROOT``, else
+        ``<user data dir>/voicesessions/storage``); backends made by :meth:`as_user` share
+        it. No connection is made until the first call or :meth:`open`.
         """
         return cls(
             dsn,
@@ -258,6 +270,7 @@ class PostgresBackend(Backend):
             statement_timeout=statement_timeout,
             identity=identity,
             connect_kwargs=connect_kwargs,
+            storage_root=storage_root,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -291,6 +304,11 @@ class PostgresBackend(Backend):
         self._closed = True
         if self._owns_pool:
             self._shared.close()
+
+    @property
+    def storage_root(self) -> Path:
+        """The directory of the local storage store (shared with ``as_user`` backends)."""
+        return self._storage_root
 
     @property
     def closed(self) -> bool:
@@ -479,6 +497,37 @@ class PostgresBackend(Backend):
         assert isinstance(new_id, uuid.UUID)
         return new_id
 
+    def remove_storage_objects(self, bucket: str, paths: Sequence[str]) -> list[str]:
+        """Delete the files ``<storage_root>/<bucket>/<path>`` of the local store; return the
+        paths now gone (all of them: a missing file counts as removed).
+
+        Every path is checked before anything is deleted: an empty, absolute or escaping
+        (``..``) bucket or path is InvalidInputError. A file that cannot be deleted (a
+        directory in its place, no permission) raises APIError (PermissionDeniedError for a
+        permission problem) after the earlier paths were deleted. The store is a plain
+        directory: the identity is not checked here (the GDPR functions authorize the call
+        that hands out the paths).
+        """
+        self._usable()
+        if isinstance(paths, str):
+            raise InvalidInputError("paths must be a sequence of object paths, not one string")
+        bucket_dir = self._storage_root / _storage_part(bucket, "bucket")
+        targets = [(path, bucket_dir / _storage_part(path, "path")) for path in paths]
+        removed: list[str] = []
+        for path, target in targets:
+            try:
+                target.unlink(missing_ok=True)
+            except PermissionError as exc:
+                raise PermissionDeniedError(
+                    f"cannot delete storage object {bucket}/{path}: {exc.strerror}"
+                ) from exc
+            except OSError as exc:
+                raise APIError(
+                    f"cannot delete storage object {bucket}/{path}: {exc.strerror or exc}"
+                ) from exc
+            removed.append(path)
+        return removed
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _usable(self) -> _SharedPool:
@@ -547,6 +596,33 @@ def _api_error(exc: psycopg.Error) -> APIError:
     if isinstance(exc, (psycopg.DataError, psycopg.ProgrammingError)):
         return InvalidInputError(message)
     return from_sqlstate(None, message)
+
+
+def _storage_root(given: Path | str | None) -> Path:
+    """The local store's directory: ``given``, else the environment, else the user data dir."""
+    if given is None:
+        given = os.environ.get(ENV_STORAGE_ROOT) or (
+            Path(platformdirs.user_data_dir("voicesessions", appauthor=False)) / "storage"
+        )
+    if isinstance(given, str) and not given.strip():
+        raise ConfigurationError("storage_root must be a directory path, not empty")
+    return Path(given).expanduser().absolute()
+
+
+def _storage_part(name: object, kind: str) -> PurePosixPath:
+    """A bucket name or object path as a relative path that stays inside its parent."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidInputError(f"not a valid storage {kind}: {name!r}")
+    part = PurePosixPath(name)
+    if (
+        part.is_absolute()
+        or name.startswith(("/", "\\"))
+        or "\\" in name
+        or any(p in ("..", ".") for p in name.split("/"))
+        or (kind == "bucket" and len(part.parts) != 1)
+    ):
+        raise InvalidInputError(f"storage {kind} {name!r} would leave the storage root")
+    return part
 
 
 def _positive_seconds(value: object) -> bool:
