@@ -1,15 +1,22 @@
 """The ``voicesessions`` command line.
 
-Groups: ``local`` (the embedded PostgreSQL for development) and ``db`` (migrations against
-any PostgreSQL or Supabase database). Every user error is one line on stderr with exit
-code 1; usage mistakes are reported by click (exit code 2).
+Groups: ``local`` (the embedded PostgreSQL for development), ``db`` (migrations against
+any PostgreSQL or Supabase database) and ``gdpr`` (erasure, anonymization, export, retention
+and GDPR requests, as the service role). Every user error is one line on stderr with exit
+code 1; usage mistakes are reported by click (exit code 2), and so are, for ``gdpr``, a
+refused confirmation and a subject that does not exist.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
+import os
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import click
@@ -17,9 +24,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from voicesessions import __version__
-from voicesessions.errors import VoiceSessionsError
+from voicesessions._sync.backends.postgres import PostgresBackend
+from voicesessions._sync.client import ENV_SUPABASE_URL, VoiceSessions
+from voicesessions.errors import NotFoundError, VoiceSessionsError
 from voicesessions.local import migrations
 from voicesessions.local.server import LocalPostgres, LocalServerInfo
+from voicesessions.models import GDPRRequest, GDPRRequestStatus
 
 __all__ = ["cli", "main"]
 
@@ -325,3 +335,506 @@ def _connect(dsn: str) -> psycopg.Connection[object]:
     if "connect_timeout" not in params:
         dsn = make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT_S)
     return migrations.connect(dsn)
+
+
+# --------------------------------------------------------------------------------------------
+# gdpr
+# --------------------------------------------------------------------------------------------
+
+#: Bucket of the session audio (the GDPR functions name their objects in it).
+AUDIO_BUCKET = "session-audio"
+
+
+class _Refused(click.ClickException):
+    """A one-line error with exit code 2: a refused confirmation or a subject not found."""
+
+    exit_code = 2
+
+
+class _GdprGroup(click.Group):
+    """``gdpr``: a subject that does not exist is exit code 2, like a usage mistake."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NotFoundError as exc:
+            raise _Refused(_one_line(str(exc)) or type(exc).__name__) from exc
+
+
+@cli.group(cls=_GdprGroup)
+def gdpr() -> None:
+    """Erase, anonymize and export a person's data, apply retention, list GDPR requests.
+
+    Every command acts as the service role. The database comes from --dsn, else
+    $VOICESESSIONS_DSN, else $SUPABASE_URL with $SUPABASE_SERVICE_ROLE_KEY, else the running
+    local server. Erasure, anonymization and retention ask for confirmation unless --yes.
+    Exit codes: 0 done, 1 the operation failed, 2 usage error, refused confirmation or not
+    found.
+    """
+
+
+def _gdpr_options(func: F) -> F:
+    """``--dsn``, ``--storage-root`` and ``--json``, shared by every ``gdpr`` command."""
+    func = _json_option(func)
+    func = click.option(
+        "--storage-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=(
+            "Directory of the local audio store (PostgreSQL databases only). Default: "
+            "$VOICESESSIONS_STORAGE_ROOT, else storage/ in the user data directory."
+        ),
+    )(func)
+    return click.option(
+        "--dsn",
+        envvar=ENV_DSN,
+        show_envvar=True,
+        default=None,
+        help=(
+            "PostgreSQL connection string. Default: $SUPABASE_URL with "
+            "$SUPABASE_SERVICE_ROLE_KEY, else the running local server."
+        ),
+    )(func)
+
+
+def _yes_option(func: F) -> F:
+    return click.option(
+        "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a TTY)."
+    )(func)
+
+
+@contextmanager
+def _gdpr_client(
+    dsn: str | None, storage_root: Path | None
+) -> Iterator[tuple[VoiceSessions, Path | None]]:
+    """A service-role client and the local audio store's directory (None on Supabase)."""
+    if not dsn and os.environ.get(ENV_SUPABASE_URL):
+        if storage_root is not None:
+            raise click.UsageError("--storage-root applies to a PostgreSQL database only")
+        with VoiceSessions.from_env() as vs:
+            yield vs, None
+        return
+    target = _resolve_dsn(dsn)
+    try:
+        params = conninfo_to_dict(target)
+    except psycopg.Error as exc:
+        raise click.ClickException(f"invalid DSN: {_one_line(str(exc))}") from exc
+    if "connect_timeout" not in params:
+        target = make_conninfo(target, connect_timeout=CONNECT_TIMEOUT_S)
+    backend = PostgresBackend.from_dsn(target, min_size=1, max_size=2, storage_root=storage_root)
+    with VoiceSessions(backend) as vs:
+        yield vs, backend.storage_root
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def _require_tty(yes: bool, what: str) -> None:
+    """Refuse a destructive command without --yes when nobody can answer the prompt."""
+    if not yes and not _interactive():
+        raise _Refused(f"refusing to {what} without confirmation: no TTY, pass --yes")
+
+
+def _confirm(question: str, nothing_done: str) -> None:
+    if not click.confirm(question, default=False, err=True):
+        raise _Refused(f"aborted: {nothing_done}")
+
+
+@contextmanager
+def _working(message: str) -> Iterator[None]:
+    """A status line on stderr while the work runs, only when stdout is a terminal."""
+    shown = sys.stdout.isatty()
+    if shown:
+        click.echo(f"{message}...", err=True, nl=False)
+    try:
+        yield
+    finally:
+        if shown:
+            click.echo("\r\x1b[K", err=True, nl=False)
+
+
+def _echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    shown = [f"{name} {value}" for name, value in counts.items() if value]
+    return ", ".join(shown) if shown else "nothing"
+
+
+def _echo_counts(counts: Mapping[str, int]) -> None:
+    if not counts:
+        click.echo("  (nothing)")
+        return
+    width = max(len(name) for name in counts)
+    for name, value in counts.items():
+        click.echo(f"  {name:<{width}}  {value}")
+
+
+def _echo_storage(pending: Sequence[Any], removed: int, unreachable: Sequence[str]) -> None:
+    click.echo(f"Storage objects deleted: {removed}")
+    if pending:
+        click.echo(
+            f"Storage objects still pending: {len(pending)} (run the command again to finish)"
+        )
+    if unreachable:
+        click.echo(f"Not reachable from here, handle separately: {', '.join(unreachable)}")
+
+
+@gdpr.command("erase")
+@click.option("--user", "user", type=click.UUID, required=True, help="The person's auth id.")
+@click.option("--include-account", is_flag=True, help="Delete the auth account (login) as well.")
+@click.option("--dry-run", is_flag=True, help="Report what would be erased; change nothing.")
+@_yes_option
+@_gdpr_options
+def gdpr_erase(
+    user: Any,
+    include_account: bool,
+    dry_run: bool,
+    yes: bool,
+    dsn: str | None,
+    storage_root: Path | None,
+    as_json: bool,
+) -> None:
+    """Erase everything about a person (GDPR Art. 17), then their audio.
+
+    Removes their sessions with segments, transcripts, analyses and analytics, their
+    participations and profile (with --include-account, their auth user too) in one
+    transaction, then deletes their audio files. Running it again finishes an interrupted
+    erasure. A gdpr_requests row and an audit entry record it, without the erased content.
+    """
+    if not dry_run:
+        _require_tty(yes, "erase")
+    with _gdpr_client(dsn, storage_root) as (vs, _):
+        if not dry_run and not yes:
+            plan = vs.gdpr.delete_user_session_data(
+                user, include_account=include_account, dry_run=True
+            )
+            account = " and their auth account" if include_account else ""
+            _confirm(
+                f"Erase user {user}{account} ({_counts_text(plan.counts)}; "
+                f"{len(plan.pending_storage)} audio file(s))? This cannot be undone.",
+                "nothing was erased",
+            )
+        with _working(f"Erasing user {user}"):
+            report = vs.gdpr.delete_user_session_data(
+                user, include_account=include_account, dry_run=dry_run
+            )
+    if as_json:
+        _echo_json(report.model_dump(mode="json"))
+        return
+    if report.dry_run:
+        click.echo(f"Dry run: would erase user {user} (nothing changed)")
+    elif report.already_erased:
+        click.echo(f"Nothing left to erase for user {user} (already erased)")
+    else:
+        click.echo(f"Erased user {user}")
+    _echo_counts(report.counts)
+    if report.request_id is not None:
+        status = report.status.value if report.status is not None else "-"
+        click.echo(f"Request: {report.request_id} ({status})")
+    click.echo(f"Stores: {', '.join(report.stores) or '-'}")
+    if report.dry_run:
+        click.echo(f"Storage objects to delete: {len(report.pending_storage)}")
+    else:
+        _echo_storage(report.pending_storage, report.storage_removed, report.unreachable)
+
+
+@gdpr.command("anonymize")
+@click.option("--session", "session", type=click.UUID, required=True, help="The session's id.")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="A further personal key to strip from analysis documents (repeatable).",
+)
+@_yes_option
+@_gdpr_options
+def gdpr_anonymize(
+    session: Any,
+    keys: tuple[str, ...],
+    yes: bool,
+    dsn: str | None,
+    storage_root: Path | None,
+    as_json: bool,
+) -> None:
+    """Anonymize one ended session, all or nothing, then delete its audio.
+
+    Transcript and segment text are replaced, the title and speaker names removed, personal
+    keys (the database's default list plus --key) stripped from analyses at any depth;
+    analytics stay. Running it again changes nothing.
+    """
+    _require_tty(yes, "anonymize")
+    with _gdpr_client(dsn, storage_root) as (vs, _):
+        if not yes:
+            _confirm(
+                f"Anonymize session {session} and delete its audio? This cannot be undone.",
+                "nothing was anonymized",
+            )
+        with _working(f"Anonymizing session {session}"):
+            report = vs.gdpr.anonymize_session_data(session, extra_personal_keys=keys)
+    if as_json:
+        _echo_json(report.model_dump(mode="json"))
+        return
+    if report.already_anonymized:
+        click.echo(f"Session {session} was already anonymized (nothing changed)")
+    else:
+        click.echo(f"Anonymized session {session}")
+    _echo_counts(report.counts)
+    if report.request_id is not None:
+        status = report.status.value if report.status is not None else "-"
+        click.echo(f"Request: {report.request_id} ({status})")
+    click.echo(f"Stores: {', '.join(report.stores) or '-'}")
+    _echo_storage(report.pending_storage, report.storage_removed, report.unreachable)
+
+
+@gdpr.command("export")
+@click.option("--user", "user", type=click.UUID, required=True, help="The person's auth id.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="File to write: JSON, or a .zip with --with-audio.",
+)
+@click.option(
+    "--with-audio",
+    is_flag=True,
+    help=(
+        "Write a .zip with export.json and the audio files of the person's sessions "
+        "(from the local audio store; PostgreSQL databases only)."
+    ),
+)
+@_gdpr_options
+def gdpr_export(
+    user: Any,
+    output: Path,
+    with_audio: bool,
+    dsn: str | None,
+    storage_root: Path | None,
+    as_json: bool,
+) -> None:
+    """Export everything the database holds about a person (GDPR Arts. 15 and 20).
+
+    One schema-versioned JSON document: account, profile, sessions, segments, transcripts,
+    analyses, analytics and the audit entries about them. Each export is recorded as a
+    completed request.
+    """
+    if with_audio and output.suffix.lower() != ".zip":
+        raise click.UsageError("--with-audio writes a .zip: give --output a name ending in .zip")
+    with _gdpr_client(dsn, storage_root) as (vs, root):
+        if with_audio and root is None:
+            raise click.UsageError(
+                "--with-audio reads the local audio store of a PostgreSQL database; over the "
+                "Supabase API audio cannot be downloaded yet (export without --with-audio)"
+            )
+        with _working(f"Exporting user {user}"):
+            document = vs.gdpr.export_user_data(user)
+    audio: list[str] = []
+    missing: list[str] = []
+    if with_audio:
+        assert root is not None
+        audio, missing = _write_zip(output, document, root)
+    else:
+        _write_atomically(output, lambda f: f.write(_export_json(document)))
+    counts = {key: len(value) for key, value in document.items() if isinstance(value, list)}
+    summary = {
+        "file": str(output),
+        "request_id": document.get("request_id"),
+        "schema": document.get("schema"),
+        "version": document.get("version"),
+        "counts": counts,
+        "audio_files": audio,
+        "missing_audio": missing,
+    }
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(f"Exported user {user} to {output}")
+        _echo_counts(counts)
+        click.echo(f"Request: {document.get('request_id')}")
+        if with_audio:
+            click.echo(f"Audio files: {len(audio)}")
+    if missing:
+        click.echo(
+            f"Warning: {len(missing)} audio file(s) not in the local store: {', '.join(missing)}",
+            err=True,
+        )
+
+
+def _export_json(document: Mapping[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, default=str) + "\n").encode()
+
+
+def _write_atomically(output: Path, write: Callable[[Any], Any]) -> None:
+    """Write through a temporary file next to ``output``, then move it into place."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_zip(
+    output: Path, document: Mapping[str, Any], root: Path
+) -> tuple[list[str], list[str]]:
+    """export.json plus ``audio/<bucket>/<path>`` for every audio object found in the store.
+    Returns the archived object names and those missing from the store."""
+    objects: list[tuple[str, str]] = []
+    for item in document.get("storage_objects") or []:
+        pair = (str(item.get("bucket")), str(item.get("path")))
+        if pair not in objects:
+            objects.append(pair)
+    for session in document.get("sessions") or []:
+        if session.get("audio_path"):
+            pair = (AUDIO_BUCKET, str(session["audio_path"]))
+            if pair not in objects:
+                objects.append(pair)
+    archived: list[str] = []
+    missing: list[str] = []
+
+    def write(handle: Any) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("export.json", _export_json(document))
+            with click.progressbar(
+                objects, label="Audio", file=sys.stderr, hidden=not sys.stdout.isatty()
+            ) as bar:
+                for bucket, path in bar:
+                    name = f"{bucket}/{path}"
+                    source = _store_file(root, bucket, path)
+                    if source is None or not source.is_file():
+                        missing.append(name)
+                        continue
+                    archive.write(source, f"audio/{name}")
+                    archived.append(name)
+
+    _write_atomically(output, write)
+    return archived, missing
+
+
+def _store_file(root: Path, bucket: str, path: str) -> Path | None:
+    """The store's file of an object, or None for a name that would leave the store."""
+    parts = [bucket, *PurePosixPath(path).parts]
+    if not bucket or "/" in bucket or PurePosixPath(path).is_absolute():
+        return None
+    if any(part in ("", ".", "..") or "\\" in part for part in parts):
+        return None
+    return root.joinpath(*parts)
+
+
+@gdpr.command("retention")
+@click.option(
+    "--company",
+    "company",
+    type=click.UUID,
+    default=None,
+    help="Apply one company's retention settings. Default: every company.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Report what the first batch would do; change nothing."
+)
+@_yes_option
+@_gdpr_options
+def gdpr_retention(
+    company: Any,
+    dry_run: bool,
+    yes: bool,
+    dsn: str | None,
+    storage_root: Path | None,
+    as_json: bool,
+) -> None:
+    """Apply each company's retention settings: anonymize or delete what is older.
+
+    Works in batches (short locks) until nothing older than the limits is left, deleting
+    the audio each batch leaves pending. Idempotent and safe to run from cron (with --yes).
+    """
+    if not dry_run:
+        _require_tty(yes, "apply retention")
+    scope = f"company {company}" if company is not None else "every company"
+    with _gdpr_client(dsn, storage_root) as (vs, _):
+        if not dry_run and not yes:
+            plan = vs.gdpr.apply_retention_policy(company, dry_run=True)
+            more = " and more" if plan.more else ""
+            _confirm(
+                f"Apply retention to {scope} ({_counts_text(plan.counts)}{more}; "
+                f"{len(plan.pending_storage)} audio file(s))? This cannot be undone.",
+                "nothing was changed",
+            )
+        with _working(f"Applying retention to {scope}"):
+            report = vs.gdpr.apply_retention_policy(company, dry_run=dry_run)
+    if as_json:
+        _echo_json(report.model_dump(mode="json"))
+        return
+    if report.dry_run:
+        more = " (more batches would follow)" if report.more else ""
+        click.echo(f"Dry run: retention for {scope} would change{more} (nothing changed)")
+    else:
+        click.echo(f"Applied retention to {scope} in {report.batches} batch(es)")
+    _echo_counts(report.counts)
+    click.echo(f"Companies: {len(report.companies)}, requests: {len(report.request_ids)}")
+    if report.dry_run:
+        click.echo(f"Storage objects to delete: {len(report.pending_storage)}")
+    else:
+        _echo_storage(report.pending_storage, report.storage_removed, [])
+
+
+@gdpr.command("requests")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in GDPRRequestStatus]),
+    default=None,
+    help="Only requests with this status.",
+)
+@click.option(
+    "--overdue",
+    is_flag=True,
+    help="Only open requests past their one-month deadline (GDPR Art. 12(3)).",
+)
+@_gdpr_options
+def gdpr_requests(
+    status: str | None,
+    overdue: bool,
+    dsn: str | None,
+    storage_root: Path | None,
+    as_json: bool,
+) -> None:
+    """List GDPR requests, most urgent first."""
+    with _gdpr_client(dsn, storage_root) as (vs, _):
+        rows = vs.gdpr.list_requests(status=status, overdue=overdue)
+    if as_json:
+        _echo_json([row.model_dump(mode="json") for row in rows])
+        return
+    if not rows:
+        click.echo("No overdue requests." if overdue else "No requests.")
+        return
+    _echo_requests(rows)
+    click.echo(f"\n{len(rows)} request(s)")
+
+
+def _echo_requests(rows: Sequence[GDPRRequest]) -> None:
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+    table = [("ID", "KIND", "STATUS", "REQUESTED", "DUE", "COMPLETED")] + [
+        (
+            str(row.id),
+            row.kind.value,
+            row.status.value,
+            when(row.requested_at),
+            when(row.due_at),
+            when(row.completed_at),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    for line in table:
+        cells = [f"{cell:<{widths[i]}}" for i, cell in enumerate(line[:5])]
+        click.echo("  ".join([*cells, line[5]]))
