@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,11 +19,9 @@ import jwt
 import pytest
 import respx
 
-from tests.contract.test_supabase_backend import BASE, SECRET, SERVICE_KEY, USER_A, Face
+from tests.contract.conftest import BASE, SECRET, SERVICE_KEY, USER_A, Face
 from voicesessions import errors
-from voicesessions._async.backends import supabase as async_supabase
 from voicesessions._async.backends.supabase import MAX_STORAGE_PATHS_PER_REQUEST
-from voicesessions._sync.backends import supabase as sync_supabase
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -33,19 +31,6 @@ URL = f"{BASE}/storage/v1/object/{BUCKET}"
 
 async def call(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
-
-
-@pytest.fixture(params=["async", "sync"])
-def face(request: pytest.FixtureRequest) -> Face:
-    module = async_supabase if request.param == "async" else sync_supabase
-    return Face(request.param, module)
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    """The mocked Supabase project; any request without a route fails the test."""
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture

@@ -13,14 +13,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
-import enum
-import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from types import ModuleType
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -28,71 +24,27 @@ import jwt
 import pytest
 import respx
 
+from tests.contract.conftest import (
+    ANON_KEY,
+    AUTH_API_VERSION,
+    BASE,
+    SECRET,
+    SERVICE_KEY,
+    SESSION,
+    STARTED,
+    USER_A,
+    USER_B,
+    Face,
+    Status,
+)
 from voicesessions import errors
 from voicesessions._async.backends import supabase as async_supabase
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order
-from voicesessions._sync.backends import supabase as sync_supabase
 
 # Async fixtures live on the session loop (asyncio_default_fixture_loop_scope): run the
 # tests there too, so a backend is created, used and closed on one loop.
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-BASE = "http://supabase.test"
-SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
-SERVICE_KEY = jwt.encode({"iss": "supabase-demo", "role": "service_role"}, SECRET, "HS256")
-ANON_KEY = jwt.encode({"iss": "supabase-demo", "role": "anon"}, SECRET, "HS256")
-USER_A = uuid.UUID("0a0a0a0a-0000-4000-8000-00000000000a")
-USER_B = uuid.UUID("0b0b0b0b-0000-4000-8000-00000000000b")
-SESSION = uuid.UUID("5e551011-0000-4000-8000-000000000001")
-STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-AUTH_API_VERSION = {"X-Supabase-Api-Version": "2024-01-01"}
-
-
-class Status(enum.StrEnum):
-    ACTIVE = "active"
-    COMPLETED = "completed"
-
-
-# -- faces and fixtures -------------------------------------------------------------------
-
-
-@dataclass
-class Face:
-    """One face of the backend: its module, how to build, call and close it."""
-
-    name: str
-    module: ModuleType
-
-    def build(self, key: str = SERVICE_KEY, **options: Any) -> Any:
-        cls = (
-            self.module.AsyncSupabaseBackend
-            if self.name == "async"
-            else self.module.SupabaseBackend
-        )
-        return cls(BASE, key, **options)
-
-    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
-    async def close(self, backend: Any) -> None:
-        await self.call(backend.aclose if self.name == "async" else backend.close)
-
-
-@pytest.fixture(params=["async", "sync"])
-def face(request: pytest.FixtureRequest) -> Face:
-    module = async_supabase if request.param == "async" else sync_supabase
-    return Face(request.param, module)
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    """The mocked Supabase project; any request without a route fails the test."""
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        yield router
 
 
 @pytest.fixture
