@@ -17,6 +17,7 @@ Prints the numbers and the command; writes nothing else.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -187,6 +188,7 @@ def main() -> int:
                 admin.execute(f"drop database bench_{run}")
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
     counts = report["counts"]
     command = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -205,6 +206,7 @@ def main() -> int:
                 results.append((name, median, p95, rows, indexed))
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
     lines = [
         "## RLS at scale (`benchmarks/rls_scale.py`)",
