@@ -21,13 +21,10 @@ Prints a Markdown section (with the command) to paste into BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,7 +33,7 @@ from psycopg.types.json import Jsonb
 
 from voicesessions._request import request_context
 from voicesessions.local import migrations
-from voicesessions.local.server import LocalPostgres
+from voicesessions.local.server import temporary_server
 
 APPEND = "select public.append_transcript_segments(%s, %s)"
 READS = (
@@ -182,12 +179,8 @@ def main() -> int:
     if args.batch > 1000 or any(s < args.batch for s in sizes):
         parser.error("--batch must be at most 1000 and at most every size")
 
-    root = Path(tempfile.mkdtemp(prefix="voicesessions-bench-"))
-    root.chmod(0o711)
-    server = LocalPostgres(root / "data", fast=True)
-    info = server.start()
     rows: list[tuple[int, str, tuple[float, float, int, int]]] = []
-    try:
+    with temporary_server("voicesessions-bench-") as info:
         with psycopg.connect(info.dsn, autocommit=True) as admin:
             admin.execute("create database bench")
         dsn = make_conninfo(info.dsn, dbname="bench")
@@ -201,9 +194,6 @@ def main() -> int:
             print(f"  {size:>9,} stored: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for case, numbers in measured.items():
                 rows.append((size, case, numbers))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
     command = (
         f"python benchmarks/append_cost.py --sizes {args.sizes} --batch {args.batch}"

@@ -17,13 +17,10 @@ Prints the numbers and the command; writes nothing else.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from voicesessions._request import request_context
 from voicesessions.local import migrations
-from voicesessions.local.server import LocalPostgres
+from voicesessions.local.server import temporary_server
 
 COMPANIES = 10
 PEOPLE_PER_COMPANY = 20
@@ -136,11 +133,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="voicesessions-bench-"))
-    root.chmod(0o711)
-    server = LocalPostgres(root / "data", fast=True)
-    info = server.start()
-    try:
+    with temporary_server("voicesessions-bench-") as info:
         with psycopg.connect(info.dsn, autocommit=True) as admin:
             admin.execute("create database bench_template")
         template = make_conninfo(info.dsn, dbname="bench_template")
@@ -186,9 +179,6 @@ def main() -> int:
             erase_ms.append(elapsed)
             with psycopg.connect(info.dsn, autocommit=True) as admin:
                 admin.execute(f"drop database bench_{run}")
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
     counts = report["counts"]
     command = (

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from psycopg.conninfo import make_conninfo
 
 from voicesessions._request import request_context
 from voicesessions.local import migrations
-from voicesessions.local.server import LocalPostgres
+from voicesessions.local.server import temporary_server
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPANIES = 100
@@ -107,11 +105,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="voicesessions-bench-"))
-    root.chmod(0o711)
-    server = LocalPostgres(root / "data", fast=True)
-    info = server.start()
-    try:
+    with temporary_server("voicesessions-bench-") as info:
         with psycopg.connect(info.dsn, autocommit=True) as admin:
             admin.execute("create database bench")
         dsn = make_conninfo(info.dsn, dbname="bench")
@@ -204,9 +198,6 @@ def main() -> int:
             for name, (role, claims), query, params in cases:
                 median, p95, rows, indexed = timed(conn, role, claims, query, params, args.repeat)
                 results.append((name, median, p95, rows, indexed))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
     lines = [
         "## RLS at scale (`benchmarks/rls_scale.py`)",

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -66,18 +63,12 @@ def pg_server() -> Iterator[LocalServerInfo]:
     if existing:
         yield ExistingServer(existing)  # type: ignore[misc]
         return
-    from voicesessions.local.server import LocalPostgres
+    from voicesessions.local.server import temporary_server
 
     # Not pytest's tmp_path: its parents are private to root, and when the suite runs as root
     # the server runs as an unprivileged user that must be able to reach its data directory.
-    root = Path(tempfile.mkdtemp(prefix="voicesessions-test-"))
-    root.chmod(0o711)
-    server = LocalPostgres(root / "data", fast=True)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with temporary_server("voicesessions-test-") as info:
+        yield info
 
 
 def _database(server: LocalServerInfo, name: str) -> Database:

@@ -357,3 +357,14 @@ def test_as_root_binaries_the_server_user_cannot_run_are_copied(
     assert int(str(_scalar(info.dsn, "show server_version_num"))) // 10000 == info.major_version
     server.stop()
     assert server.start().bindir == copy / "bin"  # reused, not copied again
+
+
+def test_temporary_server_runs_and_leaves_nothing_behind() -> None:
+    from voicesessions.local.server import temporary_server
+
+    with temporary_server("voicesessions-tmp-test-") as info:
+        with psycopg.connect(info.dsn) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        root = Path(info.data_dir).parent
+        assert root.name.startswith("voicesessions-tmp-test-")
+    assert not root.exists()

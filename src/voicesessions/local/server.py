@@ -57,6 +57,7 @@ __all__ = [
     "PostgresBinaries",
     "default_data_dir",
     "find_binaries",
+    "temporary_server",
 ]
 
 _log = logging.getLogger(__name__)
@@ -989,3 +990,22 @@ def _free_port() -> int:
         sock.bind((LISTEN_ADDRESS, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@contextlib.contextmanager
+def temporary_server(prefix: str = "voicesessions-tmp-") -> Iterator[LocalServerInfo]:
+    """A throwaway ``fast`` server in a new temporary directory, stopped and deleted on exit.
+
+    For test suites and benchmarks. The directory is made traversable (mode 0711) so that,
+    when running as root, the unprivileged server user can reach its data directory.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        root.chmod(0o711)
+        server = LocalPostgres(root / "data", fast=True)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
