@@ -10,6 +10,7 @@ migrations) and the ``voicesessions`` command line are public.
 """
 
 from voicesessions._async.client import AsyncVoiceSessions
+from voicesessions._async.live import AsyncSessionEvents, AsyncSubscription, AsyncTranscriptStream
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import (
     DEFAULT_INITIAL_BACKOFF_S,
@@ -18,6 +19,7 @@ from voicesessions._retry_policy import (
     RetryPolicy,
 )
 from voicesessions._sync.client import VoiceSessions
+from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
 from voicesessions.errors import (
     APIError,
     ConfigurationError,
@@ -28,6 +30,7 @@ from voicesessions.errors import (
     NotFoundError,
     PermissionDeniedError,
     SessionNotFound,
+    StreamError,
     TransientError,
     VoiceSessionsError,
 )
@@ -53,10 +56,12 @@ from voicesessions.models import (
     Session,
     SessionAnalytics,
     SessionCreate,
+    SessionEvent,
     SessionStatus,
     SessionUpdate,
     Speaker,
     StorageObject,
+    StreamStats,
     Transcript,
     TranscriptHit,
     TranscriptSegment,
@@ -73,6 +78,9 @@ __all__ = [
     "AnalysisResult",
     "AnonymizationReport",
     "AppendResult",
+    "AsyncSessionEvents",
+    "AsyncSubscription",
+    "AsyncTranscriptStream",
     "AsyncVoiceSessions",
     "Company",
     "ConfigurationError",
@@ -101,14 +109,20 @@ __all__ = [
     "Session",
     "SessionAnalytics",
     "SessionCreate",
+    "SessionEvent",
+    "SessionEvents",
     "SessionNotFound",
     "SessionStatus",
     "SessionUpdate",
     "Speaker",
     "StorageObject",
+    "StreamError",
+    "StreamStats",
+    "Subscription",
     "Transcript",
     "TranscriptHit",
     "TranscriptSegment",
+    "TranscriptStream",
     "TransientError",
     "UpdateType",
     "VoiceSessions",

@@ -10,6 +10,7 @@ Every error the package raises derives from :class:`VoiceSessionsError`::
     │   ├── ConflictError         23505, 23503, VS001 invalid status transition, VS002
     │   ├── InvalidInputError     22*, 23502, 23514, rejected input (also before any I/O)
     │   └── TransientError        timeouts, connection failures, 5xx, 08*, 53*, 40001, 40P01
+    ├── StreamError               a transcript stream gave up; its unsaved segments attached
     ├── ConfigurationError        missing or contradictory settings (from_env, as_user, ...)
     ├── LocalServerError          the embedded local PostgreSQL could not be set up or run
     └── MigrationError            a migration or the compatibility bootstrap failed
@@ -113,6 +114,17 @@ class InvalidInputError(APIError):
 class TransientError(APIError):
     """A failure worth retrying: timeout, lost connection, overload, serialization failure or
     deadlock (08*, 53*, 57P*, 40001, 40P01, HTTP 5xx)."""
+
+
+class StreamError(VoiceSessionsError):
+    """A transcript stream could not store its segments: retries ran out (the cause is
+    chained as ``__cause__``) or the stream was used after it failed or closed. ``pending``
+    holds every segment that was added but not stored, in order, so nothing is lost: send
+    them again (appends are idempotent) once the database is back."""
+
+    def __init__(self, message: str, *, pending: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.pending = list(pending or [])
 
 
 # -- mapping --------------------------------------------------------------------------------

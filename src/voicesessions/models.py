@@ -317,6 +317,58 @@ class AppendResult(_Row):
     interim: int = 0
 
 
+class SessionEvent(_Row):
+    """One live event of a session, as a subscriber receives it.
+
+    ``event`` is what happened: ``"transcript"`` (payload ``{"final": [...], "interim":
+    [...]}``, segments as :class:`SegmentInput` fields), ``"audio_metrics"`` (the merged
+    keys), ``"status"`` (``{"status", "ended_at"}``), a name given to ``broadcast_update``,
+    or one the SDK adds itself:
+
+    - ``"reconnected"``: the connection was lost and is back; events sent in between were
+      missed (payload ``{"attempts", "error"}``): read the current state from the tables;
+    - ``"failed"``: reconnecting gave up (payload ``{"error"}``); nothing follows.
+
+    An event too large to travel inline (over PostgreSQL's 8,000-byte notification limit) has
+    ``by_reference=True``, ``payload=None`` and its size in ``bytes``: what changed is in the
+    tables. ``id`` is unique per event sent (``None`` for the SDK's own).
+    """
+
+    session_id: uuid.UUID
+    event: str
+    payload: dict[str, Any] | None = None
+    by_reference: bool = False
+    bytes: int | None = None
+    id: str | None = None
+    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def final_segments(self) -> list[SegmentInput]:
+        """The final segments of a ``transcript`` event (empty for other events)."""
+        return self._segments("final")
+
+    @property
+    def interim_segments(self) -> list[SegmentInput]:
+        """The interim segments of a ``transcript`` event (empty for other events)."""
+        return self._segments("interim")
+
+    def _segments(self, key: str) -> list[SegmentInput]:
+        if self.event != "transcript" or not self.payload:
+            return []
+        return [SegmentInput(**s) for s in self.payload.get(key) or []]
+
+
+class StreamStats(_Row):
+    """What a transcript stream has done so far."""
+
+    added: int
+    inserted: int
+    duplicates: int
+    interim: int
+    batches: int
+    pending: int
+
+
 # -- GDPR -----------------------------------------------------------------------------------
 
 

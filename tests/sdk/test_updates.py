@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import Database
 from tests.sdk.conftest import Sdk, sdk
+from tests.support.segments import segment
 from voicesessions import (
     AppendResult,
     InvalidInputError,
@@ -24,19 +25,6 @@ from voicesessions import (
 )
 
 CHANNEL = "vs_session_events"
-
-
-def segment(seq: int, *, final: bool = True, text: str | None = None) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "speaker": "trainee" if seq % 2 == 0 else "buyer",
-        "text": text if text is not None else f"words of segment {seq}",
-        "start_ms": 10_000 + seq * 1000,
-        "end_ms": 10_000 + seq * 1000 + 800,
-        "confidence": 0.9,
-        "segment_id": f"seg-{seq}",
-        "is_final": final,
-    }
 
 
 @pytest.fixture

@@ -9,16 +9,22 @@ broadcast. Audio metrics are merged into ``sessions.audio_quality`` by the datab
 statement, so concurrent updates of different keys all survive. Every update is then
 broadcast on the session's topic (``public.broadcast_session_event``: Supabase Realtime
 where it exists, ``NOTIFY`` always).
+
+Reading side: :meth:`~SessionUpdateManager.events` (an iterator) and
+:meth:`~SessionUpdateManager.subscribe` (a callback) deliver a session's events,
+whoever wrote them; :meth:`~SessionUpdateManager.stream` batches segments for a
+producer that emits them one by one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
+from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
 from voicesessions._sync.repository import SessionRepository
 from voicesessions._validation import as_uuid, validate
 from voicesessions.errors import InvalidInputError, NotFoundError, SessionNotFound
@@ -26,11 +32,19 @@ from voicesessions.models import (
     AppendResult,
     SegmentInput,
     Session,
+    SessionEvent,
     SessionStatus,
     SessionUpdate,
     UpdateType,
 )
 
+from .live import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BUFFER,
+    DEFAULT_MAX_DELAY_S,
+    DEFAULT_RECONNECT_POLICY,
+    DEFAULT_STREAM_RETRY_POLICY,
+)
 from .resource import Resource
 
 #: Largest number of segments one append call sends to the database.
@@ -137,6 +151,79 @@ class SessionUpdateManager(Resource):
             update.session_id,
             update.update_type.value,
             {"data": update.data, "timestamp": update.timestamp.isoformat()},
+        )
+
+    def events(
+        self,
+        session_id: uuid.UUID | str,
+        *,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT_POLICY,
+    ) -> SessionEvents:
+        """The live events of a session, whoever writes them::
+
+            with vs.updates.events(session_id) as events:
+                for event in events:
+                    ...
+
+        Entering checks the caller can see the session (SessionNotFound: e.g. another
+        company's session) and starts listening. A dropped connection is reconnected per
+        ``reconnect`` and announced by a ``"reconnected"`` event (events sent while it was
+        down are missed: re-read the state). See :class:`SessionEvent` for the events.
+
+        Over Supabase the events come from Realtime Broadcast on the private channel
+        ``session:<id>``, authorized by RLS for the identity. Over PostgreSQL they come from
+        ``LISTEN`` (NOTIFY has no per-listener authorization: the visibility check above is
+        the SDK's, so hand a PostgreSQL DSN only to trusted server-side code).
+        """
+        sid = as_uuid(session_id, "session_id")
+        return SessionEvents(
+            self._backend, lambda: self._sessions.get(sid), sid, reconnect=reconnect
+        )
+
+    def subscribe(
+        self,
+        session_id: uuid.UUID | str,
+        callback: Callable[[SessionEvent], Any],
+        *,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT_POLICY,
+    ) -> Subscription:
+        """Call ``callback(event)`` for every live event of the session, in the background,
+        until the returned subscription is closed (``sub.close()`` or ``with``).
+        Listening has started when this returns. Same events, checks and reconnection as
+        :meth:`events`; on the sync face the callback runs in a thread of its own.
+        """
+        return Subscription(self.events(session_id, reconnect=reconnect), callback).start()
+
+    def stream(
+        self,
+        session_id: uuid.UUID | str,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_delay_s: float = DEFAULT_MAX_DELAY_S,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        retry: RetryPolicy = DEFAULT_STREAM_RETRY_POLICY,
+    ) -> TranscriptStream:
+        """A batching writer of the session's segments::
+
+            with vs.updates.stream(session_id) as s:
+                s.add(segment)          # returns at once unless the buffer is full
+
+        Batches of up to ``max_batch`` segments (at most :data:`MAX_SEGMENTS_PER_CALL`) go
+        out when full, after ``max_delay_s``, on ``flush()`` and on exit, each through
+        :meth:`append_transcript_chunk` (so finals are stored once, interims broadcast).
+        Transient failures are retried per ``retry``; see :class:`TranscriptStream` for
+        back-pressure and what happens when retries run out.
+        """
+        sid = as_uuid(session_id, "session_id")
+        if isinstance(max_batch, int) and max_batch > MAX_SEGMENTS_PER_CALL:
+            raise InvalidInputError(f"max_batch must be at most {MAX_SEGMENTS_PER_CALL}")
+        patient = SessionUpdateManager(self._backend, retry, self._sessions)
+        return TranscriptStream(
+            lambda batch: patient.append_transcript_chunk(sid, batch),
+            sid,
+            max_batch=max_batch,
+            max_delay_s=max_delay_s,
+            max_buffer=max_buffer,
         )
 
     def _session_call(self, session_id: uuid.UUID, function: str, params: dict[str, Any]) -> Any:

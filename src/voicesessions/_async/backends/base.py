@@ -18,8 +18,9 @@ Contract for every implementation
 from __future__ import annotations
 
 import abc
+import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from voicesessions._identity import Identity
@@ -71,6 +72,26 @@ class AsyncBackend(abc.ABC):
     async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call ``public.<function>`` with named parameters; return its JSON-decoded result
         (a list of rows for a set-returning function)."""
+
+    @abc.abstractmethod
+    def session_events(
+        self, session_id: uuid.UUID
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Row | None]]:
+        """Listen to the live events of one session (what ``broadcast_session_event`` sends).
+
+        Entering the context connects and starts listening, so every event sent after it was
+        entered is received; leaving it disconnects. The iterator yields each event as a dict
+        ``{"id", "session_id", "event", "payload"}``, or, for one too large to carry inline,
+        ``{"id", "session_id", "event", "ref": True, "bytes": n}``, in the order they were
+        sent. It also yields ``None`` when nothing arrived for about a second, so a consumer
+        can check whether to stop. A lost connection raises
+        :class:`~voicesessions.errors.TransientError`; reconnecting is the caller's job (it
+        alone knows how to tell its consumers that events may have been missed).
+
+        Authorization is the backend's: Supabase Realtime checks the identity's RLS when the
+        channel is joined; a PostgreSQL ``LISTEN`` has no per-listener authorization, so the
+        caller checks the session is visible first.
+        """
 
     @abc.abstractmethod
     async def create_auth_user(

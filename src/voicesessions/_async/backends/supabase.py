@@ -23,6 +23,7 @@ How the traps of supabase-py 2.34 are handled
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import decimal
@@ -30,7 +31,7 @@ import enum
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar, cast
@@ -49,6 +50,7 @@ from voicesessions import errors
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order, conflict_target
+from voicesessions._realtime import async_session_feed
 
 #: Timeout of one HTTP request (connect, read, write, pool) unless the caller picks another.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -283,6 +285,16 @@ class AsyncSupabaseBackend(AsyncBackend):
             removed.extend(chunk)
         return removed
 
+    def session_events(
+        self, session_id: uuid.UUID
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[dict[str, Any] | None]]:
+        """Realtime Broadcast on the private channel ``session:<id>``, joined with this
+        identity's JWT (RLS on ``realtime.messages`` decides; a refusal raises
+        PermissionDeniedError). On the sync face the async Realtime client runs on an event
+        loop in a thread of its own. See :meth:`AsyncBackend.session_events`."""
+        self._check_open()
+        return async_session_feed(self._shared.url, self._shared.key, self._bearer, session_id)
+
     def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
         """A backend acting as the authenticated user ``user_id``.
 
@@ -326,7 +338,13 @@ class AsyncSupabaseBackend(AsyncBackend):
 
     # -- internals ---------------------------------------------------------------------
 
+    def _bearer(self) -> str:
+        """The JWT this identity's requests carry now (refreshed first for ``as_user``)."""
+        self._supabase()
+        return self._token
+
     def _new_client(self, bearer: str) -> supabase.AsyncClient:
+        self._token = bearer
         options = supabase.AsyncClientOptions(
             headers={**DEFAULT_HEADERS, "Authorization": f"Bearer {bearer}"},
             auto_refresh_token=False,

@@ -69,6 +69,11 @@ DEFAULT_STATEMENT_TIMEOUT_S = 30.0
 #: ``application_name`` of the connections, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "voicesessions"
 
+#: The NOTIFY channel of ``public.broadcast_session_event``.
+EVENTS_CHANNEL = "vs_session_events"
+#: How long, in seconds, a listener waits for a notification before it yields ``None``.
+LISTEN_TICK_S = 1.0
+
 #: Environment variable naming the directory of the local storage store.
 ENV_STORAGE_ROOT = "VOICESESSIONS_STORAGE_ROOT"
 
@@ -148,8 +153,15 @@ class _SharedPool:
     opened explicitly, inside the event loop). Only the backend that created it closes it.
     """
 
-    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        dsn: str,
+        connect_kwargs: dict[str, Any],
+    ) -> None:
         self.pool = pool
+        self.dsn = dsn  # and connect_kwargs: for connections outside the pool (LISTEN)
+        self.connect_kwargs = connect_kwargs
         self.opened = False
         self.closed = False
 
@@ -232,7 +244,7 @@ class PostgresBackend(Backend):
             open=False,
         )
         self.identity = identity if identity is not None else Identity.service_role()
-        self._shared = _SharedPool(pool)
+        self._shared = _SharedPool(pool, dsn, kwargs)
         self._storage_root = _storage_root(storage_root)
         self._owns_pool = True
         self._closed = False
@@ -445,6 +457,25 @@ class PostgresBackend(Backend):
             values = [next(iter(value.values())) for value in values]
         return values if shape["returns_set"] else values[0]
 
+    @contextlib.contextmanager
+    def session_events(self, session_id: uuid.UUID) -> Iterator[Iterator[dict[str, Any] | None]]:
+        """``LISTEN`` on the channel ``broadcast_session_event`` notifies, on a connection of
+        its own (outside the pool, as the DSN's login role), keeping the events of
+        ``session_id``. See :meth:`Backend.session_events`."""
+        shared = self._usable()
+        try:
+            conn = psycopg.Connection.connect(shared.dsn, autocommit=True, **shared.connect_kwargs)
+        except psycopg.Error as exc:
+            raise _api_error(exc) from exc
+        try:
+            try:
+                conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
+            except psycopg.Error as exc:
+                raise _api_error(exc) from exc
+            yield _notifications(conn, str(session_id))
+        finally:
+            conn.close()
+
     def create_auth_user(
         self,
         email: str,
@@ -572,6 +603,32 @@ class PostgresBackend(Backend):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _notifications(
+    conn: psycopg.Connection[Any], session_id: str
+) -> Iterator[dict[str, Any] | None]:
+    """The events of ``session_id`` among the notifications ``conn`` receives; ``None`` for
+    any other notification and after each quiet :data:`LISTEN_TICK_S`."""
+    try:
+        while True:
+            quiet = True
+            for notify in conn.notifies(timeout=LISTEN_TICK_S):
+                quiet = False
+                try:
+                    event = json.loads(notify.payload)
+                except ValueError:
+                    event = None  # not one of ours
+                if isinstance(event, dict) and event.get("session_id") == session_id:
+                    yield event
+                else:
+                    yield None
+            if quiet:
+                yield None
+            if conn.closed:
+                raise TransientError("the listening connection was closed")
+    except psycopg.Error as exc:
+        raise _api_error(exc) from exc
 
 
 def _api_error(exc: psycopg.Error) -> APIError:

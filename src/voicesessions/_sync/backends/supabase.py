@@ -25,6 +25,7 @@ How the traps of supabase-py 2.34 are handled
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import decimal
@@ -32,7 +33,7 @@ import enum
 import functools
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar, cast
@@ -50,6 +51,7 @@ import supabase
 from voicesessions import errors
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order, conflict_target
+from voicesessions._realtime import session_feed
 from voicesessions._sync.backends.base import Backend
 
 #: Timeout of one HTTP request (connect, read, write, pool) unless the caller picks another.
@@ -285,6 +287,16 @@ class SupabaseBackend(Backend):
             removed.extend(chunk)
         return removed
 
+    def session_events(
+        self, session_id: uuid.UUID
+    ) -> contextlib.AbstractContextManager[Iterator[dict[str, Any] | None]]:
+        """Realtime Broadcast on the private channel ``session:<id>``, joined with this
+        identity's JWT (RLS on ``realtime.messages`` decides; a refusal raises
+        PermissionDeniedError). On the sync face the async Realtime client runs on an event
+        loop in a thread of its own. See :meth:`Backend.session_events`."""
+        self._check_open()
+        return session_feed(self._shared.url, self._shared.key, self._bearer, session_id)
+
     def as_user(self, user_id: uuid.UUID) -> SupabaseBackend:
         """A backend acting as the authenticated user ``user_id``.
 
@@ -328,7 +340,13 @@ class SupabaseBackend(Backend):
 
     # -- internals ---------------------------------------------------------------------
 
+    def _bearer(self) -> str:
+        """The JWT this identity's requests carry now (refreshed first for ``as_user``)."""
+        self._supabase()
+        return self._token
+
     def _new_client(self, bearer: str) -> supabase.Client:
+        self._token = bearer
         options = supabase.ClientOptions(
             headers={**DEFAULT_HEADERS, "Authorization": f"Bearer {bearer}"},
             auto_refresh_token=False,

@@ -1,0 +1,217 @@
+"""Supabase Realtime: the Broadcast feed of one session, for both faces.
+
+supabase-py's Realtime client is async only (its sync client raises NotImplementedError).
+:func:`async_session_feed` is the feed on the async face; :func:`session_feed` gives the sync
+face the very same feed by running it on an event loop in a thread of its own and handing
+the events over through a queue. ``unasyncd`` maps the one name to the other.
+
+The feed joins the private channel ``session:<id>`` with the identity's JWT: Realtime lets
+the join through only if RLS on ``realtime.messages`` does (the policy in the live-updates
+migration: readers of the session). Broadcasts sent by ``public.broadcast_session_event``
+(``realtime.send``) arrive as ``{"event", "payload"}``; the feed yields them in the shape of
+``Backend.session_events``. The client never reconnects by itself (``auto_reconnect=False``):
+a lost connection raises TransientError, and the SDK's event iterator reconnects and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+from realtime.types import RealtimeChannelConfig, RealtimeChannelOptions
+
+from voicesessions.errors import APIError, PermissionDeniedError, TransientError
+
+#: Seconds to wait for the socket and for the channel join.
+JOIN_TIMEOUT_S = 10
+#: Seconds without an event after which the feed yields ``None``.
+TICK_S = 1.0
+
+_Item = tuple[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def async_session_feed(
+    url: str, apikey: str, token: Callable[[], str], session_id: uuid.UUID
+) -> AsyncIterator[AsyncIterator[dict[str, Any] | None]]:
+    """Join ``session:<session_id>`` on the Realtime server of the project at ``url`` and
+    yield an iterator of its broadcasts (see ``Backend.session_events``).
+
+    ``token()`` gives the identity's current JWT; it is asked again about every second and a
+    new one is passed on to Realtime (``access_token``), so a channel outlives the short-lived
+    tokens the SDK mints for ``as_user``."""
+    items: asyncio.Queue[_Item] = asyncio.Queue()
+    client = AsyncRealtimeClient(
+        f"{url.rstrip('/')}/realtime/v1", apikey, auto_reconnect=False, timeout=JOIN_TIMEOUT_S
+    )
+    try:
+        try:
+            await client.connect()
+        except Exception as exc:  # websockets/OS errors of any kind: the server is unreachable
+            raise _connection_error(exc) from exc
+        current = token()
+        await client.set_auth(current)
+        channel = client.channel(
+            f"session:{session_id}",
+            RealtimeChannelOptions(
+                config=RealtimeChannelConfig(
+                    private=True, broadcast={"self": True, "ack": False}, presence=None
+                )
+            ),
+        )
+        channel.on_broadcast("*", lambda message: items.put_nowait(("event", message)))
+        channel_state = _ChannelState(items)
+        await channel.subscribe(channel_state.changed)
+        await channel_state.joined(session_id)
+
+        async def refresh() -> None:
+            nonlocal current
+            fresh = token()
+            if fresh != current:
+                current = fresh
+                await client.set_auth(fresh)
+
+        yield _broadcasts(items, str(session_id), refresh)
+    finally:
+        await client.close()
+
+
+class _ChannelState:
+    def __init__(self, items: asyncio.Queue[_Item]) -> None:
+        self._items = items
+        self.first: tuple[RealtimeSubscribeStates, Exception | None] | None = None
+        self._first_seen = asyncio.Event()
+
+    def changed(self, state: RealtimeSubscribeStates, error: Exception | None) -> None:
+        if self.first is None:
+            self.first = (state, error)
+            self._first_seen.set()
+        else:
+            self._items.put_nowait(("state", (state, error)))
+
+    async def joined(self, session_id: uuid.UUID) -> None:
+        try:
+            await asyncio.wait_for(self._first_seen.wait(), JOIN_TIMEOUT_S)
+        except TimeoutError:
+            raise TransientError(f"joining the channel of session {session_id} timed out") from None
+        assert self.first is not None
+        state, error = self.first
+        if state is RealtimeSubscribeStates.SUBSCRIBED:
+            return
+        detail = str(error) if error is not None else state.value
+        if state is RealtimeSubscribeStates.CHANNEL_ERROR and _is_refusal(detail):
+            raise PermissionDeniedError(
+                f"not allowed to watch session {session_id}: {detail}", code="42501"
+            )
+        raise TransientError(f"could not join the channel of session {session_id}: {detail}")
+
+
+async def _broadcasts(
+    items: asyncio.Queue[_Item], session_id: str, refresh: Callable[[], Awaitable[None]]
+) -> AsyncIterator[dict[str, Any] | None]:
+    while True:
+        try:
+            kind, value = await asyncio.wait_for(items.get(), TICK_S)
+        except TimeoutError:
+            await refresh()
+            yield None
+            continue
+        if kind == "state":
+            state, error = value
+            detail = str(error) if error is not None else state.value
+            raise TransientError(f"the Realtime channel was lost: {detail}")
+        message = value
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            continue
+        event: dict[str, Any] = {
+            "id": (message.get("meta") or {}).get("id") or payload.get("id"),
+            "session_id": session_id,
+            "event": message.get("event"),
+            "payload": payload,
+        }
+        yield event
+
+
+def _is_refusal(detail: str) -> bool:
+    text = detail.lower()
+    return any(word in text for word in ("unauthorized", "forbidden", "permission", "denied"))
+
+
+def _connection_error(exc: Exception) -> APIError:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return PermissionDeniedError(f"Realtime refused the connection: {exc}", http_status=status)
+    return TransientError(f"cannot connect to Realtime: {exc}")
+
+
+# -- the sync face: the same feed, run on a private event loop --------------------------------
+
+
+@contextlib.contextmanager
+def session_feed(
+    url: str, apikey: str, token: Callable[[], str], session_id: uuid.UUID
+) -> Iterator[Iterator[dict[str, Any] | None]]:
+    """:func:`async_session_feed` for the sync face: the feed runs on an event loop in a
+    daemon thread; its events come through a queue. Leaving the context stops the thread."""
+    handoff: queue.Queue[_Item] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def pump() -> None:
+        try:
+            async with async_session_feed(url, apikey, token, session_id) as feed:
+                handoff.put(("ready", None))
+                async for event in feed:
+                    if stop.is_set():
+                        return
+                    if event is not None:
+                        handoff.put(("event", event))
+        except Exception as exc:
+            handoff.put(("error", exc))
+
+    def run() -> None:
+        try:
+            task = loop.create_task(pump())
+            loop.run_until_complete(_until(task, stop))
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"voicesessions-realtime-{session_id}", daemon=True)
+    thread.start()
+    try:
+        kind, value = handoff.get()
+        if kind == "error":
+            raise value
+        yield _handed_over(handoff)
+    finally:
+        with contextlib.suppress(RuntimeError):  # the loop may have ended already
+            loop.call_soon_threadsafe(stop.set)
+        thread.join()
+
+
+async def _until(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, waiter):
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+
+
+def _handed_over(handoff: queue.Queue[_Item]) -> Iterator[dict[str, Any] | None]:
+    while True:
+        try:
+            kind, value = handoff.get(timeout=TICK_S)
+        except queue.Empty:
+            yield None
+            continue
+        if kind == "error":
+            raise value
+        yield value
