@@ -2,9 +2,10 @@
 
 Groups: ``local`` (the embedded PostgreSQL for development), ``db`` (migrations against
 any PostgreSQL or Supabase database) and ``gdpr`` (erasure, anonymization, export, retention
-and GDPR requests, as the service role). Every user error is one line on stderr with exit
-code 1; usage mistakes are reported by click (exit code 2), and so are, for ``gdpr``, a
-refused confirmation and a subject that does not exist.
+and GDPR requests, as the service role); ``demo`` streams a simulated call and shows it live.
+Every user error is one line on stderr with exit code 1; usage mistakes are reported by click
+(exit code 2), and so are, for ``gdpr``, a refused confirmation and a subject that does not
+exist.
 """
 
 from __future__ import annotations
@@ -335,6 +336,49 @@ def _connect(dsn: str) -> psycopg.Connection[object]:
     if "connect_timeout" not in params:
         dsn = make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT_S)
     return migrations.connect(dsn)
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=1, max=100_000),
+    default=20.0,
+    show_default=True,
+    help="How many times faster than real time the simulated call is played.",
+)
+def demo(speed: float) -> None:
+    """Stream a simulated practice call and watch it live, with no setup.
+
+    Creates a demo company and trainee, streams a trainee/AI-buyer call (interim and final
+    segments, audio metrics) while a subscriber prints what it hears, completes the session
+    and prints the stored transcript and a few numbers. Uses VOICESESSIONS_DSN or the
+    SUPABASE_* variables when set; otherwise starts (or reuses) the local PostgreSQL of
+    `voicesessions local start` and applies the migrations.
+    """
+    from voicesessions._demo import run_demo
+
+    if os.environ.get(ENV_DSN) or os.environ.get(ENV_SUPABASE_URL):
+        click.echo("Using the database of VOICESESSIONS_DSN / SUPABASE_URL")
+        vs = VoiceSessions.from_env()
+    else:
+        server = LocalPostgres()
+        was_running = server.is_running()
+        info = server.start()
+        with _connect(info.dsn) as conn:
+            applied = migrations.migrate(conn)
+        verb = "reused" if was_running else "started"
+        click.echo(
+            f"Local PostgreSQL {info.major_version} {verb} on 127.0.0.1:{info.port}"
+            f" ({len(applied)} migration(s) applied now; stop it with `voicesessions local stop`)"
+        )
+        vs = VoiceSessions.from_postgres(info.dsn)
+    with vs:
+        run_demo(vs, speed=speed, echo=click.echo, tty=sys.stdout.isatty())
 
 
 # --------------------------------------------------------------------------------------------
