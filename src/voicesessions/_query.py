@@ -7,7 +7,11 @@ does I/O, so the async core and its generated sync face share it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime
+import decimal
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,3 +76,26 @@ def conflict_target(
     if isinstance(on_conflict, str) or not on_conflict:
         raise ValueError("on_conflict must be a non-empty sequence of column names")
     return tuple(on_conflict)
+
+
+def json_scalar(value: Any) -> Any:
+    """A Python value as PostgREST reads it from JSON (ISO 8601 dates and times, enum values,
+    uuids and exact decimals as strings); other values unchanged."""
+    if isinstance(value, enum.Enum):
+        return json_scalar(value.value)
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as the JSON a PostgREST request carries: mappings and sequences (lists,
+    tuples) recursively, scalars by :func:`json_scalar`. Both backends send arguments in
+    this form (the Postgres backend then reads them as PostgREST does)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return json_scalar(value)

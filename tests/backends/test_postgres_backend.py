@@ -9,6 +9,7 @@ Scenarios are written once: they ``await done(...)`` on whatever a backend metho
 from __future__ import annotations
 
 import asyncio
+import datetime
 import inspect
 import socket
 import time
@@ -35,6 +36,7 @@ from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order, eq
 from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions.errors import (
+    APIError,
     ConfigurationError,
     ConflictError,
     InvalidInputError,
@@ -448,7 +450,11 @@ async def test_rpc_runs_as_the_user(env: Env) -> None:
 async def test_rpc_of_a_missing_function_is_not_found(env: Env) -> None:
     with pytest.raises(NotFoundError) as caught:
         await done(env.backend().rpc("vs_test_missing", {"a": 1}))
-    assert caught.value.code == "42883"
+    # PostgREST's answer: the function is not in its schema cache (404).
+    assert (caught.value.code, caught.value.http_status) == ("PGRST202", 404)
+    assert caught.value.message == (
+        "Could not find the function public.vs_test_missing(a) in the schema cache"
+    )
 
 
 async def test_rpc_without_execute_privilege_is_denied(env: Env) -> None:
@@ -681,3 +687,199 @@ async def test_create_auth_user_needs_the_service_role(env: Env) -> None:
         "select count(*) from auth.users where email in ('by-admin@example.test', 'x@example.test')"
     )
     assert env.sql(created) == [(0,)]
+
+
+# -- rpc: arguments read into the declared types, overloads, the cache (as PostgREST) ----
+
+# Functions whose parameters need more than JSON-as-jsonb: arrays, uuids, jsonb of either
+# shape, scalars; overloads told apart by their parameter names, and one PostgREST cannot
+# tell apart; a single unnamed jsonb parameter; a STABLE function.
+RPC_OBJECTS = """
+create function public.vs_test_typed(
+  tags text[] default null, ids uuid[] default null, doc jsonb default null,
+  items jsonb default null, n integer default null, at timestamptz default null,
+  flag boolean default null
+) returns jsonb language sql immutable as $$
+  select jsonb_build_object(
+    'tags', to_jsonb(tags), 'tag_count', cardinality(tags),
+    'ids', to_jsonb(ids), 'second_id', ids[2],
+    'doc_kind', jsonb_typeof(doc), 'doc', doc,
+    'items_kind', jsonb_typeof(items), 'items', items,
+    'n_plus_one', n + 1, 'epoch', extract(epoch from at), 'not_flag', not flag)
+$$;
+create function public.vs_test_over(a integer) returns text
+  language sql immutable as $$ select 'a integer' $$;
+create function public.vs_test_over(a integer, b text) returns text
+  language sql immutable as $$ select 'a integer, b text' $$;
+create function public.vs_test_over(c text default 'c default') returns text
+  language sql immutable as $$ select c $$;
+create function public.vs_test_twins(a integer) returns text
+  language sql immutable as $$ select 'integer' $$;
+create function public.vs_test_twins(a text) returns text
+  language sql immutable as $$ select 'text' $$;
+create function public.vs_test_body(jsonb) returns jsonb
+  language sql immutable as $$ select $1 $$;
+create function public.vs_test_stable() returns text
+  language sql stable as $$ select current_setting('transaction_read_only') $$;
+grant execute on all functions in schema public to anon, authenticated, service_role;
+"""
+
+
+@pytest.fixture
+def rpc_env(env: Env) -> Env:
+    env.sql(RPC_OBJECTS)
+    return env
+
+
+async def test_rpc_reads_lists_uuids_and_json_into_the_declared_types(rpc_env: Env) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    tags = ["plain", 'with "quotes"', "{braces}, commas", "back\\slash"]
+    result = await done(
+        rpc_env.backend().rpc(
+            "vs_test_typed",
+            {
+                "tags": tags,  # text[]
+                "ids": [first, str(second)],  # uuid[], from UUIDs or strings
+                "doc": {"name": "x", "nested": [1, {"k": None}]},  # jsonb object
+                "items": [1, "two", {"three": 3}],  # jsonb array
+                "n": 41,
+                "at": at,
+                "flag": True,
+            },
+        )
+    )
+    assert result == {
+        "tags": tags,
+        "tag_count": 4,
+        "ids": [str(first), str(second)],
+        "second_id": str(second),
+        "doc_kind": "object",
+        "doc": {"name": "x", "nested": [1, {"k": None}]},
+        "items_kind": "array",
+        "items": [1, "two", {"three": 3}],
+        "n_plus_one": 42,
+        "epoch": at.timestamp(),
+        "not_flag": False,
+    }
+
+
+async def test_rpc_empty_lists_and_nulls(rpc_env: Env) -> None:
+    backend = rpc_env.backend()
+    empty = await done(backend.rpc("vs_test_typed", {"tags": [], "ids": [], "items": []}))
+    assert (empty["tags"], empty["tag_count"], empty["ids"]) == ([], 0, [])
+    assert (empty["items_kind"], empty["items"]) == ("array", [])
+    nulls = await done(backend.rpc("vs_test_typed", {"tags": None, "doc": None}))
+    assert (nulls["tags"], nulls["tag_count"], nulls["doc"]) == (None, None, None)
+
+
+async def test_rpc_a_value_its_type_cannot_read_is_invalid_input(rpc_env: Env) -> None:
+    backend = rpc_env.backend()
+    with pytest.raises(InvalidInputError) as caught:
+        await done(backend.rpc("vs_test_typed", {"ids": [str(uuid.uuid4()), "not-a-uuid"]}))
+    assert caught.value.code == "22P02"
+    with pytest.raises(InvalidInputError):
+        await done(backend.rpc("vs_test_typed", {"n": 1.5}))
+    with pytest.raises(InvalidInputError, match="not JSON"):
+        await done(backend.rpc("vs_test_typed", {"doc": {"x": object()}}))
+
+
+async def test_rpc_with_an_unknown_argument_name_is_pgrst202(rpc_env: Env) -> None:
+    backend = rpc_env.backend()
+    with pytest.raises(NotFoundError) as caught:
+        await done(backend.rpc("vs_test_scalar", {"a": 1, "c": 2}))
+    error = caught.value
+    assert (error.code, error.http_status) == ("PGRST202", 404)
+    assert error.message == (
+        "Could not find the function public.vs_test_scalar(a, c) in the schema cache"
+    )
+    assert error.hint == "Perhaps you meant to call the function public.vs_test_scalar(a, b)"
+    # a parameter without a default left out is no match either
+    with pytest.raises(NotFoundError) as caught:
+        await done(backend.rpc("vs_test_scalar", {"b": 2}))
+    assert caught.value.code == "PGRST202"
+    with pytest.raises(NotFoundError, match="vs_test_scalar without parameters"):
+        await done(backend.rpc("vs_test_scalar"))
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"a": 1}, "a integer"),
+        ({"a": 1, "b": "x"}, "a integer, b text"),
+        ({"c": "given"}, "given"),
+        ({}, "c default"),
+    ],
+)
+async def test_rpc_picks_the_overload_by_argument_names(
+    rpc_env: Env, params: dict[str, Any], expected: str
+) -> None:
+    assert await done(rpc_env.backend().rpc("vs_test_over", params)) == expected
+
+
+async def test_rpc_overloads_it_cannot_tell_apart(rpc_env: Env) -> None:
+    backend = rpc_env.backend()
+    with pytest.raises(NotFoundError) as missing:
+        await done(backend.rpc("vs_test_over", {"a": 1, "c": "x"}))
+    assert missing.value.code == "PGRST202"
+    # same names, different types: PostgREST does not guess (300, PGRST203)
+    with pytest.raises(APIError) as ambiguous:
+        await done(backend.rpc("vs_test_twins", {"a": 1}))
+    error = ambiguous.value
+    assert type(error) is APIError
+    assert (error.code, error.http_status) == ("PGRST203", 300)
+    assert error.message == (
+        "Could not choose the best candidate function between:"
+        " public.vs_test_twins(a => integer), public.vs_test_twins(a => text)"
+    )
+
+
+async def test_rpc_a_single_unnamed_jsonb_parameter_takes_the_body(rpc_env: Env) -> None:
+    body = {"anything": [1, 2], "at": "all"}
+    assert await done(rpc_env.backend().rpc("vs_test_body", body)) == body
+
+
+async def test_rpc_of_a_stable_function_runs_read_only(rpc_env: Env) -> None:
+    backend = rpc_env.backend()
+    assert await done(backend.rpc("vs_test_stable")) == "on"
+    assert (await done(backend.rpc("vs_test_request_rpc")))["read_only"] == "off"
+
+
+async def test_rpc_looks_overloads_up_once_per_pool(
+    rpc_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = rpc_env.backend()
+    lookups: list[str] = []
+    original = type(backend)._rpc_overloads
+
+    def spy(self: Any, function: str) -> Any:
+        lookups.append(function)
+        return original(self, function)  # a coroutine on the async face: rpc awaits it
+
+    monkeypatch.setattr(type(backend), "_rpc_overloads", spy)
+    for n in (1, 2, 3):
+        assert await done(backend.rpc("vs_test_scalar", {"a": n})) == n + 1
+    assert await done(rpc_env.user("A1", backend).rpc("vs_test_scalar", {"a": 1})) == 2
+    assert lookups == ["vs_test_scalar"]
+
+
+async def test_rpc_follows_a_function_replaced_after_it_was_cached(rpc_env: Env) -> None:
+    backend = rpc_env.backend()
+    assert await done(backend.rpc("vs_test_scalar", {"a": 1})) == 2  # cached: (a int, b int)
+    rpc_env.sql(
+        "drop function public.vs_test_scalar(integer, integer);"
+        " create function public.vs_test_scalar(a text, b text default '!') returns text"
+        "  language sql immutable as $$ select a || b $$;"
+        " grant execute on function public.vs_test_scalar(text, text) to service_role"
+    )
+    assert await done(backend.rpc("vs_test_scalar", {"a": "same names"})) == "same names!"
+    rpc_env.sql(
+        "drop function public.vs_test_scalar(text, text);"
+        " create function public.vs_test_scalar(renamed integer) returns integer"
+        "  language sql immutable as $$ select renamed * 10 $$;"
+        " grant execute on function public.vs_test_scalar(integer) to service_role"
+    )
+    assert await done(backend.rpc("vs_test_scalar", {"renamed": 4})) == 40
+    with pytest.raises(NotFoundError) as caught:  # the old name is gone for good
+        await done(backend.rpc("vs_test_scalar", {"a": 1}))
+    assert caught.value.code == "PGRST202"

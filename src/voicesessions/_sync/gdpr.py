@@ -92,7 +92,7 @@ class GDPRSessionManager(Resource):
         keys = list(extra_personal_keys)
         if any(not isinstance(k, str) for k in keys):
             raise InvalidInputError("extra_personal_keys must be strings")
-        params = {"session_id": sid, "extra_personal_keys": _text_array(keys)}
+        params = {"session_id": sid, "extra_personal_keys": keys}
         raw = self._call(
             lambda: self._backend.rpc("gdpr_anonymize_session", params), idempotent=True
         )
@@ -242,7 +242,7 @@ class GDPRSessionManager(Resource):
 
     def _confirm(self, request_id: uuid.UUID, paths: list[str]) -> Any:
         # Idempotent: confirming twice changes nothing.
-        params = {"request_id": request_id, "paths": _text_array(paths)}
+        params = {"request_id": request_id, "paths": paths}
         return self._call(
             lambda: self._backend.rpc("gdpr_confirm_storage_removed", params), idempotent=True
         )
@@ -315,14 +315,3 @@ def _merge_company(
         rid = uuid.UUID(str(request_id))
         total["request_ids"].append(rid)
         total["status"] = statuses.get(rid, entry.get("status"))
-
-
-def _text_array(values: Sequence[str]) -> str:
-    """A ``text[]`` parameter as a PostgreSQL array literal (``{"a","b"}``).
-
-    Both backends accept it for a ``text[]`` argument: PostgreSQL casts the untyped literal,
-    and PostgREST feeds a JSON string to the array type's input function. A JSON list would
-    not do on the Postgres backend, which sends lists as ``jsonb``.
-    """
-    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-    return "{" + ",".join(quoted) + "}"

@@ -8,7 +8,15 @@ switching ``role`` inside the transaction makes grants, RLS and ``auth.uid()`` a
 they do behind Supabase's API.
 
 - ``select`` is a GET: its transaction is READ ONLY, as PostgREST's is.
-- ``insert`` and ``rpc`` are POSTs, ``update`` a PATCH: READ WRITE.
+- ``insert`` and ``rpc`` are POSTs, ``update`` a PATCH: READ WRITE; but ``rpc`` of a
+  STABLE or IMMUTABLE function runs READ ONLY, as PostgREST runs it.
+- ``rpc`` picks and calls the function as PostgREST does: the overload of ``public.<name>``
+  whose parameter names fit the argument names (every name known, every parameter without
+  a default given; else PGRST202, NotFoundError, or PGRST203 when several fit), and the
+  arguments travel as one JSON object read with ``json_to_record`` into the parameters'
+  declared types (a list becomes a ``text[]`` or ``uuid[]``, or stays JSON for ``jsonb``).
+  The overloads of each function are looked up once per pool (looked up again when a call
+  finds the function changed).
 - ``rpc`` returns what PostgREST would put in its JSON body, decoded: the database turns
   the result into ``jsonb`` (``to_jsonb``), so values are JSON types (uuids and timestamps
   as strings). A set-returning function gives a list (of dicts for rows, of values for
@@ -18,8 +26,8 @@ they do behind Supabase's API.
 
 SQL is composed only with :mod:`psycopg.sql` (identifiers quoted, values always bound as
 parameters); names are also checked against a plain identifier pattern. ``dict`` and
-``list`` values are sent as ``jsonb``. Every psycopg or pool error is converted by
-:func:`_api_error` into a :mod:`voicesessions.errors` exception.
+``list`` values of rows and filters are sent as ``jsonb``. Every psycopg or pool error is
+converted by :func:`_api_error` into a :mod:`voicesessions.errors` exception.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,7 +54,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._identity import Identity
-from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target
+from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
 from voicesessions._request import request_context
 from voicesessions.errors import (
     APIError,
@@ -122,25 +131,45 @@ from new_user n
 returning user_id as id
 """
 
-# The function's result as PostgREST would serialise it, plus what the catalog says of its
-# shape (set-returning? a plain scalar rather than a row? void?).
-_RPC = """
-select pg_catalog.to_jsonb(r) as value,
-  (select coalesce(bool_or(p.proretset), false) from pg_catalog.pg_proc p
-    where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = {name})
-    as returns_set,
-  (select coalesce(bool_and(
-            p.prorettype <> 'pg_catalog.record'::pg_catalog.regtype
-            and t.typtype <> 'c'
-            and not coalesce(p.proargmodes && array['o', 't']::"char"[], false)), false)
-     from pg_catalog.pg_proc p join pg_catalog.pg_type t on t.oid = p.prorettype
-    where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = {name})
-    as returns_scalar,
-  (select coalesce(bool_and(p.prorettype = 'pg_catalog.void'::pg_catalog.regtype), false)
-     from pg_catalog.pg_proc p
-    where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = {name})
-    as returns_void
-from (select * from {function}({arguments})) as r
+# Every overload of ``public.<name>`` as PostgREST's schema cache knows it: its input
+# parameters in order (name, type, variadic), how many have defaults, and its result shape.
+_RPC_OVERLOADS = """
+select pg_catalog.pg_get_function_identity_arguments(p.oid) as signature,
+  p.pronargdefaults as defaults,
+  p.proretset as returns_set,
+  p.provolatile in ('i', 's') as read_only,
+  p.prorettype = 'pg_catalog.void'::pg_catalog.regtype as returns_void,
+  p.prorettype <> 'pg_catalog.record'::pg_catalog.regtype and rt.typtype <> 'c'
+    and not coalesce(p.proargmodes && array['o', 't']::"char"[], false) as returns_scalar,
+  coalesce((
+    select pg_catalog.jsonb_agg(
+             pg_catalog.jsonb_build_array(coalesce(a.name, ''), tn.nspname, t.typname,
+                                          pg_catalog.format_type(t.oid, null), a.mode = 'v')
+             order by a.n)
+    from unnest(coalesce(p.proallargtypes, p.proargtypes::pg_catalog.oid[]), p.proargnames,
+                coalesce(p.proargmodes,
+                         pg_catalog.array_fill('i'::"char", array[p.pronargs::integer])))
+         with ordinality as a(type, name, mode, n)
+    join pg_catalog.pg_type t on t.oid = a.type
+    join pg_catalog.pg_namespace tn on tn.oid = t.typnamespace
+    where a.mode in ('i', 'b', 'v')
+  ), '[]'::jsonb) as params
+from pg_catalog.pg_proc p
+join pg_catalog.pg_type rt on rt.oid = p.prorettype
+where p.pronamespace = 'public'::pg_catalog.regnamespace and p.proname = %s
+  and p.prokind = 'f'
+order by p.oid
+"""
+
+# The call as PostgREST makes it: the JSON body read into the parameters' declared types
+# (``json_to_record``), passed by name; the result serialised by the database.
+_RPC_CALL_WITH_ARGUMENTS = """
+select pg_catalog.to_jsonb(r) as value
+from pg_catalog.json_to_record(%s::json) as _({columns})
+cross join lateral (select * from {function}({arguments})) as r
+"""
+_RPC_CALL = """
+select pg_catalog.to_jsonb(r) as value from (select * from {function}({argument})) as r
 """
 
 
@@ -162,6 +191,8 @@ class _SharedPool:
         self.connect_kwargs = connect_kwargs
         self.opened = False
         self.closed = False
+        #: The overloads of each function ``rpc`` called, by name (PostgREST's schema cache).
+        self.functions: dict[str, tuple[_Overload, ...]] = {}
 
     async def ensure_open(self) -> None:
         if not self.opened:
@@ -431,31 +462,39 @@ class AsyncPostgresBackend(AsyncBackend):
         return await self._fetch("PATCH", f"/{table}", query, params)
 
     async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Call ``public.<function>(name => value, ...)`` and return its JSON-decoded result:
-        a list for a set-returning function, else one value (None for ``void``)."""
+        """Call ``public.<function>`` with named arguments as PostgREST does and return its
+        JSON-decoded result: a list for a set-returning function, else one value (None for
+        ``void``).
+
+        The overload is the one whose parameters fit the argument names; each argument is
+        read from JSON into its parameter's declared type (see the module docstring). No
+        fitting overload: NotFoundError ``PGRST202``; several: APIError ``PGRST203``.
+        """
         _identifier(function, "function")
-        params = params or {}
-        arguments = sql.SQL(", ").join(
-            sql.SQL("{} => {}").format(_identifier(name, "parameter"), sql.Placeholder())
-            for name in params
-        )
-        query = sql.SQL(_RPC).format(
-            name=sql.Literal(function),
-            function=sql.Identifier("public", function),
-            arguments=arguments,
-        )
-        rows = await self._fetch(
-            "POST", f"/rpc/{function}", query, [_param(v) for v in params.values()]
-        )
-        if not rows:  # only a set-returning function can return no row
-            return []
-        shape = rows[0]
-        if shape["returns_void"]:
-            return None
-        values = [row["value"] for row in rows]
-        if shape["returns_scalar"]:  # each row is {"<function>": value}
-            values = [next(iter(value.values())) for value in values]
-        return values if shape["returns_set"] else values[0]
+        arguments = dict(params or {})
+        for name in arguments:
+            _identifier(name, "parameter")
+        body = _json_dumps(jsonable(arguments))
+        names = frozenset(arguments)
+        cached = self._usable().functions.get(function)
+        overloads = cached if cached is not None else await self._rpc_overloads(function)
+        while True:
+            try:
+                overload = _resolve_overload(function, overloads, names)
+                query, values = _rpc_query(function, overload, names, body)
+                rows = await self._fetch(
+                    "POST", f"/rpc/{function}", query, values, read_only=overload.read_only
+                )
+                return _rpc_result(rows, overload)
+            except APIError as exc:
+                if cached is None or isinstance(exc, TransientError):
+                    raise
+                # The cached overloads may be stale (the function was replaced): if so, call
+                # again with the current ones (the failed call's transaction was rolled back).
+                latest = await self._rpc_overloads(function)
+                if latest == overloads:
+                    raise
+                overloads, cached = latest, None
 
     @contextlib.asynccontextmanager
     async def session_events(
@@ -605,6 +644,16 @@ class AsyncPostgresBackend(AsyncBackend):
             await cur.execute(query, params)
             return await cur.fetchall()
 
+    async def _rpc_overloads(self, function: str) -> tuple[_Overload, ...]:
+        """Look up the overloads of ``public.<function>`` (as the login role: the catalog is
+        readable by all) and cache them for every backend of the pool."""
+        async with self._transaction(None, "", read_only=True) as cur:
+            await cur.execute(_RPC_OVERLOADS, (function,))
+            rows = await cur.fetchall()
+        overloads = tuple(_Overload.from_row(row) for row in rows)
+        self._usable().functions[function] = overloads
+        return overloads
+
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -742,3 +791,150 @@ def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:
     if not conditions:
         return sql.SQL(""), []
     return sql.SQL(" where ") + sql.SQL(" and ").join(conditions), params
+
+
+# -- rpc: overloads, arguments and results as PostgREST handles them -----------------------
+
+
+@dataclass(frozen=True)
+class _Parameter:
+    """An input parameter of a function: its name ('' if unnamed) and declared type."""
+
+    name: str
+    type_schema: str
+    type_name: str  # pg_type.typname: domains and arrays too (``_text`` is ``text[]``)
+    display: str  # the type as ``format_type`` spells it, for messages
+    variadic: bool
+
+    @property
+    def type(self) -> sql.Identifier:
+        return sql.Identifier(self.type_schema, self.type_name)
+
+
+@dataclass(frozen=True)
+class _Overload:
+    """One overload of a function of schema public: its inputs and the shape of its result."""
+
+    signature: str
+    params: tuple[_Parameter, ...]
+    required: frozenset[str]
+    returns_set: bool
+    returns_scalar: bool
+    returns_void: bool
+    read_only: bool  # STABLE or IMMUTABLE: PostgREST runs the call READ ONLY
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> _Overload:
+        params = tuple(_Parameter(*param) for param in row["params"])
+        # The last ``defaults`` inputs have defaults; the others must be given.
+        required = frozenset(p.name for p in params[: len(params) - row["defaults"]])
+        return cls(
+            signature=row["signature"],
+            params=params,
+            required=required,
+            returns_set=row["returns_set"],
+            returns_scalar=row["returns_scalar"],
+            returns_void=row["returns_void"],
+            read_only=row["read_only"],
+        )
+
+    def fits(self, names: frozenset[str]) -> bool:
+        """Whether PostgREST calls this overload for these argument names: each names a
+        parameter, and every parameter without a default is named."""
+        return self.required <= names <= {p.name for p in self.params}
+
+    @property
+    def takes_the_body(self) -> bool:
+        """A single unnamed json or jsonb parameter, which takes the whole body."""
+        return (
+            len(self.params) == 1
+            and not self.params[0].name
+            and self.params[0].display in ("json", "jsonb")
+        )
+
+
+def _resolve_overload(
+    function: str, overloads: Sequence[_Overload], names: frozenset[str]
+) -> _Overload:
+    """The overload PostgREST would call for these argument names: the one that fits them,
+    else the one with a single unnamed json/jsonb parameter (PGRST202 if none, PGRST203 if
+    several)."""
+    candidates = [o for o in overloads if o.fits(names)] or [
+        o for o in overloads if o.takes_the_body
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    qualified = f"public.{function}"
+    if not candidates:
+        given = f"({', '.join(sorted(names))})" if names else " without parameters"
+        searched = (
+            f" with parameter{'s' if len(names) > 1 else ''} {', '.join(sorted(names))}"
+            if names
+            else " without parameters"
+        )
+        named = [sorted(p.name for p in o.params) for o in overloads]
+        hint = (
+            None
+            if not named
+            else "Perhaps you meant to call the function "
+            + " or ".join(f"{qualified}({', '.join(n)})" for n in named)
+        )
+        raise from_sqlstate(
+            "PGRST202",
+            f"Could not find the function {qualified}{given} in the schema cache",
+            details=f"Searched for the function {qualified}{searched} or with a single"
+            " unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+            hint=hint,
+            http_status=404,
+        )
+    spelled = ", ".join(
+        f"{qualified}({', '.join(f'{p.name} => {p.display}' for p in o.params)})"
+        for o in candidates
+    )
+    raise from_sqlstate(
+        "PGRST203",
+        f"Could not choose the best candidate function between: {spelled}",
+        hint="Try renaming the parameters or the function itself in the database so function"
+        " overloading can be resolved",
+        http_status=300,
+    )
+
+
+def _rpc_query(
+    function: str, overload: _Overload, names: frozenset[str], body: str
+) -> tuple[sql.Composed, list[Any]]:
+    """The statement calling ``overload`` with the JSON ``body``, and its parameters."""
+    target = sql.Identifier("public", function)
+    if overload.takes_the_body and not overload.fits(names):
+        argument = sql.SQL("%s::{}").format(overload.params[0].type)
+        return sql.SQL(_RPC_CALL).format(function=target, argument=argument), [body]
+    given = [p for p in overload.params if p.name in names]  # in declaration order
+    if not given:
+        return sql.SQL(_RPC_CALL).format(function=target, argument=sql.SQL("")), []
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(p.name), p.type) for p in given
+    )
+    arguments = sql.SQL(", ").join(
+        sql.SQL("{}{} => _.{}").format(
+            sql.SQL("variadic " if p.variadic else ""),
+            sql.Identifier(p.name),
+            sql.Identifier(p.name),
+        )
+        for p in given
+    )
+    query = sql.SQL(_RPC_CALL_WITH_ARGUMENTS).format(
+        columns=columns, function=target, arguments=arguments
+    )
+    return query, [body]
+
+
+def _rpc_result(rows: Sequence[Mapping[str, Any]], overload: _Overload) -> Any:
+    """The decoded JSON body PostgREST would answer with these result rows."""
+    if not rows:  # only a set-returning function can return no row
+        return []
+    if overload.returns_void:
+        return None
+    values = [row["value"] for row in rows]
+    if overload.returns_scalar:  # each row is {"<function>": value}
+        values = [next(iter(value.values())) for value in values]
+    return values if overload.returns_set else values[0]

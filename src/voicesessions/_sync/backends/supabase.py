@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import datetime
-import decimal
-import enum
 import functools
 import time
 import uuid
@@ -51,6 +48,8 @@ import supabase
 from voicesessions import errors
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order, conflict_target
+from voicesessions._query import json_scalar as _scalar
+from voicesessions._query import jsonable as _jsonable
 from voicesessions._realtime import session_feed
 from voicesessions._sync.backends.base import Backend
 
@@ -465,26 +464,6 @@ def _apply_filters(query: _B, filters: Sequence[Filter]) -> _B:
         else:  # Filter validates its operator; a new one must be added here
             raise errors.InvalidInputError(f"unsupported filter operator {item.op!r}")
     return query
-
-
-def _scalar(value: Any) -> Any:
-    """A Python value as PostgREST reads it (ISO 8601 dates, enum values, exact decimals)."""
-    if isinstance(value, enum.Enum):
-        return _scalar(value.value)
-    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
-        return value.isoformat()
-    if isinstance(value, (uuid.UUID, decimal.Decimal)):
-        return str(value)
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with the scalars PostgreSQL drivers accept turned into JSON ones."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return _scalar(value)
 
 
 def _unverified_claims(token: str) -> dict[str, Any] | None:
