@@ -56,3 +56,12 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     )
     assert command in README
     assert command in ci
+
+
+def test_readme_first_command_installs_and_runs_the_demo() -> None:
+    first = re.search(r"```bash\n# 1\.[^\n]*\n([^\n]+)\n", README)
+    assert first, "the README's quick start has no first command"
+    assert first.group(1) == (
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[local]'"
+        " && voicesessions demo"
+    )
