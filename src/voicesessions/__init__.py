@@ -18,6 +18,7 @@ from voicesessions._retry_policy import (
     RetryPolicy,
 )
 from voicesessions._sync.client import VoiceSessions
+from voicesessions.audio import AudioInfo, AudioQuality, measure
 from voicesessions.errors import (
     APIError,
     ConfigurationError,
@@ -74,6 +75,8 @@ __all__ = [
     "AnonymizationReport",
     "AppendResult",
     "AsyncVoiceSessions",
+    "AudioInfo",
+    "AudioQuality",
     "Company",
     "ConfigurationError",
     "ConflictError",
@@ -114,4 +117,5 @@ __all__ = [
     "VoiceSessions",
     "VoiceSessionsError",
     "__version__",
+    "measure",
 ]
