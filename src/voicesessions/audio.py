@@ -47,6 +47,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -140,7 +141,7 @@ class AudioInfo(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    session_id: Any  # uuid.UUID; Any keeps this module free of the models' imports
+    session_id: uuid.UUID
     bucket: str
     path: str
     size_bytes: int
@@ -425,3 +426,27 @@ def _db(power: float) -> float:
 
 def _round(value: float) -> float:
     return round(value, 3)
+
+
+#: Container (as :func:`measure` names it) -> (file extension, content type) of a session
+#: recording. Other containers are measured but not accepted as session audio.
+SESSION_AUDIO_FORMATS: dict[str, tuple[str, str]] = {
+    "wav": ("wav", "audio/wav"),
+    "flac": ("flac", "audio/flac"),
+    "ogg": ("ogg", "audio/ogg"),
+    "mp3": ("mp3", "audio/mpeg"),
+    "webm": ("webm", "audio/webm"),
+    "mp4": ("m4a", "audio/mp4"),
+}
+
+
+async def measure_in_thread(source: AudioSource) -> AudioQuality:
+    """:func:`measure` in a worker thread (the async face must not block its event loop)."""
+    import asyncio
+
+    return await asyncio.to_thread(measure, source)
+
+
+def measure_here(source: AudioSource) -> AudioQuality:
+    """:func:`measure` in the calling thread (what the generated sync face calls)."""
+    return measure(source)
