@@ -171,7 +171,7 @@ def measure(source: AudioSource) -> AudioQuality:
         finally:
             container.close()
     finally:
-        if opened is not source and hasattr(opened, "close") and not isinstance(opened, str):
+        if opened is not source:
             opened.close()
 
 
@@ -224,10 +224,43 @@ def _open_input(source: object) -> tuple[Any, int | None]:
             known = None
         if known == 0:
             raise InvalidInputError("the audio is empty (0 bytes)")
+        if known is not None and here:
+            return _FromHere(source, here), known  # FFmpeg seeks to absolute offsets
         return source, known
     raise InvalidInputError(
         f"audio must be a path, bytes or a binary file object, not {type(source).__name__}"
     )
+
+
+class _FromHere(io.RawIOBase):
+    """A seekable binary file seen from ``start`` on: offset 0 is ``start`` in the file."""
+
+    def __init__(self, raw: Any, start: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._start = start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self._start
+        return int(self._raw.seek(offset, whence)) - self._start
+
+    def tell(self) -> int:
+        return int(self._raw.tell()) - self._start
+
+    def close(self) -> None:  # the caller's file stays open
+        super().close()
 
 
 def _ffmpeg_message(exc: Exception) -> str:

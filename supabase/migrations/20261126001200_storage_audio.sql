@@ -121,12 +121,12 @@ revoke all on function private.session_for_audio_change(uuid) from public;
  * Returns {audio_path, audio_size_bytes, audio_quality, replaced_path}.
  * Who: the session owner and service_role.
  */
-create function public.record_session_audio(
+create function private.record_session_audio(
   session_id uuid,
   path text,
   size_bytes bigint,
   quality jsonb,
-  replace boolean default false
+  replace boolean
 )
 returns jsonb
 language plpgsql
@@ -181,6 +181,29 @@ begin
   );
 end;
 $$;
+revoke all on function private.record_session_audio(uuid, text, bigint, jsonb, boolean)
+  from public;
+grant execute on function private.record_session_audio(uuid, text, bigint, jsonb, boolean)
+  to authenticated, service_role;
+
+/** The API face of private.record_session_audio (security invoker: see its comment). */
+create function public.record_session_audio(
+  session_id uuid,
+  path text,
+  size_bytes bigint,
+  quality jsonb,
+  replace boolean default false
+)
+returns jsonb
+language sql
+security invoker
+set search_path = ''
+as $$
+  select private.record_session_audio(
+    record_session_audio.session_id, record_session_audio.path,
+    record_session_audio.size_bytes, record_session_audio.quality, record_session_audio.replace
+  );
+$$;
 revoke all on function public.record_session_audio(uuid, text, bigint, jsonb, boolean)
   from public, anon;
 grant execute on function public.record_session_audio(uuid, text, bigint, jsonb, boolean)
@@ -195,10 +218,10 @@ grant execute on function public.record_session_audio(uuid, text, bigint, jsonb,
  * the session's recording, changing nothing (the SDK asks before deleting the object).
  * Who: the session owner and service_role.
  */
-create function public.clear_session_audio(
+create function private.clear_session_audio(
   session_id uuid,
   path text,
-  check_only boolean default false
+  check_only boolean
 )
 returns boolean
 language plpgsql
@@ -221,6 +244,25 @@ begin
   update public.sessions ss set audio_path = null, audio_size_bytes = null where ss.id = s.id;
   return true;
 end;
+$$;
+revoke all on function private.clear_session_audio(uuid, text, boolean) from public;
+grant execute on function private.clear_session_audio(uuid, text, boolean)
+  to authenticated, service_role;
+
+/** The API face of private.clear_session_audio (security invoker: see its comment). */
+create function public.clear_session_audio(
+  session_id uuid,
+  path text,
+  check_only boolean default false
+)
+returns boolean
+language sql
+security invoker
+set search_path = ''
+as $$
+  select private.clear_session_audio(
+    clear_session_audio.session_id, clear_session_audio.path, clear_session_audio.check_only
+  );
 $$;
 revoke all on function public.clear_session_audio(uuid, text, boolean) from public, anon;
 grant execute on function public.clear_session_audio(uuid, text, boolean)
