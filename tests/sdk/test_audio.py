@@ -37,9 +37,7 @@ BUCKET = "session-audio"
 def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("recordings")
     speech = gen.speech(directory)
-    return {
-        name: gen.write(speech, directory, "speech", fmt) for name, fmt in gen.FORMATS.items()
-    }
+    return {name: gen.write(speech, directory, "speech", fmt) for name, fmt in gen.FORMATS.items()}
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -62,6 +60,10 @@ def files(root: Path) -> list[str]:
     if not base.exists():
         return []
     return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+
+
+def read_url(url: str) -> bytes:
+    return Path(url2pathname(urlparse(url).path)).read_bytes()
 
 
 def row(db: Database, sid: uuid.UUID) -> tuple[Any, ...]:
@@ -237,8 +239,7 @@ async def test_audio_url_and_remove(store: tuple[Sdk, Path], recordings: dict[st
     for who in ("A1", "MA", "AA"):
         url = await sdk(client.user(who).sessions.audio_url(sid, expires_in=60))
         assert url.startswith("file://")
-        local = Path(url2pathname(urlparse(url).path))
-        assert local.read_bytes() == recordings["mp3"].read_bytes()
+        assert read_url(url) == recordings["mp3"].read_bytes()
     with pytest.raises(SessionNotFound):
         await sdk(client.user("B1").sessions.audio_url(sid))
     with pytest.raises(InvalidInputError):
