@@ -20,6 +20,7 @@ from voicesessions._retry_policy import (
 )
 from voicesessions._sync.client import VoiceSessions
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
+from voicesessions.audio import AudioInfo, AudioQuality, measure
 from voicesessions.errors import (
     APIError,
     ConfigurationError,
@@ -82,6 +83,8 @@ __all__ = [
     "AsyncSubscription",
     "AsyncTranscriptStream",
     "AsyncVoiceSessions",
+    "AudioInfo",
+    "AudioQuality",
     "Company",
     "ConfigurationError",
     "ConflictError",
@@ -128,4 +131,5 @@ __all__ = [
     "VoiceSessions",
     "VoiceSessionsError",
     "__version__",
+    "measure",
 ]

@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from voicesessions import __version__
 from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions._sync.client import ENV_SUPABASE_URL, VoiceSessions
-from voicesessions.errors import NotFoundError, VoiceSessionsError
+from voicesessions.errors import InvalidInputError, NotFoundError, VoiceSessionsError
 from voicesessions.local import migrations
 from voicesessions.local.server import LocalPostgres, LocalServerInfo
 from voicesessions.models import GDPRRequest, GDPRRequestStatus
@@ -650,7 +650,7 @@ def gdpr_anonymize(
     is_flag=True,
     help=(
         "Write a .zip with export.json and the audio files of the person's sessions "
-        "(from the local audio store; PostgreSQL databases only)."
+        "(from Supabase Storage, or the local audio store of a PostgreSQL database)."
     ),
 )
 @_gdpr_options
@@ -670,21 +670,15 @@ def gdpr_export(
     """
     if with_audio and output.suffix.lower() != ".zip":
         raise click.UsageError("--with-audio writes a .zip: give --output a name ending in .zip")
-    with _gdpr_client(dsn, storage_root) as (vs, root):
-        if with_audio and root is None:
-            raise click.UsageError(
-                "--with-audio reads the local audio store of a PostgreSQL database; over the "
-                "Supabase API audio cannot be downloaded yet (export without --with-audio)"
-            )
+    with _gdpr_client(dsn, storage_root) as (vs, _):
         with _working(f"Exporting user {user}"):
             document = vs.gdpr.export_user_data(user)
-    audio: list[str] = []
-    missing: list[str] = []
-    if with_audio:
-        assert root is not None
-        audio, missing = _write_zip(output, document, root)
-    else:
-        _write_atomically(output, lambda f: f.write(_export_json(document)))
+        audio: list[str] = []
+        missing: list[str] = []
+        if with_audio:
+            audio, missing = _write_zip(output, document, vs._backend.download_storage_object)
+        else:
+            _write_atomically(output, lambda f: f.write(_export_json(document)))
     counts = {key: len(value) for key, value in document.items() if isinstance(value, list)}
     summary = {
         "file": str(output),
@@ -705,7 +699,7 @@ def gdpr_export(
             click.echo(f"Audio files: {len(audio)}")
     if missing:
         click.echo(
-            f"Warning: {len(missing)} audio file(s) not in the local store: {', '.join(missing)}",
+            f"Warning: {len(missing)} audio file(s) not found in storage: {', '.join(missing)}",
             err=True,
         )
 
@@ -728,10 +722,12 @@ def _write_atomically(output: Path, write: Callable[[Any], Any]) -> None:
 
 
 def _write_zip(
-    output: Path, document: Mapping[str, Any], root: Path
+    output: Path, document: Mapping[str, Any], download: Callable[[str, str], bytes]
 ) -> tuple[list[str], list[str]]:
-    """export.json plus ``audio/<bucket>/<path>`` for every audio object found in the store.
-    Returns the archived object names and those missing from the store."""
+    """export.json plus ``audio/<bucket>/<path>`` for every audio object of the document,
+    fetched with the backend's ``download_storage_object`` (the local store of a PostgreSQL
+    database, or Supabase Storage as the service role), one object in memory at a time.
+    Returns the archived object names and those not found in storage."""
     objects: list[tuple[str, str]] = []
     for item in document.get("storage_objects") or []:
         pair = (str(item.get("bucket")), str(item.get("path")))
@@ -753,25 +749,16 @@ def _write_zip(
             ) as bar:
                 for bucket, path in bar:
                     name = f"{bucket}/{path}"
-                    source = _store_file(root, bucket, path)
-                    if source is None or not source.is_file():
+                    try:
+                        content = download(bucket, path)
+                    except (NotFoundError, InvalidInputError):
                         missing.append(name)
                         continue
-                    archive.write(source, f"audio/{name}")
+                    archive.writestr(f"audio/{name}", content)
                     archived.append(name)
 
     _write_atomically(output, write)
     return archived, missing
-
-
-def _store_file(root: Path, bucket: str, path: str) -> Path | None:
-    """The store's file of an object, or None for a name that would leave the store."""
-    parts = [bucket, *PurePosixPath(path).parts]
-    if not bucket or "/" in bucket or PurePosixPath(path).is_absolute():
-        return None
-    if any(part in ("", ".", "..") or "\\" in part for part in parts):
-        return None
-    return root.joinpath(*parts)
 
 
 @gdpr.command("retention")

@@ -9,10 +9,20 @@ rows into typed models.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import voicesessions.audio
 from voicesessions._query import Order, eq
 from voicesessions._validation import (
     as_uuid,
@@ -21,7 +31,18 @@ from voicesessions._validation import (
     parse_model,
     validate,
 )
-from voicesessions.errors import InvalidInputError, PermissionDeniedError, SessionNotFound
+from voicesessions.audio import (
+    SESSION_AUDIO_FORMATS,
+    AudioInfo,
+    AudioSource,
+)
+from voicesessions.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    SessionNotFound,
+)
 from voicesessions.models import (
     Page,
     Session,
@@ -41,6 +62,14 @@ MAX_PAGE_SIZE = 500
 #: Default and largest number of hits of :meth:`AsyncSessionRepository.search_transcripts`.
 DEFAULT_SEARCH_LIMIT = 20
 MAX_SEARCH_LIMIT = 100
+#: The private bucket of session recordings (paths ``<company>/<profile>/<session>.<ext>``).
+AUDIO_BUCKET = "session-audio"
+#: Default lifetime of :meth:`AsyncSessionRepository.audio_url`, in seconds.
+DEFAULT_AUDIO_URL_EXPIRY_S = 3600
+
+logger = logging.getLogger("voicesessions")
+
+_CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9][a-z0-9.+-]*")
 
 
 class AsyncSessionRepository(Resource):
@@ -229,6 +258,145 @@ class AsyncSessionRepository(Resource):
         await self.get(sid)
         raise PermissionDeniedError(f"session {sid} can only be changed by its owner", code="42501")
 
+    # -- audio ----------------------------------------------------------------------------
+
+    async def attach_audio(
+        self,
+        session_id: uuid.UUID | str,
+        source: AudioSource,
+        *,
+        content_type: str | None = None,
+        replace: bool = False,
+    ) -> AudioInfo:
+        """Measure a recording, store it, and record it on the session, in one step.
+
+        ``source`` is a path, the file's bytes or a binary file object (read from its
+        current position; a non-seekable one is copied to a temporary file first). In order:
+
+        1. the audio is measured (:func:`voicesessions.audio.measure`): unsupported or
+           corrupt input is InvalidInputError and nothing is uploaded;
+        2. it is uploaded to the private ``session-audio`` bucket at
+           ``<company_id>/<profile_id>/<session_id>.<ext>`` (ext and content type from the
+           container: wav, flac, ogg, mp3, webm, m4a; ``content_type`` overrides the type).
+           A failed upload records nothing;
+        3. the database records the path (not a URL), size and metrics
+           (``record_session_audio``: ``audio_quality`` gets the metrics merged in). If this
+           fails the upload is removed again, then the error is raised.
+
+        A session that already has a recording is ConflictError unless ``replace``: then
+        the new file overwrites an object at the same path, and an old object at another
+        path (another extension) is deleted once the new one is recorded. Only the session's
+        owner (or the service role) may attach audio; on Supabase the Storage policies of
+        the bucket apply as well.
+        """
+        sid = as_uuid(session_id, "session_id")
+        if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
+            raise InvalidInputError(f"not a content type: {content_type!r}")
+        with _AudioInput(source) as audio:
+            quality = await voicesessions.audio.measure_in_thread(audio.measurable())
+            fmt = SESSION_AUDIO_FORMATS.get(quality.container)
+            if fmt is None:
+                accepted = ", ".join(sorted(SESSION_AUDIO_FORMATS))
+                raise InvalidInputError(
+                    f"{quality.container} files are not accepted as session audio"
+                    f" (accepted containers: {accepted})"
+                )
+            ext, default_type = fmt
+            session = await self.get(sid)
+            if session.audio_path is not None and not replace:
+                raise ConflictError(
+                    f"session {sid} already has a recording ({session.audio_path})",
+                    code="23505",
+                    hint="Remove it first (remove_audio), or pass replace=True.",
+                )
+            path = f"{session.company_id}/{session.profile_id}/{sid}.{ext}"
+            kind = content_type or default_type
+
+            async def upload() -> None:
+                with audio.payload() as data:
+                    await self._backend.upload_storage_object(
+                        AUDIO_BUCKET, path, data, content_type=kind, overwrite=replace
+                    )
+
+            # Without overwrite a retried upload that had in fact succeeded would conflict.
+            await self._call(upload, idempotent=replace)
+            params = {
+                "session_id": sid,
+                "path": path,
+                "size_bytes": audio.size,
+                "quality": quality.as_json(),
+                "replace": replace,
+            }
+            try:
+                recorded = await self._call(
+                    lambda: self._backend.rpc("record_session_audio", params), idempotent=True
+                )
+            except BaseException as exc:
+                try:
+                    await self._remove_objects([path])
+                except Exception as cleanup:
+                    exc.add_note(f"the uploaded object {AUDIO_BUCKET}/{path} is left: {cleanup}")
+                raise
+        replaced = recorded.get("replaced_path") if isinstance(recorded, dict) else None
+        if replaced and replaced != path:
+            try:
+                await self._remove_objects([str(replaced)])
+            except Exception as exc:  # the new recording stands; GDPR erasure finds orphans
+                logger.warning("could not delete the replaced recording %s: %s", replaced, exc)
+        return AudioInfo(
+            session_id=sid,
+            bucket=AUDIO_BUCKET,
+            path=path,
+            size_bytes=audio.size,
+            content_type=kind,
+            quality=quality,
+        )
+
+    async def audio_url(
+        self, session_id: uuid.UUID | str, *, expires_in: int = DEFAULT_AUDIO_URL_EXPIRY_S
+    ) -> str:
+        """A URL reading the session's recording for ``expires_in`` seconds (a Storage
+        signed URL; a ``file://`` URL for the local store of the Postgres backend, which does
+        not expire). Whoever can read the session may ask; NotFoundError when it has no
+        recording."""
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise InvalidInputError("expires_in must be a positive number of seconds")
+        session = await self.get(session_id)
+        path = session.audio_path
+        if path is None:
+            raise NotFoundError(f"session {session.id} has no recording")
+        return await self._call(
+            lambda: self._backend.storage_object_url(AUDIO_BUCKET, path, expires_in=expires_in),
+            idempotent=True,
+        )
+
+    async def remove_audio(self, session_id: uuid.UUID | str) -> bool:
+        """Delete the session's recording (the object, then the session's audio_path and
+        audio_size_bytes; the measured audio_quality stays). Returns False when the session
+        had no recording. Safe to repeat: a call interrupted between the two steps is
+        finished by the next one. Only the owner (or the service role) may remove it."""
+        session = await self.get(session_id)
+        path = session.audio_path
+        if path is None:
+            return False
+        params: dict[str, Any] = {"session_id": session.id, "path": path}
+        # The database authorizes first (42501 for a manager who can only read it): the
+        # local store of the Postgres backend checks nobody, so the check must come before.
+        await self._call(
+            lambda: self._backend.rpc("clear_session_audio", {**params, "check_only": True}),
+            idempotent=True,
+        )
+        await self._remove_objects([path])
+        cleared = await self._call(
+            lambda: self._backend.rpc("clear_session_audio", params), idempotent=True
+        )
+        return bool(cleared)
+
+    async def _remove_objects(self, paths: builtins.list[str]) -> None:
+        await self._call(
+            lambda: self._backend.remove_storage_objects(AUDIO_BUCKET, paths), idempotent=True
+        )
+
 
 _SEGMENT_COLUMNS = (
     "session_id",
@@ -258,3 +426,71 @@ def _rows(result: Any) -> builtins.list[Row]:
     if not isinstance(result, builtins.list):
         raise TypeError(f"expected rows from the database, got {type(result).__name__}")
     return result
+
+
+class _AudioInput:
+    """A recording given as a path, bytes or a binary file object, read twice: once to
+    measure it, once (or once per upload attempt) to upload it.
+
+    A non-seekable file object is first copied to a temporary file (removed on exit).
+    """
+
+    def __init__(self, source: AudioSource) -> None:
+        self._source = source
+        self._temporary: Path | None = None
+        self._start = 0
+        self.size = 0
+
+    def __enter__(self) -> _AudioInput:
+        source = self._source
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._source = bytes(source)
+            self.size = len(self._source)
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            self.size = path.stat().st_size if path.is_file() else 0
+            self._source = path
+        elif hasattr(source, "read"):
+            if _seekable(source):
+                self._start = source.tell()
+                self.size = source.seek(0, io.SEEK_END) - self._start
+                source.seek(self._start)
+            else:
+                fd, name = tempfile.mkstemp(prefix="voicesessions-audio-")
+                self._temporary = Path(name)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                self._source = self._temporary
+                self.size = self._temporary.stat().st_size
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)
+
+    def measurable(self) -> AudioSource:
+        """The source for measuring (a file object is rewound to where it started)."""
+        if hasattr(self._source, "read"):
+            self._source.seek(self._start)  # type: ignore[union-attr]
+        return self._source
+
+    @contextlib.contextmanager
+    def payload(self) -> Iterator[Any]:
+        """The content for one upload attempt: bytes, a freshly opened file, or the caller's
+        file object rewound to where it started."""
+        source = self._source
+        if isinstance(source, bytes):
+            yield source
+        elif isinstance(source, Path):
+            with source.open("rb") as handle:
+                yield handle
+        else:
+            source.seek(self._start)  # type: ignore[union-attr]
+            yield source
+
+
+def _seekable(source: Any) -> bool:
+    try:
+        return bool(source.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False

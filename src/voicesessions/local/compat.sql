@@ -11,7 +11,9 @@
  *   - the `auth` schema: auth.users / auth.identities with the columns GoTrue uses, and
  *     auth.uid(), auth.role(), auth.email(), auth.jwt() defined exactly as Supabase defines
  *     them (reading `request.jwt.claims`, which is what PostgREST sets per request);
- *   - a minimal `storage` schema: buckets, objects (RLS enabled) and storage.foldername();
+ *   - a minimal `storage` schema: buckets, objects (RLS enabled, the columns policies use:
+ *     bucket_id, name, owner, owner_id, path_tokens, metadata ...) and storage.foldername(),
+ *     storage.filename(), storage.extension() as Supabase defines them;
  *   - the `supabase_realtime` publication (created empty).
  *
  * The Python runner (voicesessions.local.migrations.bootstrap) refuses to run this on a
@@ -168,6 +170,12 @@ create table if not exists storage.objects (
   last_accessed_at timestamptz default now(),
   unique (bucket_id, name)
 );
+-- Columns later Storage versions added (a database bootstrapped by an older version of this
+-- script gets them too): path_tokens, version, user_metadata.
+alter table storage.objects
+  add column if not exists path_tokens text[] generated always as (string_to_array(name, '/')) stored;
+alter table storage.objects add column if not exists version text;
+alter table storage.objects add column if not exists user_metadata jsonb;
 alter table storage.buckets enable row level security;
 alter table storage.objects enable row level security;
 grant select, insert, update, delete on storage.buckets, storage.objects
@@ -183,7 +191,24 @@ begin
   end if;
 end
 $$;
-grant execute on function storage.foldername(text) to anon, authenticated, service_role;
+do $$
+begin
+  if to_regprocedure('storage.filename(text)') is null then
+    create function storage.filename(name text) returns text
+    language sql immutable as $f$
+      select (string_to_array(name, '/'))[array_length(string_to_array(name, '/'), 1)]
+    $f$;
+  end if;
+  if to_regprocedure('storage.extension(text)') is null then
+    create function storage.extension(name text) returns text
+    language sql immutable as $f$
+      select reverse(split_part(reverse(storage.filename(name)), '.', 1))
+    $f$;
+  end if;
+end
+$$;
+grant execute on function storage.foldername(text), storage.filename(text),
+  storage.extension(text) to anon, authenticated, service_role;
 
 -- Realtime -------------------------------------------------------------------------------
 do $$

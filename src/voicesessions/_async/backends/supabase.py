@@ -26,18 +26,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import httpx
 import jwt
 import postgrest
 from postgrest.base_request_builder import BaseFilterRequestBuilder
 from storage3.exceptions import StorageApiError
+from storage3.types import FileOptions
 from supabase.lib.client_options import DEFAULT_HEADERS
 from supabase_auth.errors import AuthError, AuthRetryableError
 from supabase_auth.types import AdminUserAttributes
@@ -294,6 +296,80 @@ class AsyncSupabaseBackend(AsyncBackend):
         self._check_open()
         return async_session_feed(self._shared.url, self._shared.key, self._bearer, session_id)
 
+    async def upload_storage_object(
+        self,
+        bucket: str,
+        path: str,
+        data: bytes | BinaryIO,
+        *,
+        content_type: str,
+        overwrite: bool = False,
+    ) -> None:
+        """Upload with ``POST /storage/v1/object/<bucket>/<path>`` (multipart form: the file
+        with ``content_type`` and ``cacheControl``), header ``x-upsert: false`` (or ``true``
+        with ``overwrite``). Storage answers an existing object with status 409
+        (ConflictError) and a policy refusal with 403 (PermissionDeniedError).
+
+        Bytes and real files (``io.BufferedReader`` / ``io.FileIO``, e.g. ``open(p, "rb")``)
+        are streamed by httpx; any other file object is read into memory first.
+        """
+        _check_storage_name(bucket, path)
+        if not isinstance(content_type, str) or not content_type:
+            raise errors.InvalidInputError("a content type is required")
+        body: bytes | io.BufferedReader | io.FileIO
+        if isinstance(data, (bytes, io.BufferedReader, io.FileIO)):
+            body = data
+        elif isinstance(data, (bytearray, memoryview)):
+            body = bytes(data)
+        else:
+            body = data.read()
+        options: dict[str, str] = {
+            "content-type": content_type,
+            "upsert": "true" if overwrite else "false",
+        }
+        upload = functools.partial(
+            self._supabase().storage.from_(bucket).upload,
+            path,
+            body,
+            cast("FileOptions", options),
+        )
+        try:
+            await self._send(upload)
+        except StorageApiError as exc:
+            raise _storage_error(exc) from exc
+
+    async def download_storage_object(self, bucket: str, path: str) -> bytes:
+        """The object's bytes: ``GET /storage/v1/object/<bucket>/<path>`` as the identity."""
+        _check_storage_name(bucket, path)
+        download = functools.partial(self._supabase().storage.from_(bucket).download, path)
+        try:
+            content, _ = await self._send(download)
+        except StorageApiError as exc:
+            raise _storage_error(exc) from exc
+        return content
+
+    async def storage_object_url(self, bucket: str, path: str, *, expires_in: int) -> str:
+        """A signed URL: ``POST /storage/v1/object/sign/<bucket>/<path>`` with the body
+        ``{"expiresIn": <seconds>}``; Storage answers
+        ``{"signedURL": "/object/sign/...?token=..."}``, returned absolute
+        (``<url>/storage/v1/object/sign/...``). Signing needs read access to
+        the object (Storage policies apply to users); anyone holding the URL can read the
+        object until it expires."""
+        _check_storage_name(bucket, path)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise errors.InvalidInputError("expires_in must be a positive number of seconds")
+        sign = functools.partial(
+            self._supabase().storage.from_(bucket).create_signed_url, path, expires_in
+        )
+        try:
+            signed, status = await self._send(sign)
+        except StorageApiError as exc:
+            raise _storage_error(exc) from exc
+        url = signed.get("signedURL") or signed.get("signedUrl")
+        if not url:
+            raise errors.APIError("Storage answered without a signed URL", http_status=status)
+        return str(url)
+
     def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
         """A backend acting as the authenticated user ``user_id``.
 
@@ -429,6 +505,14 @@ def _storage_error(exc: StorageApiError) -> errors.APIError:
     cls = errors.error_class_for_code(None, status) if status is not None else errors.APIError
     message = f"Storage: {exc.message}"
     return cls(message, code=str(exc.code) if exc.code else None, http_status=status)
+
+
+def _check_storage_name(bucket: object, path: object) -> None:
+    """Refuse an empty or nested bucket name and an empty path before any request."""
+    if not isinstance(bucket, str) or not bucket or "/" in bucket:
+        raise errors.InvalidInputError(f"not a valid storage bucket: {bucket!r}")
+    if not isinstance(path, str) or not path or path.startswith("/"):
+        raise errors.InvalidInputError(f"not a valid storage path: {path!r}")
 
 
 def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import abc
 import contextlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order
@@ -113,6 +113,32 @@ class Backend(abc.ABC):
         idempotent, so paths that were already absent are returned too. Several HTTP
         requests (or file deletions) may be needed; a failure raises after the earlier ones
         succeeded, and calling again with the same paths finishes the job."""
+
+    @abc.abstractmethod
+    def upload_storage_object(
+        self,
+        bucket: str,
+        path: str,
+        data: bytes | BinaryIO,
+        *,
+        content_type: str,
+        overwrite: bool = False,
+    ) -> None:
+        """Store ``data`` (bytes, or a binary file object read from its position to its end)
+        as the object ``path`` of ``bucket`` with ``content_type``. An existing object is
+        ConflictError unless ``overwrite``. Runs as the identity (Storage policies apply on
+        Supabase); on failure nothing is stored."""
+
+    @abc.abstractmethod
+    def download_storage_object(self, bucket: str, path: str) -> bytes:
+        """The content of the object ``path`` of ``bucket`` (NotFoundError when absent or not
+        visible to the identity)."""
+
+    @abc.abstractmethod
+    def storage_object_url(self, bucket: str, path: str, *, expires_in: int) -> str:
+        """A URL that reads the object for ``expires_in`` seconds without further
+        credentials (a Storage signed URL; a ``file://`` URL for the local store, which does
+        not expire). NotFoundError when the object is absent."""
 
     @abc.abstractmethod
     def as_user(self, user_id: uuid.UUID) -> Backend:

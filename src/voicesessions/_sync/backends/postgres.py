@@ -40,11 +40,12 @@ import json
 import math
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import platformdirs
 import psycopg
@@ -62,6 +63,7 @@ from voicesessions.errors import (
     APIError,
     ConfigurationError,
     InvalidInputError,
+    NotFoundError,
     PermissionDeniedError,
     TransientError,
     from_sqlstate,
@@ -85,6 +87,9 @@ LISTEN_TICK_S = 1.0
 
 #: Environment variable naming the directory of the local storage store.
 ENV_STORAGE_ROOT = "VOICESESSIONS_STORAGE_ROOT"
+
+#: Bytes copied at a time from a file object into the local storage store.
+STORAGE_COPY_CHUNK = 1 << 20
 
 #: PostgreSQL accepts at most this many bound parameters in one statement.
 MAX_PARAMETERS = 65535
@@ -600,6 +605,58 @@ class PostgresBackend(Backend):
             removed.append(path)
         return removed
 
+    def upload_storage_object(
+        self,
+        bucket: str,
+        path: str,
+        data: bytes | BinaryIO,
+        *,
+        content_type: str,
+        overwrite: bool = False,
+    ) -> None:
+        """Write ``data`` to ``<storage_root>/<bucket>/<path>`` (directories made as needed).
+
+        The bytes go to a temporary file in the target directory first, then take the
+        object's name in one step: ``os.link`` (fails if the object exists: ConflictError)
+        or, with ``overwrite``, ``os.replace``. A reader never sees half a file, and a
+        failure leaves nothing behind. File objects are copied in chunks of
+        :data:`STORAGE_COPY_CHUNK` bytes. The content type is not kept (a plain directory has
+        no metadata); the identity is not checked here (the repository's database calls
+        authorize the session first).
+        """
+        self._usable()
+        target = self._storage_root / _storage_part(bucket, "bucket") / _storage_part(path, "path")
+        if not isinstance(content_type, str) or not content_type:
+            raise InvalidInputError("a content type is required")
+        _write_object(target, data, overwrite=overwrite, name=f"{bucket}/{path}")
+
+    def download_storage_object(self, bucket: str, path: str) -> bytes:
+        """The bytes of ``<storage_root>/<bucket>/<path>`` (NotFoundError when absent)."""
+        self._usable()
+        target = self._storage_root / _storage_part(bucket, "bucket") / _storage_part(path, "path")
+        try:
+            return target.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError(f"storage object {bucket}/{path} not found") from None
+        except OSError as exc:
+            raise _storage_os_error("read", f"{bucket}/{path}", exc) from exc
+
+    def storage_object_url(self, bucket: str, path: str, *, expires_in: int) -> str:
+        """The ``file://`` URL of ``<storage_root>/<bucket>/<path>``.
+
+        Honest limits of a local directory: the URL does not expire (``expires_in`` is only
+        validated) and it grants nothing by itself: whoever can read the file system can
+        read the file. It is meant for local development and tests. NotFoundError when the
+        file is absent.
+        """
+        self._usable()
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise InvalidInputError("expires_in must be a positive number of seconds")
+        target = self._storage_root / _storage_part(bucket, "bucket") / _storage_part(path, "path")
+        if not target.is_file():
+            raise NotFoundError(f"storage object {bucket}/{path} not found")
+        return target.as_uri()
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _usable(self) -> _SharedPool:
@@ -731,6 +788,48 @@ def _storage_part(name: object, kind: str) -> PurePosixPath:
     ):
         raise InvalidInputError(f"storage {kind} {name!r} would leave the storage root")
     return part
+
+
+def _write_object(target: Path, data: bytes | BinaryIO, *, overwrite: bool, name: str) -> None:
+    """Write ``data`` to a temporary file beside ``target``, then give it the name
+    ``target``: ``os.link`` (ConflictError if it exists) or, with ``overwrite``,
+    ``os.replace``. Nothing is left behind on failure."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=target.parent)
+    except OSError as exc:
+        raise _storage_os_error("store", name, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                out.write(data)
+            else:
+                while chunk := data.read(STORAGE_COPY_CHUNK):
+                    out.write(chunk)
+        if overwrite:
+            os.replace(tmp_name, target)
+        else:
+            try:
+                os.link(tmp_name, target)
+            except FileExistsError:
+                raise from_sqlstate(
+                    "23505",
+                    f"storage object {name} already exists",
+                    hint="Pass overwrite=True to replace it.",
+                ) from None
+    except OSError as exc:
+        raise _storage_os_error("store", name, exc) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+
+def _storage_os_error(action: str, name: str, exc: OSError) -> APIError:
+    """The voicesessions error for a file-system failure of the local storage store."""
+    message = f"cannot {action} storage object {name}: {exc.strerror or exc}"
+    if isinstance(exc, PermissionError):
+        return PermissionDeniedError(message)
+    return APIError(message)
 
 
 def _positive_seconds(value: object) -> bool:
