@@ -1,14 +1,12 @@
 """Real recordings for the audio tests: speech from espeak-ng, variants derived with numpy,
 files encoded with PyAV (WAV, FLAC, OGG/Opus, MP3, WebM/Opus).
 
-espeak-ng is a system package (``apt-get install -y espeak-ng``; CI installs it). Without it
-the tests that need speech fail with that instruction: they are never skipped.
+espeak-ng comes as a library in the ``espeakng-loader`` wheel (the ``dev`` extra), driven
+through its C API by :mod:`tests.support.espeak`: no system package is needed.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +14,11 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from tests.support.espeak import synthesize_wav
+
 Samples = npt.NDArray[np.float32]
 
 RATE = 48_000
-ESPEAK_INSTALL = "apt-get update && apt-get install -y espeak-ng"
 TEXT = (
     "Hello, this is a practice call. I would like to tell you about our new product, "
     "which saves your team several hours every week. Do you have a moment to talk about "
@@ -50,16 +49,6 @@ FORMATS = {
 }
 
 
-def espeak() -> str:
-    """The espeak-ng executable; fails (never skips) with the install line when missing."""
-    found = shutil.which("espeak-ng")
-    if found is None:
-        raise AssertionError(
-            f"espeak-ng is not installed; the audio tests need real speech: {ESPEAK_INSTALL}"
-        )
-    return found
-
-
 def decode(path: Path, rate: int = RATE) -> Samples:
     """A file's first audio stream as mono float32 samples at ``rate``."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
@@ -73,9 +62,7 @@ def decode(path: Path, rate: int = RATE) -> Samples:
 
 def speech(directory: Path, text: str = TEXT) -> Samples:
     """espeak-ng speaking ``text``, at 48 kHz mono, peak-normalised to -1 dBFS."""
-    wav = directory / "espeak.wav"
-    subprocess.run([espeak(), "-w", str(wav), text], check=True, capture_output=True)
-    samples = decode(wav)
+    samples = decode(synthesize_wav(text, directory / "espeak.wav"))
     return normalise(samples, peak_dbfs=-1.0)
 
 
