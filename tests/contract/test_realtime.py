@@ -276,6 +276,19 @@ async def test_an_unreachable_realtime_server_is_transient(
     await face.call(client.aclose if face.name == "async" else client.close)
 
 
+async def test_an_unanswered_join_is_transient(
+    service: Any, server: PhoenixServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_realtime, "JOIN_TIMEOUT_S", 1)
+    server.ignore_joins = True
+    with pytest.raises(TransientError, match=str(SESSION)):
+        async with entered(service.updates.events(SESSION)):
+            pass
+    assert len(server.received("phx_join")) == 1
+    await server.until(lambda: all(c.closed for c in server.connections))
+    assert leftovers() == []
+
+
 async def test_a_dropped_connection_is_rejoined_and_announced(
     service: Any, server: PhoenixServer
 ) -> None:
@@ -312,6 +325,18 @@ async def test_a_listener_that_dies_silently_is_noticed(
         assert "the listener failed" in reconnected.payload["error"]
         later = server.broadcast(TOPIC, "status", {"status": "completed"})
         assert (await next_event(events, within=5)).id == later
+
+
+async def test_access_lost_while_watching_ends_the_feed_with_permission_denied(
+    service: Any, server: PhoenixServer
+) -> None:
+    async with entered(service.as_user(USER_A).updates.events(SESSION)) as events:
+        server.authorize = lambda topic, token: False  # e.g. the user changed company
+        server.drop()
+        with pytest.raises(PermissionDeniedError):
+            await sdk(events.get(timeout=10))
+    assert len(server.received("phx_join")) == 2  # refused rejoins are not retried
+    await server.until(lambda: all(c.closed for c in server.connections))
 
 
 async def test_a_channel_the_server_closes_is_rejoined(service: Any, server: PhoenixServer) -> None:

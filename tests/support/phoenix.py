@@ -12,6 +12,7 @@ are safe to call from any thread. What it does, as Supabase Realtime does it:
   or, for a private channel the test's ``authorize(topic, token)`` refuses, an error reply
   ``{"reason": "Unauthorized: You do not have permissions to read from this Channel topic:
   <topic>"}``; the token is the join's ``access_token``, else the connection's ``apikey``;
+- (with :attr:`PhoenixServer.ignore_joins`) no answer to a join at all;
 - ``access_token`` pushes replace the token of the channel (recorded; no reply);
 - ``phx_leave`` -> ``phx_reply`` ok, then ``phx_close``.
 
@@ -108,6 +109,8 @@ class PhoenixServer:
 
     def __init__(self, authorize: Authorize = _allow_all) -> None:
         self.authorize = authorize
+        #: When True, joins are recorded but never answered (an overloaded server).
+        self.ignore_joins = False
         self._lock = threading.Lock()
         self._frames: list[Frame] = []
         self._connections: list[Connection] = []
@@ -256,7 +259,7 @@ class PhoenixServer:
 
         if topic == "phoenix" and event == "heartbeat":
             yield reply("ok", {})
-        elif event == "phx_join":
+        elif event == "phx_join" and not self.ignore_joins:
             sub_topic = topic.removeprefix("realtime:")
             config = payload.get("config") or {}
             token = payload.get("access_token") or connection.query.get("apikey")
