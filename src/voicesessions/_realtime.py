@@ -8,9 +8,11 @@ the events over through a queue. ``unasyncd`` maps the one name to the other.
 The feed joins the private channel ``session:<id>`` with the identity's JWT: Realtime lets
 the join through only if RLS on ``realtime.messages`` does (the policy in the live-updates
 migration: readers of the session). Broadcasts sent by ``public.broadcast_session_event``
-(``realtime.send``) arrive as ``{"event", "payload"}``; the feed yields them in the shape of
-``Backend.session_events``. The client never reconnects by itself (``auto_reconnect=False``):
-a lost connection raises TransientError, and the SDK's event iterator reconnects and says so.
+(``realtime.send``) arrive as ``{"event", "payload", "meta": {"id"}}``; the feed yields them
+in the shape of ``Backend.session_events``. The client never reconnects by itself
+(``auto_reconnect=False``): a lost connection raises TransientError, and the SDK's event
+iterator reconnects and says so. tests/contract/test_realtime.py pins this against a local
+server speaking the Realtime protocol.
 """
 
 from __future__ import annotations
