@@ -8,9 +8,11 @@ the events over through a queue. ``unasyncd`` maps the one name to the other.
 The feed joins the private channel ``session:<id>`` with the identity's JWT: Realtime lets
 the join through only if RLS on ``realtime.messages`` does (the policy in the live-updates
 migration: readers of the session). Broadcasts sent by ``public.broadcast_session_event``
-(``realtime.send``) arrive as ``{"event", "payload"}``; the feed yields them in the shape of
-``Backend.session_events``. The client never reconnects by itself (``auto_reconnect=False``):
-a lost connection raises TransientError, and the SDK's event iterator reconnects and says so.
+(``realtime.send``) arrive as ``{"event", "payload", "meta": {"id"}}``; the feed yields them
+in the shape of ``Backend.session_events``. The client never reconnects by itself
+(``auto_reconnect=False``): a lost connection raises TransientError, and the SDK's event
+iterator reconnects and says so. tests/contract/test_realtime.py pins this against a local
+server speaking the Realtime protocol.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
@@ -43,9 +45,10 @@ async def async_session_feed(
     """Join ``session:<session_id>`` on the Realtime server of the project at ``url`` and
     yield an iterator of its broadcasts (see ``Backend.session_events``).
 
-    ``token()`` gives the identity's current JWT; it is asked again about every second and a
-    new one is passed on to Realtime (``access_token``), so a channel outlives the short-lived
-    tokens the SDK mints for ``as_user``."""
+    ``token()`` gives the identity's current JWT; it is asked again about every second (in
+    the background, whether the iterator is being read or not) and a new one is passed on to
+    Realtime (``access_token``), so a channel outlives the short-lived tokens the SDK mints
+    for ``as_user``."""
     items: asyncio.Queue[_Item] = asyncio.Queue()
     client = AsyncRealtimeClient(
         f"{url.rstrip('/')}/realtime/v1", apikey, auto_reconnect=False, timeout=JOIN_TIMEOUT_S
@@ -70,16 +73,57 @@ async def async_session_feed(
         await channel.subscribe(channel_state.changed)
         await channel_state.joined(session_id)
 
-        async def refresh() -> None:
-            nonlocal current
+        refresher = asyncio.create_task(_keep_token_fresh(client, token, current, items))
+        try:
+            yield _broadcasts(items, str(session_id), lambda: _listener_failure(client))
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+    finally:
+        await _shut(client)
+
+
+async def _shut(client: AsyncRealtimeClient) -> None:
+    """Close the socket and end every task the client and its channel started: ``close()``
+    leaves the channel's rejoin timer and the reply timeouts of its pushes (10 s) running,
+    which would outlive the feed (and, on the sync face, its event loop)."""
+    tasks: list[asyncio.Task[Any] | None] = [
+        getattr(client, "_listen_task", None),
+        getattr(client, "_heartbeat_task", None),
+    ]
+    for channel in list(client.channels.values()):
+        pushes = [
+            channel.join_push,
+            *channel.messages_waiting_for_ack.values(),
+            *getattr(channel, "_push_buffer", ()),
+        ]
+        tasks.append(channel.rejoin_timer.timer)
+        tasks.extend(push.timeout_task for push in pushes)
+        tasks.extend(getattr(channel, "_background_tasks", ()))
+    await client.close()
+    pending = [t for t in tasks if t is not None and not t.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _keep_token_fresh(
+    client: AsyncRealtimeClient, token: Callable[[], str], current: str, items: asyncio.Queue[_Item]
+) -> None:
+    """Every TICK_S, ask for the identity's token and hand a new one to Realtime (an
+    ``access_token`` push; later rejoins use it too). It runs beside the feed, so the channel
+    stays authorized however fast or slowly the consumer reads: Realtime closes a channel
+    whose token has expired. A failure (e.g. the backend was closed) ends the feed with it."""
+    try:
+        while True:
+            await asyncio.sleep(TICK_S)
             fresh = token()
             if fresh != current:
                 current = fresh
                 await client.set_auth(fresh)
-
-        yield _broadcasts(items, str(session_id), refresh)
-    finally:
-        await client.close()
+    except Exception as exc:
+        items.put_nowait(("error", exc))
 
 
 class _ChannelState:
@@ -113,30 +157,62 @@ class _ChannelState:
 
 
 async def _broadcasts(
-    items: asyncio.Queue[_Item], session_id: str, refresh: Callable[[], Awaitable[None]]
+    items: asyncio.Queue[_Item], session_id: str, listener_failure: Callable[[], str | None]
 ) -> AsyncIterator[dict[str, Any] | None]:
     while True:
         try:
             kind, value = await asyncio.wait_for(items.get(), TICK_S)
         except TimeoutError:
-            await refresh()
+            failure = listener_failure()
+            if failure is not None:
+                raise TransientError(f"the Realtime connection was lost: {failure}") from None
             yield None
             continue
+        if kind == "error":
+            raise value
         if kind == "state":
             state, error = value
             detail = str(error) if error is not None else state.value
             raise TransientError(f"the Realtime channel was lost: {detail}")
-        message = value
-        payload = message.get("payload")
-        if not isinstance(payload, dict):
-            continue
-        event: dict[str, Any] = {
-            "id": (message.get("meta") or {}).get("id") or payload.get("id"),
-            "session_id": session_id,
-            "event": message.get("event"),
-            "payload": payload,
-        }
-        yield event
+        event = _event(value, session_id)
+        if event is not None:
+            yield event
+
+
+def _event(message: Any, session_id: str) -> dict[str, Any] | None:
+    """A broadcast as ``Backend.session_events`` yields it, or None if it carries no object.
+
+    A broadcast from the database (``realtime.send``) has its message id in ``meta.id``, and
+    Realtime also adds it to the payload as ``id`` (unless the payload had one): that copy is
+    removed, so the payload is what ``broadcast_session_event`` was given, as over PostgreSQL.
+    """
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    meta = message.get("meta")
+    message_id = meta.get("id") if isinstance(meta, dict) else None
+    if message_id is not None and payload.get("id") == message_id:
+        payload = {k: v for k, v in payload.items() if k != "id"}
+    return {
+        "id": message_id,
+        "session_id": session_id,
+        "event": message.get("event"),
+        "payload": payload,
+    }
+
+
+def _listener_failure(client: AsyncRealtimeClient) -> str | None:
+    """Why the client's listening task ended, if it did. It normally ends by erroring the
+    channel (which the feed hears of), but an exception inside it (e.g. a warning turned
+    into an error by ``-W error``) ends it silently: without this check the feed would wait
+    for events forever."""
+    task = getattr(client, "_listen_task", None)
+    if not isinstance(task, asyncio.Task) or not task.done():
+        return None
+    if task.cancelled():
+        return "the listener was cancelled"
+    error = task.exception()
+    return "the listener stopped" if error is None else f"the listener failed: {error!r}"
 
 
 def _is_refusal(detail: str) -> bool:

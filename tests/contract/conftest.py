@@ -45,13 +45,13 @@ class Face:
     name: str
     module: ModuleType
 
-    def build(self, key: str = SERVICE_KEY, **options: Any) -> Any:
+    def build(self, key: str = SERVICE_KEY, *, url: str = BASE, **options: Any) -> Any:
         cls = (
             self.module.AsyncSupabaseBackend
             if self.name == "async"
             else self.module.SupabaseBackend
         )
-        return cls(BASE, key, **options)
+        return cls(url, key, **options)
 
     async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = method(*args, **kwargs)

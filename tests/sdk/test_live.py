@@ -5,18 +5,17 @@ batches, flushes, pushes back and fails loudly with nothing lost."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.sdk.conftest import Sdk, sdk
+from tests.support.live import entered, eventually, next_event
 from tests.support.segments import segment
 from voicesessions import (
     ConfigurationError,
@@ -30,31 +29,6 @@ from voicesessions import (
 # The transaction-scoped advisory lock every segment insert takes shared (see the
 # live-updates migration); holding it exclusively makes appends of a session wait.
 LOCK_CLASS = 1448299521
-
-
-@contextlib.asynccontextmanager
-async def entered(manager: Any) -> AsyncIterator[Any]:
-    """``async with`` or ``with``, whichever face ``manager`` belongs to."""
-    if hasattr(manager, "__aenter__"):
-        async with manager as value:
-            yield value
-    else:
-        with manager as value:
-            yield value
-
-
-async def next_event(events: Any, within: float = 15) -> SessionEvent:
-    event = await sdk(events.get(timeout=within))
-    assert event is not None, f"no event within {within} s"
-    return event
-
-
-async def eventually(check: Callable[[], bool], within: float = 15) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def stored_seqs(client: Sdk, session_id: Any) -> list[int]:
