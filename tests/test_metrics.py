@@ -178,7 +178,7 @@ def test_models_and_mappings_give_the_same_answer() -> None:
     assert conversation_metrics(inputs) == expected
     assert (
         conversation_metrics(
-            inputs + [SegmentInput(**{**inputs[0].model_dump(), "is_final": False})]
+            [*inputs, SegmentInput(**{**inputs[0].model_dump(), "is_final": False})]
         )
         == expected
     )
@@ -221,7 +221,8 @@ def test_analysis_results_carry_the_trainees_numbers_and_the_breakdown() -> None
     assert not {"overall_score", "skill_scores", "sentiment_score"} & set(results)
     # a trainee who said nothing
     silent = conversation_metrics([seg("buyer", 0, 1, "hello?")]).analysis_results()
-    assert silent["talk_time_ratio"] == 0.0 and silent["question_count"] == 0
+    assert silent["talk_time_ratio"] == 0.0
+    assert silent["question_count"] == 0
     # an implausible pace (timestamps that cannot be right) is left out
     fast = conversation_metrics([seg("trainee", 0, 0.5, "w " * 20)]).analysis_results()
     assert fast["speaking_pace_wpm"] is None
