@@ -166,7 +166,7 @@ begin
     from jsonb_each(r -> 'skill_scores') e
     where e.key !~ '^[a-z][a-z0-9_]{0,63}$'
        or (jsonb_typeof(e.value) <> 'null'
-           and (jsonb_typeof(e.value) <> 'number' or e.value::text::numeric not between 0 and 100))
+           and (jsonb_typeof(e.value) <> 'number' or (e.value)::numeric not between 0 and 100))
     order by e.key
     limit 1;
     if bad is not null then
@@ -576,7 +576,7 @@ begin
            coalesce(sum(x.api_cost_usd), 0),
            round(avg(x.talk_time_ratio), 4),
            (select coalesce(jsonb_object_agg(k.key, k.average), '{}'::jsonb)
-            from (select e.key, round(avg(e.value::text::numeric), 2) as average
+            from (select e.key, round(avg((e.value)::numeric), 2) as average
                   from scoped y cross join lateral jsonb_each(y.skill_scores) e
                   where jsonb_typeof(e.value) = 'number'
                   group by e.key) k)
@@ -644,10 +644,10 @@ begin
                'sessions', k.n)), '{}'::jsonb) as skills
       from (
         select e.key,
-               (array_agg(e.value::text::numeric order by s.started_at, s.id))[1] as first,
-               (array_agg(e.value::text::numeric order by s.started_at desc, s.id desc))[1]
+               (array_agg((e.value)::numeric order by s.started_at, s.id))[1] as first,
+               (array_agg((e.value)::numeric order by s.started_at desc, s.id desc))[1]
                  as latest,
-               round(avg(e.value::text::numeric), 2) as average,
+               round(avg((e.value)::numeric), 2) as average,
                count(*) as n
         from public.sessions s
         join public.session_analytics a on a.session_id = s.id
