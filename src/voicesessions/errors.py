@@ -7,7 +7,8 @@ Every error the package raises derives from :class:`VoiceSessionsError`::
     │   ├── NotFoundError         the row does not exist or is not visible to the caller
     │   │   └── SessionNotFound
     │   ├── PermissionDeniedError 42501, HTTP 401/403, invalid JWT
-    │   ├── ConflictError         23505, 23503, VS001 invalid status transition, VS002
+    │   ├── ConflictError         23505, 23503, VS001 invalid status transition, VS002,
+    │   │                         VS003 analysis recorded differently, VS004 still active
     │   ├── InvalidInputError     22*, 23502, 23514, rejected input (also before any I/O)
     │   └── TransientError        timeouts, connection failures, 5xx, 08*, 53*, 40001, 40P01
     ├── StreamError               a transcript stream gave up; its unsaved segments attached
@@ -133,6 +134,8 @@ class StreamError(VoiceSessionsError):
 VOICESESSIONS_SQLSTATES: Mapping[str, type[APIError]] = {
     "VS001": ConflictError,  # invalid session status transition
     "VS002": ConflictError,  # live data written to a session that is not active
+    "VS003": ConflictError,  # a different analysis already recorded under the same key
+    "VS004": ConflictError,  # an analysis of a session that is still active
 }
 
 _EXACT_SQLSTATES: Mapping[str, type[APIError]] = {

@@ -256,6 +256,7 @@ class SessionAnalytics(_Row):
     speaking_pace_wpm: Decimal | None = None
     question_count: int | None = None
     sentiment_score: Decimal | None = None
+    api_cost_usd: Decimal = Decimal(0)
     session_date: date
     session_hour: int
     created_at: datetime
@@ -478,3 +479,98 @@ class GDPRRequest(_Row):
     details: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     updated_at: datetime | None = None
+
+
+# -- analytics ------------------------------------------------------------------------------
+
+
+class AnalysisInput(_Input):
+    """One analysis of a session, as :meth:`SessionRepository.record_analysis` stores it.
+
+    ``results`` is a JSON object; the keys overall_score (0..100), skill_scores ({skill:
+    0..100}), talk_time_ratio (0..1), filler_words_count, speaking_pace_wpm,
+    question_count and sentiment_score (-1..1) feed the session's analytics, anything else
+    is kept as it is. ``sentiment_score`` must come from the transcript's text (or describe
+    the simulated buyer), never from the trainee's voice (EU AI Act Art. 5(1)(f)). The
+    database checks the shape (InvalidInputError, nothing stored).
+    """
+
+    provider: str = Field(min_length=1, max_length=100)
+    analysis_type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    results: dict[str, Any]
+    version: str = Field(default="1", min_length=1, max_length=50)
+    confidence: Decimal | None = Field(default=None, ge=0, le=1)
+    processing_time_ms: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    api_cost_usd: Decimal | None = Field(default=None, ge=0, lt=1_000_000)
+
+
+class CompanyMetrics(_Row):
+    """A company's numbers over a window of session start times (``company_metrics``).
+
+    Counts and sums of an empty window are 0; averages of nothing are None. Minutes are
+    ended sessions' durations; ``minute_cost`` sums ``sessions.minute_cost`` (billable
+    minutes); ``api_cost_usd`` the cost of every analysis of the sessions.
+    """
+
+    sessions: int
+    active_users: int
+    scored_sessions: int
+    average_score: Decimal | None = None
+    total_minutes: Decimal
+    minute_cost: Decimal
+    api_cost_usd: Decimal
+    average_talk_ratio: Decimal | None = None
+    skill_averages: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class SkillProgress(_Row):
+    """One skill's scores over a window: earliest, latest, average, number of sessions."""
+
+    first: Decimal
+    latest: Decimal
+    average: Decimal
+    sessions: int
+
+
+class UserProgress(_Row):
+    """A person's progress over a window (``user_progress``). ``trend_per_week`` is the
+    least-squares slope of the overall score in points per week (None with fewer than two
+    scored sessions)."""
+
+    sessions: int
+    scored_sessions: int
+    first_score: int | None = None
+    latest_score: int | None = None
+    average_score: Decimal | None = None
+    best_score: int | None = None
+    trend_per_week: Decimal | None = None
+    average_talk_ratio: Decimal | None = None
+    first_session_at: datetime | None = None
+    last_session_at: datetime | None = None
+    skills: dict[str, SkillProgress] = Field(default_factory=dict)
+
+
+class TeamMember(UserProgress):
+    """One trainee's row of ``team_overview``: their progress, with who they are."""
+
+    profile_id: uuid.UUID
+    display_name: str
+
+
+class MetricsBucket(_Row):
+    """One bucket (day, week from Monday, or month; UTC) of ``metrics_timeseries``."""
+
+    bucket_start: date
+    sessions: int
+    active_users: int
+    scored_sessions: int
+    average_score: Decimal | None = None
+    total_minutes: Decimal
+    api_cost_usd: Decimal
+    average_talk_ratio: Decimal | None = None
+
+
+class TimeBucket(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"

@@ -13,6 +13,7 @@ import os
 import uuid
 from typing import Any
 
+from voicesessions._async.analytics import AsyncAnalyticsRepository
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.backends.postgres import AsyncPostgresBackend
 from voicesessions._async.backends.supabase import AsyncSupabaseBackend
@@ -56,6 +57,7 @@ class AsyncVoiceSessions:
         self.tenants = AsyncTenantRepository(backend, self._retry)
         self.updates = AsyncSessionUpdateManager(backend, self._retry, self.sessions)
         self.gdpr = AsyncGDPRSessionManager(backend, self._retry)
+        self.analytics = AsyncAnalyticsRepository(backend, self._retry)
 
     # -- construction ---------------------------------------------------------------------
 

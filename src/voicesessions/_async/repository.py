@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import voicesessions.audio
-from voicesessions._query import Order, eq
+from voicesessions._query import Filter, Order, eq
 from voicesessions._validation import (
     as_uuid,
     decode_cursor,
@@ -43,9 +43,13 @@ from voicesessions.errors import (
     PermissionDeniedError,
     SessionNotFound,
 )
+from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 from voicesessions.models import (
+    AnalysisInput,
+    AnalysisResult,
     Page,
     Session,
+    SessionAnalytics,
     SessionCreate,
     SessionStatus,
     Transcript,
@@ -70,6 +74,14 @@ DEFAULT_AUDIO_URL_EXPIRY_S = 3600
 logger = logging.getLogger("voicesessions")
 
 _CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9][a-z0-9.+-]*")
+
+#: Segments read per request when measuring a completed call (PostgREST's default max_rows).
+SEGMENT_PAGE_SIZE = 1000
+#: The provider and analysis type of the conversation metrics recorded on completion.
+METRICS_PROVIDER = "voicesessions"
+METRICS_ANALYSIS_TYPE = "conversation_metrics"
+#: The speaker label of the session's owner (the database gives it to their participant row).
+TRAINEE_SPEAKER = "trainee"
 
 
 class AsyncSessionRepository(Resource):
@@ -169,19 +181,40 @@ class AsyncSessionRepository(Resource):
     ) -> Session:
         """Move the session to ``status`` along its lifecycle. An illegal transition is a
         :class:`~voicesessions.errors.ConflictError` with code ``VS001``; setting the status
-        it already has changes nothing."""
-        return await self._set(session_id, {"status": _status(status).value})
+        it already has changes nothing. Moving it to ``completed`` records its conversation
+        metrics, as :meth:`complete` does."""
+        target = _status(status)
+        session = await self._set(session_id, {"status": target.value})
+        if target is SessionStatus.COMPLETED:
+            await self._record_conversation_metrics(session)
+        return session
 
     async def complete(
-        self, session_id: uuid.UUID | str, *, ended_at: datetime | None = None
+        self,
+        session_id: uuid.UUID | str,
+        *,
+        ended_at: datetime | None = None,
+        record_metrics: bool = True,
     ) -> Session:
-        """End an active session (``ended_at`` defaults to now, set by the database)."""
+        """End an active session (``ended_at`` defaults to now, set by the database).
+
+        Then, unless ``record_metrics=False``, the call's conversation metrics
+        (:func:`voicesessions.metrics.conversation_metrics` over its final segments, with the
+        default fillers of ``metadata["language"]``) are recorded as a
+        ``conversation_metrics`` analysis of provider ``voicesessions``, so that dashboards
+        work without any AI provider. A session without final segments gets none. Safe to
+        retry: completing a completed session changes nothing and records the same analysis
+        again, which is a no-op.
+        """
         values: dict[str, Any] = {"status": SessionStatus.COMPLETED.value}
         if ended_at is not None:
             if ended_at.tzinfo is None:
                 raise InvalidInputError("ended_at must be timezone-aware")
             values["ended_at"] = ended_at
-        return await self._set(session_id, values)
+        session = await self._set(session_id, values)
+        if record_metrics:
+            await self._record_conversation_metrics(session)
+        return session
 
     async def archive(self, session_id: uuid.UUID | str) -> Session:
         """Archive a completed or analyzed session."""
@@ -244,6 +277,107 @@ class AsyncSessionRepository(Resource):
             idempotent=True,
         )
         return [parse_model(TranscriptHit, r) for r in _rows(rows)]
+
+    async def record_analysis(
+        self,
+        session_id: uuid.UUID | str,
+        analysis: AnalysisInput | dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> AnalysisResult:
+        """Store a provider's analysis of an ended session and return the stored row.
+
+        Pass an :class:`~voicesessions.AnalysisInput` (or its fields as a dict or as keyword
+        arguments): ``provider``, ``analysis_type``, ``results``, ``version`` ("1"),
+        ``confidence``, ``processing_time_ms``, ``api_cost_usd``. In the same transaction the
+        database rebuilds the session's analytics (the newest analysis of each type wins)
+        and moves a completed session to ``analyzed`` (not for ``conversation_metrics``).
+
+        Idempotent on (session, analysis_type, provider, version): recording the same
+        results again returns the stored row; different results under the same key are a
+        :class:`~voicesessions.errors.ConflictError` (``VS003``), an active session too
+        (``VS004``). A malformed ``results`` is an InvalidInputError naming the key; nothing
+        is stored. Only the service role records analyses; a session's owner may record only
+        ``conversation_metrics`` of provider ``voicesessions``.
+        """
+        sid = as_uuid(session_id, "session_id")
+        if analysis is not None and fields:
+            raise InvalidInputError("pass the analysis or its fields, not both")
+        if isinstance(analysis, AnalysisInput):
+            data = analysis
+        else:
+            data = validate(AnalysisInput, **(analysis if analysis is not None else fields))
+        params = {"session_id": sid, **data.model_dump(mode="json")}
+        try:
+            row = await self._call(
+                lambda: self._backend.rpc("record_analysis", params), idempotent=True
+            )
+        except SessionNotFound:
+            raise
+        except NotFoundError as exc:
+            if exc.code != "P0002":
+                raise
+            raise SessionNotFound(
+                f"session {sid} not found", code=exc.code, details=exc.details, hint=exc.hint
+            ) from exc
+        return parse_model(AnalysisResult, row)
+
+    async def get_analytics(self, session_id: uuid.UUID | str) -> SessionAnalytics:
+        """The session's analytics row (scores, talk ratio, fillers, pace, questions, API
+        cost). NotFoundError when no analysis has been recorded yet; SessionNotFound when the
+        session does not exist or is not visible."""
+        sid = as_uuid(session_id, "session_id")
+        rows = await self._call(
+            lambda: self._backend.select(
+                "session_analytics", filters=(eq("session_id", sid),), limit=1
+            ),
+            idempotent=True,
+        )
+        if rows:
+            return parse_model(SessionAnalytics, rows[0])
+        await self.get(sid)  # SessionNotFound when the session itself is not visible
+        raise NotFoundError(f"session {sid} has no analytics yet", code="PGRST116")
+
+    async def _record_conversation_metrics(self, session: Session) -> None:
+        """Measure the completed call from its final segments and record the metrics."""
+        segments: builtins.list[Row] = []
+        while True:
+            page = await self._segment_page(session.id, segments[-1]["seq"] if segments else None)
+            segments += page
+            if len(page) < SEGMENT_PAGE_SIZE:
+                break
+        if not segments:
+            return
+        language = session.metadata.get("language")
+        metrics = conversation_metrics(
+            [parse_model(TranscriptSegment, s) for s in segments],
+            language=language if isinstance(language, str) else "en",
+        )
+        await self.record_analysis(
+            session.id,
+            provider=METRICS_PROVIDER,
+            analysis_type=METRICS_ANALYSIS_TYPE,
+            version=METRICS_VERSION,
+            results=metrics.analysis_results(TRAINEE_SPEAKER),
+        )
+
+    async def _segment_page(
+        self, session_id: uuid.UUID, after_seq: int | None
+    ) -> builtins.list[Row]:
+        """Up to SEGMENT_PAGE_SIZE final segments of the session with a seq above
+        ``after_seq``, in seq order (keyset pages: PostgREST caps every response)."""
+        filters: tuple[Filter, ...] = (eq("session_id", session_id),)
+        if after_seq is not None:
+            filters += (Filter("seq", "gt", after_seq),)
+        return await self._call(
+            lambda: self._backend.select(
+                "transcript_segments",
+                columns=_SEGMENT_COLUMNS,
+                filters=filters,
+                order=(Order("seq"),),
+                limit=SEGMENT_PAGE_SIZE,
+            ),
+            idempotent=True,
+        )
 
     async def _set(self, session_id: uuid.UUID | str, values: dict[str, Any]) -> Session:
         sid = as_uuid(session_id, "session_id")

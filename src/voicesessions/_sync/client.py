@@ -17,6 +17,7 @@ from typing import Any
 
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
+from voicesessions._sync.analytics import AnalyticsRepository
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions._sync.backends.supabase import SupabaseBackend
@@ -58,6 +59,7 @@ class VoiceSessions:
         self.tenants = TenantRepository(backend, self._retry)
         self.updates = SessionUpdateManager(backend, self._retry, self.sessions)
         self.gdpr = GDPRSessionManager(backend, self._retry)
+        self.analytics = AnalyticsRepository(backend, self._retry)
 
     # -- construction ---------------------------------------------------------------------
 
