@@ -51,12 +51,20 @@ def test_demo_on_a_configured_database_stores_what_it_shows(fresh_db: Database) 
             " order by start_ms, seq",
             (sid,),
         ).fetchall()
+        fillers, questions = conn.execute(
+            "select filler_words_count, question_count from public.session_analytics"
+            " where session_id = %s",
+            (sid,),
+        ).fetchone()  # type: ignore[misc]
         quality = conn.execute(
             "select audio_quality from public.sessions where id = %s", (sid,)
         ).fetchone()[0]  # type: ignore[index]
     assert status == "completed"
     assert [tuple(row) for row in stored] == list(SCRIPT)  # finals only, once each, in order
     assert f"words                 {words}" in out
+    assert f"filler words          {fillers}" in out  # what completion recorded
+    assert f"trainee questions     {questions}" in out
+    assert fillers > 0
     assert set(quality) == {"rms_dbfs", "peak_dbfs", "snr_db"}
     assert "status                completed" in out
     heard = re.search(r"interim updates\s+(\d+) heard live, none stored", out)

@@ -26,7 +26,7 @@ SCRIPT: tuple[tuple[str, str], ...] = (
     ("buyer", "Sure. I have about fifteen minutes, so let's keep it focused."),
     ("trainee", "Of course. What made you take this call, what is going on with collections?"),
     ("buyer", "Honestly our finance team chases invoices by hand and it eats two days a month."),
-    ("trainee", "Two days a month. What does that cost you when quarter end comes around?"),
+    ("trainee", "Two days a month. Um, what does that cost you when quarter end comes around?"),
     ("buyer", "Quarter end is the worst. We pay overtime and still close late."),
     ("trainee", "If invoices were chased automatically, what would your team do instead?"),
     ("buyer", "Analysis, probably. But we tried a tool last year and nobody used it."),
@@ -34,7 +34,7 @@ SCRIPT: tuple[tuple[str, str], ...] = (
     ("buyer", "It did not talk to our ERP, so people kept two systems in sync by hand."),
     ("trainee", "That makes sense. We integrate with your ERP directly, no double entry."),
     ("buyer", "Um, I would need to see that working. And what does it cost?"),
-    ("trainee", "Fair question. Can I show you a fifteen minute demo with your own data first?"),
+    ("trainee", "Fair question. So, um, can I show you a short demo with your own data first?"),
     ("buyer", "Okay. Send me two times next week and include our controller, Sam."),
     ("trainee", "Will do. Thanks Morgan, I'll send the invite today."),
 )
@@ -170,10 +170,7 @@ def run_demo(
 
     transcript = trainee.sessions.get_transcript(session.id)
     done = trainee.sessions.get(session.id)
-    talk = Counter[str]()
-    for segment in transcript.segments:
-        talk[segment.speaker] += segment.end_ms - segment.start_ms
-    total_talk = sum(talk.values()) or 1
+    analytics = trainee.sessions.get_analytics(session.id)  # recorded when it completed
     echo("")
     echo("Transcript, as stored:")
     echo(transcript.text)
@@ -183,19 +180,23 @@ def run_demo(
     echo(f"  segments stored       {len(transcript.segments)} (each once, in audio order)")
     echo(f"  interim updates       {console.interim_heard} heard live, none stored")
     echo(f"  words                 {transcript.word_count}")
-    echo(
-        "  talk time             "
-        + ", ".join(f"{who} {ms / total_talk:.0%}" for who, ms in sorted(talk.items()))
-    )
+    echo(f"  trainee talk share    {_percent(analytics.talk_time_ratio)} (time, silence excluded)")
+    echo(f"  trainee pace          {analytics.speaking_pace_wpm} words/min")
+    echo(f"  trainee questions     {analytics.question_count}")
+    echo(f"  filler words          {analytics.filler_words_count}")
     echo(f"  audio quality         {done.audio_quality}")
     echo(f"  events heard          {dict(sorted(console.heard.items()))}")
     echo(f"  status                {done.status.value}")
     echo("")
     echo("Where to go next:")
-    echo("  README.md: the Python quickstart, live updates (events/subscribe/stream), GDPR")
+    echo("  README.md: the Python quickstart, live updates (events/subscribe/stream), analytics")
     echo(f"  voicesessions gdpr export --user {trainee_id} -o dana.json   # all data on Dana")
     echo(f"  voicesessions gdpr erase --user {trainee_id} --yes           # remove the demo data")
     return DemoResult(company.id, trainee_id, session.id)
+
+
+def _percent(ratio: Any) -> str:
+    return "n/a" if ratio is None else f"{float(ratio):.0%}"
 
 
 def _speak(stream: Any, turn: _Turn, speed: float) -> None:
