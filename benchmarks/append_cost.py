@@ -28,12 +28,10 @@ import uuid
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from _server import migrated_database
 from psycopg.types.json import Jsonb
 
 from voicesessions._request import request_context
-from voicesessions.local import migrations
-from voicesessions.local.server import temporary_server
 
 APPEND = "select public.append_transcript_segments(%s, %s)"
 READS = (
@@ -180,13 +178,9 @@ def main() -> int:
         parser.error("--batch must be at most 1000 and at most every size")
 
     rows: list[tuple[int, str, tuple[float, float, int, int]]] = []
-    with temporary_server("voicesessions-bench-") as info:
-        with psycopg.connect(info.dsn, autocommit=True) as admin:
-            admin.execute("create database bench")
-        dsn = make_conninfo(info.dsn, dbname="bench")
+    with migrated_database() as (info, dsn):
         ids = {"company": uuid.uuid4(), "trainee": uuid.uuid4()}
         with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
-            migrations.migrate(conn)
             conn.execute(SETUP_SQL.encode(), {**ids, "background": args.background})
         for size in sizes:
             t0 = time.perf_counter()

@@ -24,11 +24,10 @@ import uuid
 from typing import Any
 
 import psycopg
+from _server import migrated_database
 from psycopg.conninfo import make_conninfo
 
 from voicesessions._request import request_context
-from voicesessions.local import migrations
-from voicesessions.local.server import temporary_server
 
 COMPANIES = 10
 PEOPLE_PER_COMPANY = 20
@@ -133,12 +132,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    with temporary_server("voicesessions-bench-") as info:
-        with psycopg.connect(info.dsn, autocommit=True) as admin:
-            admin.execute("create database bench_template")
-        template = make_conninfo(info.dsn, dbname="bench_template")
+    with migrated_database("bench_template") as (info, template):
         with psycopg.connect(template, autocommit=True) as conn:
-            migrations.migrate(conn)
             t0 = time.perf_counter()
             # Integers and fixed uuids only, so plain formatting is safe; a multi-statement
             # script cannot take server-side parameters.

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _server import migrated_database
 from psycopg.conninfo import make_conninfo
 
 from voicesessions._request import request_context
-from voicesessions.local import migrations
-from voicesessions.local.server import temporary_server
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPANIES = 100
@@ -105,12 +104,8 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
 
-    with temporary_server("voicesessions-bench-") as info:
-        with psycopg.connect(info.dsn, autocommit=True) as admin:
-            admin.execute("create database bench")
-        dsn = make_conninfo(info.dsn, dbname="bench")
+    with migrated_database() as (info, dsn):
         with psycopg.connect(dsn, autocommit=True) as conn:
-            migrations.migrate(conn)
             t0 = time.perf_counter()
             # Integers only, so plain formatting is safe; a multi-statement script cannot
             # take server-side parameters.

@@ -27,10 +27,9 @@ import uuid
 from typing import Any
 
 import psycopg
+from _server import migrated_database
 
 from voicesessions import AsyncVoiceSessions, VoiceSessions
-from voicesessions.local import migrations
-from voicesessions.local.server import temporary_server
 
 
 def segment(seq: int) -> dict[str, Any]:
@@ -118,18 +117,16 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, list[float]] = {"async": [], "sync": []}
-    with temporary_server("voicesessions-bench-stream-") as info:
-        with psycopg.connect(info.dsn, autocommit=True) as conn:
-            migrations.migrate(conn)
-            version = conn.execute("show server_version").fetchone()[0]  # type: ignore[index]
+    with migrated_database() as (info, dsn):
+        version = f"{info.major_version}"
         for _ in range(args.repeat):
             for face in ("async", "sync"):
-                pairs = setup(info.dsn, args.sessions, args.pool)
+                pairs = setup(dsn, args.sessions, args.pool)
                 if face == "async":
-                    elapsed = asyncio.run(run_async(info.dsn, pairs, args))
+                    elapsed = asyncio.run(run_async(dsn, pairs, args))
                 else:
-                    elapsed = run_sync(info.dsn, pairs, args)
-                check(info.dsn, pairs, args.segments)
+                    elapsed = run_sync(dsn, pairs, args)
+                check(dsn, pairs, args.segments)
                 results[face].append(elapsed)
 
     total = args.sessions * args.segments

@@ -5,13 +5,10 @@ retries are exhausted, and then gets every unsaved segment back."""
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,7 +28,7 @@ from voicesessions import (
     VoiceSessions,
 )
 from voicesessions.local import migrations
-from voicesessions.local.server import LocalPostgres
+from voicesessions.local.server import LocalPostgres, temporary_cluster
 
 #: application_name of the SDK's connections in these tests, so that only they are killed.
 APP = "vs-fault-test"
@@ -128,19 +125,13 @@ async def test_connections_killed_mid_batch_lose_and_duplicate_nothing(
 @pytest.fixture(scope="module")
 def restartable() -> Iterator[tuple[LocalPostgres, str, World]]:
     """A server of its own (the suite's must not restart), migrated, with the world."""
-    root = Path(tempfile.mkdtemp(prefix="voicesessions-restart-"))
-    root.chmod(0o711)
-    server = LocalPostgres(root / "data", fast=True)
-    try:
-        info = server.start()
-        with psycopg.connect(info.dsn, autocommit=True) as conn:
+    with temporary_cluster("voicesessions-restart-") as server:
+        dsn = server.dsn
+        with psycopg.connect(dsn, autocommit=True) as conn:
             migrations.migrate(conn)
-        with psycopg.connect(info.dsn) as conn:
+        with psycopg.connect(dsn) as conn:
             world = seed_world(conn)  # type: ignore[arg-type]
-        yield server, info.dsn, world
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        yield server, dsn, world
 
 
 async def test_a_stream_survives_a_database_restart(

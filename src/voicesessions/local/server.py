@@ -993,8 +993,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def temporary_server(prefix: str = "voicesessions-tmp-") -> Iterator[LocalServerInfo]:
-    """A throwaway ``fast`` server in a new temporary directory, stopped and deleted on exit.
+def temporary_cluster(prefix: str = "voicesessions-tmp-") -> Iterator[LocalPostgres]:
+    """A throwaway ``fast`` server in a new temporary directory, started; stopped and deleted
+    on exit. Yields the :class:`LocalPostgres` itself, for callers that stop and restart it.
 
     For test suites and benchmarks. The directory is made traversable (mode 0711) so that,
     when running as root, the unprivileged server user can reach its data directory.
@@ -1004,8 +1005,18 @@ def temporary_server(prefix: str = "voicesessions-tmp-") -> Iterator[LocalServer
         root.chmod(0o711)
         server = LocalPostgres(root / "data", fast=True)
         try:
-            yield server.start()
+            server.start()
+            yield server
         finally:
             server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_server(prefix: str = "voicesessions-tmp-") -> Iterator[LocalServerInfo]:
+    """:func:`temporary_cluster`, yielding the running server's info."""
+    with temporary_cluster(prefix) as server:
+        info = server.status()
+        assert info is not None  # started by temporary_cluster
+        yield info
