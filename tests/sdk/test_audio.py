@@ -171,6 +171,37 @@ async def test_a_failed_database_write_removes_the_upload(
     assert row(client.db, sid)[:2] == (None, None)
 
 
+async def test_a_failed_database_write_puts_back_the_recording_it_replaced(
+    store: tuple[Sdk, Path],
+    recordings: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    client, root = store
+    sid = client.world.active_session["A1"]
+    owner = client.user("A1").sessions
+    await sdk(owner.attach_audio(sid, recordings["wav"]))
+    (stored,) = files(root)
+    before_bytes = (root / BUCKET / stored).read_bytes()
+    before_row = row(client.db, sid)
+    tone = gen.write(gen.sine(hz=440, dbfs=-12, seconds=1.5), tmp_path, "tone", gen.FORMATS["wav"])
+    backend = client.vs._backend
+    original_rpc = type(backend).rpc
+
+    def failing(self: Any, function: str, params: Any = None) -> Any:
+        if function == "record_session_audio":
+            assert (root / BUCKET / stored).read_bytes() != before_bytes  # overwritten by now
+            raise APIError("the database is gone", code="XX000")
+        return original_rpc(self, function, params)
+
+    monkeypatch.setattr(type(backend), "rpc", _same_face(client, failing))
+    with pytest.raises(APIError, match="the database is gone"):
+        await sdk(owner.attach_audio(sid, tone, replace=True))  # same path: <sid>.wav
+    assert files(root) == [stored]
+    assert (root / BUCKET / stored).read_bytes() == before_bytes  # the old recording is back
+    assert row(client.db, sid) == before_row
+
+
 async def test_a_failed_upload_records_nothing(
     store: tuple[Sdk, Path], recordings: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

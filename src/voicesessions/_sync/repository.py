@@ -414,7 +414,8 @@ class SessionRepository(Resource):
            fails the upload is removed again, then the error is raised.
 
         A session that already has a recording is ConflictError unless ``replace``: then
-        the new file overwrites an object at the same path, and an old object at another
+        the new file overwrites an object at the same path (its old bytes are kept in memory
+        meanwhile and put back if the database write fails), and an old object at another
         path (another extension) is deleted once the new one is recorded. Only the session's
         owner (or the service role) may attach audio; on Supabase the Storage policies of
         the bucket apply as well.
@@ -448,6 +449,11 @@ class SessionRepository(Resource):
                         AUDIO_BUCKET, path, data, content_type=kind, overwrite=replace
                     )
 
+            # Overwriting the recorded object in place: keep its bytes, to put them back if
+            # the database then refuses the new recording (else the old one would be lost).
+            backup = None
+            if replace and session.audio_path == path:
+                backup = self._download_or_none(path)
             # Without overwrite a retried upload that had in fact succeeded would conflict.
             self._call(upload, idempotent=replace)
             params = {
@@ -463,9 +469,22 @@ class SessionRepository(Resource):
                 )
             except BaseException as exc:
                 try:
-                    self._remove_objects([path])
+                    if backup is None:
+                        self._remove_objects([path])
+                    else:
+                        self._call(
+                            lambda: self._backend.upload_storage_object(
+                                AUDIO_BUCKET,
+                                path,
+                                backup,
+                                content_type=default_type,
+                                overwrite=True,
+                            ),
+                            idempotent=True,
+                        )
                 except Exception as cleanup:
-                    exc.add_note(f"the uploaded object {AUDIO_BUCKET}/{path} is left: {cleanup}")
+                    what = "is left" if backup is None else "could not be restored"
+                    exc.add_note(f"the object {AUDIO_BUCKET}/{path} {what}: {cleanup}")
                 raise
         replaced = recorded.get("replaced_path") if isinstance(recorded, dict) else None
         if replaced and replaced != path:
@@ -481,6 +500,16 @@ class SessionRepository(Resource):
             content_type=kind,
             quality=quality,
         )
+
+    def _download_or_none(self, path: str) -> bytes | None:
+        """The stored object ``path`` of the audio bucket, or None if there is none."""
+        try:
+            return self._call(
+                lambda: self._backend.download_storage_object(AUDIO_BUCKET, path),
+                idempotent=True,
+            )
+        except NotFoundError:
+            return None
 
     def audio_url(
         self, session_id: uuid.UUID | str, *, expires_in: int = DEFAULT_AUDIO_URL_EXPIRY_S

@@ -27,6 +27,7 @@ import contextlib
 import contextvars
 import functools
 import io
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -154,6 +155,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         self._closed = False
         self._user_id: uuid.UUID | None = None
         self._refresh_at = float("inf")
+        self._refresh_lock = threading.Lock()
         self._client = self._new_client(access_token or key)
 
     # -- the interface -----------------------------------------------------------------
@@ -395,6 +397,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         child._closed = False
         child._user_id = uid
         child._refresh_at = float("-inf")
+        child._refresh_lock = threading.Lock()
         child._client = child._supabase()
         return child
 
@@ -414,9 +417,11 @@ class AsyncSupabaseBackend(AsyncBackend):
     # -- internals ---------------------------------------------------------------------
 
     def _bearer(self) -> str:
-        """The JWT this identity's requests carry now (refreshed first for ``as_user``)."""
-        self._supabase()
-        return self._token
+        """The JWT this identity's requests carry now (refreshed first for ``as_user``).
+        Also called from the thread of a sync-face Realtime feed, hence the lock."""
+        with self._refresh_lock:
+            self._supabase_locked()
+            return self._token
 
     def _new_client(self, bearer: str) -> supabase.AsyncClient:
         self._token = bearer
@@ -431,6 +436,10 @@ class AsyncSupabaseBackend(AsyncBackend):
 
     def _supabase(self) -> supabase.AsyncClient:
         """This identity's client; for ``as_user``, rebuilt with a new JWT before expiry."""
+        with self._refresh_lock:
+            return self._supabase_locked()
+
+    def _supabase_locked(self) -> supabase.AsyncClient:
         self._check_open()
         if self._user_id is not None and time.time() >= self._refresh_at:
             self._client = self._new_client(self._mint_token(self._user_id))

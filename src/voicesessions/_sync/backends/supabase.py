@@ -29,6 +29,7 @@ import contextlib
 import contextvars
 import functools
 import io
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -156,6 +157,7 @@ class SupabaseBackend(Backend):
         self._closed = False
         self._user_id: uuid.UUID | None = None
         self._refresh_at = float("inf")
+        self._refresh_lock = threading.Lock()
         self._client = self._new_client(access_token or key)
 
     # -- the interface -----------------------------------------------------------------
@@ -397,6 +399,7 @@ class SupabaseBackend(Backend):
         child._closed = False
         child._user_id = uid
         child._refresh_at = float("-inf")
+        child._refresh_lock = threading.Lock()
         child._client = child._supabase()
         return child
 
@@ -416,9 +419,11 @@ class SupabaseBackend(Backend):
     # -- internals ---------------------------------------------------------------------
 
     def _bearer(self) -> str:
-        """The JWT this identity's requests carry now (refreshed first for ``as_user``)."""
-        self._supabase()
-        return self._token
+        """The JWT this identity's requests carry now (refreshed first for ``as_user``).
+        Also called from the thread of a sync-face Realtime feed, hence the lock."""
+        with self._refresh_lock:
+            self._supabase_locked()
+            return self._token
 
     def _new_client(self, bearer: str) -> supabase.Client:
         self._token = bearer
@@ -433,6 +438,10 @@ class SupabaseBackend(Backend):
 
     def _supabase(self) -> supabase.Client:
         """This identity's client; for ``as_user``, rebuilt with a new JWT before expiry."""
+        with self._refresh_lock:
+            return self._supabase_locked()
+
+    def _supabase_locked(self) -> supabase.Client:
         self._check_open()
         if self._user_id is not None and time.time() >= self._refresh_at:
             self._client = self._new_client(self._mint_token(self._user_id))
