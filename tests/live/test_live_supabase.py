@@ -343,3 +343,117 @@ async def test_an_email_is_taken_once(world: World) -> None:
             await call(world.service.tenants.create_user(email))
     finally:
         created.delete(world.project)
+
+
+# -- live updates, recordings, analytics, GDPR ------------------------------------------------
+
+
+def _segment(seq: int, *, final: bool = True) -> dict[str, Any]:
+    start = 5_000 + seq * 2_000
+    speaker = "trainee" if seq % 2 == 0 else "buyer"
+    text = f"is this line {seq} a question?" if speaker == "trainee" else f"answer {seq}"
+    return {
+        "seq": seq,
+        "speaker": speaker,
+        "text": text,
+        "start_ms": start,
+        "end_ms": start + 1_500,
+        "segment_id": f"s{seq}",
+        "is_final": final,
+    }
+
+
+async def test_a_trainee_watches_their_call_through_realtime(world: World) -> None:
+    from tests.support.live import entered, next_event
+
+    session = await new_session(world)
+    async with entered(world.trainee.updates.events(session.id)) as feed:
+        await call(
+            world.service.updates.append_transcript_chunk(
+                session.id, [_segment(0), _segment(1, final=False)]
+            )
+        )
+        event = await next_event(feed, within=30)
+    assert event.event == "transcript"
+    assert [s.seq for s in event.final_segments] == [0]
+    assert [s.seq for s in event.interim_segments] == [1]
+    transcript = await call(world.trainee.sessions.get_transcript(session.id))
+    assert [s.seq for s in transcript.segments] == [0]  # the interim was never stored
+
+
+async def test_another_company_cannot_watch_a_call(world: World) -> None:
+    from tests.support.live import entered
+
+    session = await new_session(world)
+    with pytest.raises((SessionNotFound, PermissionDeniedError)):
+        async with entered(world.outsider.updates.events(session.id)):
+            pass
+
+
+async def test_a_stream_stores_every_segment_once_in_order(world: World) -> None:
+    from tests.support.live import entered
+
+    session = await new_session(world)
+    async with entered(world.trainee.updates.stream(session.id, max_batch=7)) as stream:
+        for seq in [*range(30), *range(29, -1, -1)]:  # each twice, the second time reversed
+            await call(stream.add(_segment(seq)))
+    transcript = await call(world.trainee.sessions.get_transcript(session.id))
+    assert [s.seq for s in transcript.segments] == list(range(30))
+
+
+async def test_completion_records_metrics_and_dashboards_count_them(world: World) -> None:
+    session = await new_session(world)
+    await call(
+        world.trainee.updates.append_transcript_chunk(
+            session.id, [_segment(seq) for seq in range(6)]
+        )
+    )
+    await call(world.trainee.sessions.complete(session.id))
+    measured = await call(world.trainee.sessions.get_analytics(session.id))
+    assert measured.question_count == 3  # the trainee's three lines end with "?"
+    await call(
+        world.service.sessions.record_analysis(
+            session.id,
+            provider="live-test",
+            analysis_type="coaching",
+            results={"overall_score": 80, "skill_scores": {"questioning": 70}},
+        )
+    )
+    assert (await call(world.trainee.sessions.get(session.id))).status is SessionStatus.ANALYZED
+    numbers = await call(world.manager.analytics.company_metrics(world.company_a))
+    assert numbers.sessions == 1
+    assert numbers.average_score == 80
+    with pytest.raises(PermissionDeniedError):
+        await call(world.outsider.analytics.company_metrics(world.company_a))
+
+
+async def test_a_recording_is_stored_signed_and_removed(world: World, tmp_path: Any) -> None:
+    from tests.support import audio as gen
+
+    session = await new_session(world)
+    wav = gen.write(gen.sine(hz=440, dbfs=-12, seconds=2.0), tmp_path, "tone", gen.FORMATS["wav"])
+    info = await call(world.trainee.sessions.attach_audio(session.id, wav))
+    assert info.path == f"{world.company_a}/{world.trainee_id}/{session.id}.wav"
+    assert abs(info.quality.duration_s - 2.0) < 0.01
+    url = await call(world.manager.sessions.audio_url(session.id, expires_in=60))
+    async with httpx.AsyncClient(timeout=30) as http:
+        fetched = await http.get(url)
+    assert fetched.status_code == 200
+    assert fetched.content == wav.read_bytes()
+    with pytest.raises((SessionNotFound, PermissionDeniedError)):
+        await call(world.outsider.sessions.audio_url(session.id))
+    await call(world.trainee.sessions.remove_audio(session.id))
+    assert (await call(world.trainee.sessions.get(session.id))).audio_path is None
+
+
+async def test_erasure_removes_the_trainee_and_their_recording(world: World, tmp_path: Any) -> None:
+    from tests.support import audio as gen
+
+    session = await new_session(world)
+    wav = gen.write(gen.sine(hz=440, dbfs=-12, seconds=1.0), tmp_path, "tone", gen.FORMATS["wav"])
+    await call(world.trainee.sessions.attach_audio(session.id, wav))
+    report = await call(world.service.gdpr.delete_user_session_data(world.trainee_id))
+    assert report.counts["sessions"] == 1
+    assert report.pending_storage == []  # the object is gone from Storage
+    with pytest.raises(SessionNotFound):
+        await call(world.service.sessions.get(session.id))

@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.conftest import Database
 from tests.sdk.conftest import sdk
-from tests.sdk.test_live import entered
+from tests.support.live import entered
 from tests.support.segments import segment
 from tests.support.world import World, seed_world
 from voicesessions import (
