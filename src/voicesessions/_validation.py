@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,6 +26,21 @@ def validate(model: type[M], **values: Any) -> M:
         return model(**values)
     except ValidationError as exc:
         raise InvalidInputError(_summary(exc), details=exc.errors(include_url=False)) from exc
+
+
+def validate_item(model: type[M], value: Any, where: str) -> M:
+    """One element of a list argument (a mapping or already a ``model``), with ``where``
+    (e.g. ``segments[3]``) naming it in the error."""
+    if isinstance(value, model):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{where} must be an object, not {type(value).__name__}")
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidInputError(
+            _summary(exc, where), details=exc.errors(include_url=False)
+        ) from exc
 
 
 def as_uuid(value: Any, name: str) -> uuid.UUID:
@@ -56,9 +72,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInputError(f"invalid cursor {cursor!r}") from exc
 
 
-def _summary(exc: ValidationError) -> str:
+def _summary(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "input"
-        parts.append(f"{where}: {error['msg']}")
+        where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        parts.append(f"{where.lstrip('.') or 'input'}: {error['msg']}")
     return "invalid input: " + "; ".join(parts)

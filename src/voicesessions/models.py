@@ -10,9 +10,22 @@ import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from voicesessions._values import (
+    FINITE,
+    JSON_NUMBER,
+    MAX_INT4,
+    MAX_METADATA_BYTES,
+    MAX_RESULTS_BYTES,
+    STORED_TIMESTAMP,
+    WORDS,
+    StoredText,
+    WordValue,
+    json_document,
+)
 
 T = TypeVar("T")
 
@@ -119,16 +132,11 @@ class SessionCreate(_Input):
     """A new session. ``metadata`` is free-form JSON (scenario, persona, pipeline ids...)."""
 
     profile_id: uuid.UUID
-    title: str = Field(min_length=1, max_length=255)
-    started_at: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("started_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("started_at must be timezone-aware")
-        return value
+    title: StoredText = Field(min_length=1, max_length=255)
+    started_at: Annotated[datetime | None, STORED_TIMESTAMP] = None
+    metadata: Annotated[dict[str, Any], json_document(MAX_METADATA_BYTES)] = Field(
+        default_factory=dict
+    )
 
 
 class Session(_Row):
@@ -185,7 +193,7 @@ class TranscriptSegment(_Row):
     start_ms: int
     end_ms: int
     confidence: float | None = None
-    words: list[dict[str, Any]] | None = None
+    words: list[dict[str, WordValue]] | None = None
     segment_id: str | None = None
     created_at: datetime | None = None
 
@@ -277,14 +285,14 @@ class SegmentInput(_Input):
     ones (``is_final=False``) are broadcast to listeners and later superseded by the final
     segment with the same ``segment_id``."""
 
-    seq: int = Field(ge=0, le=2_147_483_647)
-    speaker: str = Field(min_length=1, max_length=64)
-    text: str = Field(max_length=20000)
-    start_ms: int = Field(ge=0, le=2_147_483_647)
-    end_ms: int = Field(ge=0, le=2_147_483_647)
-    confidence: float | None = Field(default=None, ge=0, le=1)
-    words: list[dict[str, Any]] | None = None
-    segment_id: str | None = Field(default=None, min_length=1, max_length=200)
+    seq: int = Field(ge=0, le=MAX_INT4)
+    speaker: StoredText = Field(min_length=1, max_length=64)
+    text: StoredText = Field(max_length=20000)
+    start_ms: int = Field(ge=0, le=MAX_INT4)
+    end_ms: int = Field(ge=0, le=MAX_INT4)
+    confidence: Annotated[float | None, JSON_NUMBER] = Field(default=None, ge=0, le=1)
+    words: Annotated[list[dict[str, WordValue]] | None, WORDS] = None
+    segment_id: StoredText | None = Field(default=None, min_length=1, max_length=200)
     is_final: bool = True
 
     @field_validator("end_ms")
@@ -495,13 +503,28 @@ class AnalysisInput(_Input):
     database checks the shape (InvalidInputError, nothing stored).
     """
 
-    provider: str = Field(min_length=1, max_length=100)
+    provider: StoredText = Field(min_length=1, max_length=100)
     analysis_type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    results: dict[str, Any]
-    version: str = Field(default="1", min_length=1, max_length=50)
-    confidence: Decimal | None = Field(default=None, ge=0, le=1)
-    processing_time_ms: int | None = Field(default=None, ge=0, le=2_147_483_647)
-    api_cost_usd: Decimal | None = Field(default=None, ge=0, lt=1_000_000)
+    results: Annotated[dict[str, Any], json_document(MAX_RESULTS_BYTES)]
+    version: StoredText = Field(default="1", min_length=1, max_length=50)
+    confidence: Annotated[Decimal | None, FINITE] = Field(default=None, ge=0, le=1)
+    processing_time_ms: int | None = Field(default=None, ge=0, le=MAX_INT4)
+    api_cost_usd: Annotated[Decimal | None, FINITE] = Field(default=None, ge=0, lt=1_000_000)
+
+    @model_validator(mode="after")
+    def _whole_counts(self) -> AnalysisInput:
+        # As the database reads them: integers written as integers (3, not 3.0 or True).
+        for key in INTEGER_RESULT_KEYS:
+            value = self.results.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(
+                    f"results.{key} must be an integer >= 0 (written 3, not 3.0), not {value!r}"
+                )
+        return self
+
+
+#: Keys of analysis results the database reads as integers.
+INTEGER_RESULT_KEYS = ("filler_words_count", "question_count")
 
 
 class CompanyMetrics(_Row):

@@ -33,6 +33,7 @@ from voicesessions._validation import (
     parse_model,
     validate,
 )
+from voicesessions._values import check_text, check_timestamp
 from voicesessions.audio import (
     SESSION_AUDIO_FORMATS,
     AudioInfo,
@@ -208,9 +209,7 @@ class SessionRepository(Resource):
         """
         values: dict[str, Any] = {"status": SessionStatus.COMPLETED.value}
         if ended_at is not None:
-            if ended_at.tzinfo is None:
-                raise InvalidInputError("ended_at must be timezone-aware")
-            values["ended_at"] = ended_at
+            values["ended_at"] = check_timestamp(ended_at, "ended_at")
         session = self._set(session_id, values)
         if record_metrics:
             self._record_conversation_metrics(session)
@@ -270,6 +269,7 @@ class SessionRepository(Resource):
         first, with a snippet where matches are wrapped in ``**``. RLS applies."""
         if not query or not query.strip():
             raise InvalidInputError("the search query is empty")
+        check_text(query, "query")
         if not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise InvalidInputError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, not {limit}")
         rows = self._call(

@@ -14,6 +14,7 @@ from typing import Any
 
 from voicesessions._query import Order, eq
 from voicesessions._validation import as_uuid, parse_model, validate
+from voicesessions._values import check_text
 from voicesessions.errors import (
     ConflictError,
     InvalidInputError,
@@ -77,6 +78,9 @@ class TenantRepository(Resource):
         address = email.strip() if isinstance(email, str) else ""
         if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
             raise InvalidInputError(f"not an email address: {email!r}")
+        check_text(address, "email")
+        if password is not None:
+            check_text(password, "password")
         if password is not None and len(password) < 6:
             raise InvalidInputError("password must have at least 6 characters")
         uid = None if user_id is None else as_uuid(user_id, "user_id")
@@ -173,4 +177,4 @@ def _name(value: Any, field: str) -> str:
         raise InvalidInputError(f"{field} must be a non-empty string")
     if len(value.strip()) > MAX_NAME_LENGTH:
         raise InvalidInputError(f"{field} must be at most {MAX_NAME_LENGTH} characters")
-    return value.strip()
+    return str(check_text(value.strip(), field))

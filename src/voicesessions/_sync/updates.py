@@ -26,7 +26,9 @@ from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
 from voicesessions._sync.repository import SessionRepository
-from voicesessions._validation import as_uuid, validate
+from voicesessions._validation import as_uuid, validate, validate_item
+from voicesessions._values import MAX_AUDIO_QUALITY_BYTES, check_json, segment_problems
+from voicesessions._values import MAX_SEGMENTS_PER_CALL as MAX_SEGMENTS_PER_CALL
 from voicesessions.errors import InvalidInputError, NotFoundError, SessionNotFound
 from voicesessions.models import (
     AppendResult,
@@ -46,9 +48,6 @@ from .live import (
     DEFAULT_STREAM_RETRY_POLICY,
 )
 from .resource import Resource
-
-#: Largest number of segments one append call sends to the database.
-MAX_SEGMENTS_PER_CALL = 500
 
 #: Event names on the session topic.
 EVENT_TRANSCRIPT = "transcript"
@@ -89,21 +88,27 @@ class SessionUpdateManager(Resource):
     ) -> AppendResult:
         """Store the final segments (idempotent on their ``seq``) and broadcast all of them.
 
-        Interim segments are broadcast only. The whole chunk is validated before any I/O; a
-        chunk larger than :data:`MAX_SEGMENTS_PER_CALL` is sent in several calls.
+        Interim segments are broadcast only. All or nothing: the whole chunk is validated
+        before any I/O (InvalidInputError naming ``segments[i]`` and the field: everything
+        the database would refuse, such as a NUL character, a number out of range or
+        malformed ``words``), and its finals are stored by one database call, so at most
+        :data:`MAX_SEGMENTS_PER_CALL` (1,000) finals and 8 MiB of JSON per chunk.
         """
         sid = as_uuid(session_id, "session_id")
+        if isinstance(segments, (str, bytes, Mapping)) or not isinstance(segments, Iterable):
+            raise InvalidInputError("segments must be a list of segment objects")
         parsed = [
-            s if isinstance(s, SegmentInput) else validate(SegmentInput, **s) for s in segments
+            validate_item(SegmentInput, s, f"segments[{index}]") for index, s in enumerate(segments)
         ]
         finals = [s for s in parsed if s.is_final]
         interim = [s for s in parsed if not s.is_final]
+        batch = [s.stored() for s in finals]
+        problem = segment_problems(batch)
+        if problem is not None:
+            raise InvalidInputError(problem)
         inserted = duplicates = 0
-        for start in range(0, len(finals), MAX_SEGMENTS_PER_CALL):
-            batch = [s.stored() for s in finals[start : start + MAX_SEGMENTS_PER_CALL]]
-            stored, replayed = self._append(sid, batch)
-            inserted += stored
-            duplicates += replayed
+        if batch:
+            inserted, duplicates = self._append(sid, batch)
         if parsed:
             self._broadcast(
                 sid,
@@ -123,7 +128,7 @@ class SessionUpdateManager(Resource):
         sid = as_uuid(session_id, "session_id")
         if not isinstance(metrics, Mapping) or not metrics:
             raise InvalidInputError("metrics must be a non-empty object")
-        values = dict(metrics)
+        values = check_json(dict(metrics), "metrics", max_bytes=MAX_AUDIO_QUALITY_BYTES)
         merged = self._session_call(
             sid, "update_audio_metrics", {"session_id": sid, "metrics": values}
         )
