@@ -271,7 +271,7 @@ async def test_stream_checks_its_input_and_settings(client: Sdk) -> None:
         with pytest.raises(ConfigurationError):
             updates.stream(sid, **bad)
     with pytest.raises(InvalidInputError):
-        updates.stream(sid, max_batch=501)
+        updates.stream(sid, max_batch=1001)
     async with entered(updates.stream(sid)) as s:
         with pytest.raises(InvalidInputError):
             await sdk(s.add({**segment(600), "end_ms": 0}))

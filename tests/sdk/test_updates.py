@@ -23,6 +23,7 @@ from voicesessions import (
     SessionStatus,
     SessionUpdate,
 )
+from voicesessions._values import MAX_SEGMENTS_PER_CALL
 
 CHANNEL = "vs_session_events"
 
@@ -59,13 +60,17 @@ async def test_finals_are_stored_once_and_interims_never(client: Sdk) -> None:
     assert seqs == [0, 1, 2, 10, 11, 12]  # the world's three, then ours in audio order
 
 
-async def test_a_large_chunk_is_split_but_stored_whole(client: Sdk) -> None:
+async def test_a_chunk_is_one_call_stored_whole_or_refused_whole(client: Sdk) -> None:
     sid = client.world.active_session["A2"]
-    chunk = [segment(100 + i) for i in range(1203)]
+    chunk = [segment(100 + i) for i in range(MAX_SEGMENTS_PER_CALL)]
     result = await sdk(client.user("A2").updates.append_transcript_chunk(sid, chunk))
-    assert (result.inserted, result.duplicates) == (1203, 0)
+    assert (result.inserted, result.duplicates) == (MAX_SEGMENTS_PER_CALL, 0)
+    # One more than a call holds: refused before any I/O, nothing stored (not split).
+    larger = [segment(5000 + i) for i in range(MAX_SEGMENTS_PER_CALL + 1)]
+    with pytest.raises(InvalidInputError, match="at most 1000 final segments"):
+        await sdk(client.user("A2").updates.append_transcript_chunk(sid, larger))
     transcript = await sdk(client.vs.sessions.get_transcript(sid))
-    assert len(transcript.segments) == 3 + 1203
+    assert len(transcript.segments) == 3 + MAX_SEGMENTS_PER_CALL
 
 
 async def test_bad_segments_are_rejected_before_any_write(client: Sdk) -> None:
