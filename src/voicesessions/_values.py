@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
 from voicesessions.errors import InvalidInputError
@@ -96,16 +96,17 @@ def check_number(value: Any, field: str) -> Any:
 
 def json_number_problem(value: int | float) -> str | None:
     """What is wrong with a number inside a JSON document, or None (see the module)."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return f"holds {value!r}, which JSON cannot carry ({_NUMBER_RANGE})"
-        exact = Decimal(repr(value))  # the text the database parses
-    else:
-        exact = Decimal(value)
-    magnitude = abs(exact)
-    if magnitude > MAX_JSON_MAGNITUDE or (magnitude != 0 and magnitude < MIN_JSON_MAGNITUDE):
-        shown = repr(value) if len(repr(value)) <= 40 else f"a {len(str(value))}-digit number"
+    if isinstance(value, int):
+        if abs(value) <= MAX_JSON_MAGNITUDE:
+            return None
+        digits = int(value.bit_length() * 0.30103) + 1
+        shown = repr(value) if digits <= 40 else f"an integer of about {digits} digits"
         return f"holds the number {shown}, out of range ({_NUMBER_RANGE})"
+    if not math.isfinite(value):
+        return f"holds {value!r}, which JSON cannot carry ({_NUMBER_RANGE})"
+    magnitude = abs(Decimal(repr(value)))  # the text the database parses
+    if magnitude > MAX_JSON_MAGNITUDE or (magnitude != 0 and magnitude < MIN_JSON_MAGNITUDE):
+        return f"holds the number {value!r}, out of range ({_NUMBER_RANGE})"
     return None
 
 
@@ -338,20 +339,23 @@ def _words(value: Any) -> Any:
     problem = words_problem(value)
     if problem is not None:
         raise _refuse(problem)
-    return value
+    return None if value is None else [dict(word) for word in value]
 
 
-def json_document(max_bytes: int | None, max_depth: int = MAX_JSON_DEPTH) -> AfterValidator:
-    """A field validator applying :func:`json_problem` with these caps."""
+def json_object(max_bytes: int | None, max_depth: int = MAX_JSON_DEPTH) -> PlainValidator:
+    """A field validator for a JSON object stored as given (keys and strings are not
+    stripped or coerced), under :func:`json_problem` with these caps."""
 
-    def check(value: Any) -> Any:
+    def check(value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise _refuse(f"must be a JSON object, not {type(value).__name__}")
         found = json_problem(value, max_depth=max_depth, max_bytes=max_bytes)
         if found is not None:
             path, problem = found
             raise _refuse(f"{path.lstrip('.')} {problem}".strip())
-        return value
+        return dict(value)
 
-    return AfterValidator(check)
+    return PlainValidator(check)
 
 
 #: A string PostgreSQL can store (no NUL, no lone surrogate).
@@ -362,7 +366,7 @@ FINITE = AfterValidator(_finite)
 JSON_NUMBER = AfterValidator(_json_number)
 #: An aware datetime inside the stored window.
 STORED_TIMESTAMP = AfterValidator(_timestamp)
-#: A segment's ``words`` as the database accepts them.
-WORDS = AfterValidator(_words)
+#: A segment's ``words`` as the database accepts them, stored as given.
+WORDS = PlainValidator(_words)
 #: A value of a word object (words are flat).
 WordValue = str | int | float | bool | None

@@ -24,7 +24,7 @@ from voicesessions._values import (
     WORDS,
     StoredText,
     WordValue,
-    json_document,
+    json_object,
 )
 
 T = TypeVar("T")
@@ -134,7 +134,7 @@ class SessionCreate(_Input):
     profile_id: uuid.UUID
     title: StoredText = Field(min_length=1, max_length=255)
     started_at: Annotated[datetime | None, STORED_TIMESTAMP] = None
-    metadata: Annotated[dict[str, Any], json_document(MAX_METADATA_BYTES)] = Field(
+    metadata: Annotated[dict[str, Any], json_object(MAX_METADATA_BYTES)] = Field(
         default_factory=dict
     )
 
@@ -505,7 +505,7 @@ class AnalysisInput(_Input):
 
     provider: StoredText = Field(min_length=1, max_length=100)
     analysis_type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    results: Annotated[dict[str, Any], json_document(MAX_RESULTS_BYTES)]
+    results: Annotated[dict[str, Any], json_object(MAX_RESULTS_BYTES)]
     version: StoredText = Field(default="1", min_length=1, max_length=50)
     confidence: Annotated[Decimal | None, FINITE] = Field(default=None, ge=0, le=1)
     processing_time_ms: int | None = Field(default=None, ge=0, le=MAX_INT4)
