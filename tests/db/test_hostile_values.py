@@ -19,9 +19,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.conftest import Database
+from tests.db.test_migrations import empty_conn, empty_dsn  # noqa: F401 (fixtures)
 from tests.support.db import owner, owner_rows, scalar, unchanged
 from tests.support.segments import segment
 from tests.support.world import World
+from voicesessions.local import migrations
 
 #: Size cap (bytes of JSON) of every jsonb column of the public tables; None: no size cap
 #: (documents only the database's own functions write). Mirrors the migration's header.
@@ -390,3 +392,59 @@ def test_record_analysis_refuses_non_finite_figures(
             commit=True,
         )
     assert caught.value.sqlstate in ("22023", "23514", "22003")
+
+
+# -- the migration over existing data ------------------------------------------------------
+
+VALUES_MIGRATION = "20261128000100"
+
+
+def test_the_migration_keeps_existing_bad_rows_and_still_checks_new_ones(
+    empty_conn: psycopg.Connection[Any],  # noqa: F811 (the fixture imported above)
+) -> None:
+    files = migrations.load_migrations()
+    before = [m for m in files if m.version < VALUES_MIGRATION]
+    migrations.migrate(empty_conn, before)
+    conn = empty_conn
+    conn.execute("set session_replication_role = replica")
+    company = conn.execute("insert into companies (name) values ('Old') returning id").fetchone()
+    user = conn.execute(
+        "insert into auth.users (id, email) values (gen_random_uuid(), 'o@x') returning id"
+    ).fetchone()
+    assert company is not None
+    assert user is not None
+    conn.execute(
+        "insert into profiles (id, company_id, role, display_name) values (%s, %s, 'trainee',"
+        " 'Old')",
+        (user[0], company[0]),
+    )
+    conn.execute(
+        "insert into sessions (profile_id, company_id, title, metadata, minute_cost)"
+        " values (%s, %s, 'old', '{\"n\": 1e5000}', 'NaN')",
+        (user[0], company[0]),
+    )
+    conn.execute("set session_replication_role = origin")
+    migrations.migrate(empty_conn)  # does not fail on the old rows
+    states = dict(
+        conn.execute(
+            "select conname, convalidated from pg_constraint where conname = any(%s)",
+            (
+                [
+                    "sessions_metadata_json_policy",
+                    "sessions_minute_cost_finite",
+                    "sessions_audio_quality_json_policy",
+                ],
+            ),
+        ).fetchall()
+    )
+    assert states == {
+        "sessions_metadata_json_policy": False,
+        "sessions_minute_cost_finite": False,
+        "sessions_audio_quality_json_policy": True,
+    }
+    with pytest.raises(psycopg.errors.CheckViolation, match="sessions_metadata_json_policy"):
+        conn.execute(
+            "insert into sessions (profile_id, title, metadata) values (%s, 'new',"
+            " '{\"n\": 1e5000}')",
+            (user[0],),
+        )
