@@ -10,10 +10,13 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from voicesessions.errors import InvalidInputError
 
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "is"]
 
@@ -80,11 +83,17 @@ def conflict_target(
 
 def json_scalar(value: Any) -> Any:
     """A Python value as PostgREST reads it from JSON (ISO 8601 dates and times, enum values,
-    uuids and exact decimals as strings); other values unchanged."""
+    uuids and exact decimals as strings); other values unchanged. NaN and ±Infinity (float
+    or Decimal) are refused (InvalidInputError): JSON has no such numbers, and a Decimal
+    would otherwise travel as the string "NaN"."""
     if isinstance(value, enum.Enum):
         return json_scalar(value.value)
     if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
         return value.isoformat()
+    if isinstance(value, decimal.Decimal) and not value.is_finite():
+        raise InvalidInputError(f"{value!r} is not a finite number: nothing is stored as NaN")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{value!r} is not a finite number: JSON cannot carry it")
     if isinstance(value, (uuid.UUID, decimal.Decimal)):
         return str(value)
     return value

@@ -26,6 +26,7 @@ from tests.support.db import owner, scalar, unchanged
 from tests.support.segments import segment
 from tests.support.world import World
 from voicesessions import InvalidInputError, VoiceSessions
+from voicesessions._query import jsonable
 from voicesessions._values import (
     MAX_JSON_DEPTH,
     MAX_JSON_MAGNITUDE,
@@ -293,3 +294,33 @@ def _normalized(value: Any) -> Any:
     if isinstance(value, float) and value == 0 and math.copysign(1, value) < 0:
         return 0.0
     return value
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), Decimal("sNaN")]
+)
+def test_nothing_non_finite_is_ever_sent(value: Any) -> None:
+    # The last line before either backend: both send what jsonable returns.
+    with pytest.raises(InvalidInputError, match="finite"):
+        jsonable({"a": [{"b": value}]})
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"snr_db": float("nan")},
+        {"snr_db": Decimal("Infinity")},
+        {"x": 1e-50},
+        {"x": 10**20},
+        {"x": _deep(40)},
+        {"x": "\x00"},
+        {"x": "y" * 70_000},
+    ],
+    ids=lambda m: next(iter(m)),
+)
+async def test_hostile_audio_metrics_are_refused_before_any_io(
+    client: Sdk, metrics: dict[str, Any]
+) -> None:
+    sid = client.world.active_session["A1"]
+    with unchanged(client.db), pytest.raises(InvalidInputError, match=r"metrics"):
+        await sdk(client.user("A1").updates.update_audio_metrics(sid, metrics))
