@@ -265,6 +265,16 @@ async def test_documents_at_the_limits_read_back_as_stored(client: Sdk) -> None:
         assert stored.words == EDGE_WORDS
     listed = await sdk(client.user("MA").sessions.list())
     assert sid in {s.id for s in listed.items}
+    # an analysis at the limits, read by its reader and by the GDPR export
+    done = client.world.completed_session["A2"]
+    with owner(client.db) as conn:
+        conn.execute(
+            "insert into analysis_results (session_id, provider, analysis_type, results)"
+            " values (%s, 'edge', 'edges', %s::jsonb)",
+            (done, json.dumps(EDGE_DOC)),
+        )
+    export = await sdk(client.vs.gdpr.export_user_data(client.world.person("A2").id))
+    assert EDGE_DOC in [a["results"] for a in _all_values(export, "results")]
 
 
 @CI
@@ -324,3 +334,18 @@ async def test_hostile_audio_metrics_are_refused_before_any_io(
     sid = client.world.active_session["A1"]
     with unchanged(client.db), pytest.raises(InvalidInputError, match=r"metrics"):
         await sdk(client.user("A1").updates.update_audio_metrics(sid, metrics))
+
+
+def _all_values(doc: Any, key: str) -> list[dict[str, Any]]:
+    """Every mapping in ``doc`` (at any depth) that has ``key``."""
+    found: list[dict[str, Any]] = []
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if key in item:
+                found.append(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
