@@ -166,6 +166,27 @@ def test_every_number_and_time_column_has_its_check(
     assert not missing
 
 
+#: Text columns without a length cap: written only by the database, from capped inputs.
+UNCAPPED_TEXT = {("transcripts", "content")}
+
+
+def test_every_text_column_has_a_length_or_pattern_cap(template_db: Database) -> None:
+    uncapped = {
+        (r["tbl"], r["col"])
+        for r in owner_rows(
+            template_db,
+            "select c.relname as tbl, a.attname as col from pg_attribute a"
+            " join pg_class c on c.oid = a.attrelid"
+            " where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')"
+            " and a.attnum > 0 and not a.attisdropped and a.atttypid = 'text'::regtype"
+            " and not exists (select 1 from pg_constraint k where k.conrelid = c.oid"
+            "   and k.contype = 'c' and a.attnum = any(k.conkey)"
+            "   and pg_get_constraintdef(k.oid) ~ '(char_length|~ )')",
+        )
+    }
+    assert uncapped == UNCAPPED_TEXT
+
+
 # -- hostile values on every column ------------------------------------------------------------
 
 HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity"]
