@@ -49,6 +49,9 @@
  * Existing rows: the constraints are added NOT VALID and then validated; a table holding
  * rows that break one keeps it NOT VALID (new and updated rows are still checked) and the
  * migration says so with a WARNING, instead of failing or rewriting anybody's data.
+ *
+ * Later migrations that add tables or columns end with `select private.apply_value_policy();`
+ * (idempotent), which puts the number, time and JSON constraints on whatever lacks them.
  */
 
 -- The JSON policy -------------------------------------------------------------------------
@@ -411,15 +414,33 @@ $$;
 revoke all on function private.validate_or_warn(regclass, text) from public, anon,
   authenticated, service_role;
 
-do $$
+/**
+ * Put the value policy on every column of the public tables that lacks it, idempotently
+ * (constraints are found by name): `<table>_<column>_json_policy` on jsonb columns (the caps
+ * of the header; a jsonb column not listed there gets depth 32 and 64 KiB),
+ * `<table>_<column>_finite` on numeric/real/double precision columns,
+ * `<table>_<column>_in_window` on timestamptz/date columns. Each is added NOT VALID, then
+ * validated where existing rows allow (private.validate_or_warn). A later migration that
+ * adds tables or columns ends with `select private.apply_value_policy();`.
+ */
+create or replace function private.apply_value_policy()
+returns void
+language plpgsql
+set search_path = ''
+as $$
 declare
   c record;
   name text;
 begin
-  -- JSON documents: every jsonb column of the public tables, with its size cap.
   for c in
-    select x.tbl, x.col, x.depth, x.max_bytes, x.words
-    from (values
+    select t.relname as tbl, a.attname as col,
+           pg_catalog.format_type(a.atttypid, null) as type_name,
+           coalesce(x.depth, 32) as depth,
+           case when x.tbl is null then 65536 else x.max_bytes end as max_bytes,
+           coalesce(x.words, false) as words
+    from pg_catalog.pg_attribute a
+    join pg_catalog.pg_class t on t.oid = a.attrelid
+    left join (values
       ('sessions', 'metadata', 32, 65536, false),
       ('sessions', 'audio_quality', 32, 65536, false),
       ('sessions', 'analytics_summary', 32, 65536, false),
@@ -430,62 +451,36 @@ begin
       ('transcripts', 'structured_content', 32, null, false),
       ('audit_log', 'details', 32, null, false),
       ('gdpr_requests', 'details', 32, null, false)
-    ) as x(tbl, col, depth, max_bytes, words)
+    ) as x(tbl, col, depth, max_bytes, words) on x.tbl = t.relname and x.col = a.attname
+    where t.relnamespace = 'public'::regnamespace and t.relkind in ('r', 'p')
+      and not t.relispartition and a.attnum > 0 and not a.attisdropped
+      and a.atttypid in ('jsonb'::regtype, 'numeric'::regtype, 'real'::regtype,
+                         'double precision'::regtype, 'timestamp with time zone'::regtype,
+                         'date'::regtype)
+    order by 1, 2
   loop
-    name := c.tbl || '_' || c.col || '_json_policy';
+    name := c.tbl || '_' || c.col || case
+      when c.type_name = 'jsonb' then '_json_policy'
+      when c.type_name in ('numeric', 'real', 'double precision') then '_finite'
+      else '_in_window' end;
+    continue when exists (
+      select 1 from pg_catalog.pg_constraint k
+      where k.conname = name
+        and k.conrelid = pg_catalog.format('public.%I', c.tbl)::regclass);
     if c.words then
       execute pg_catalog.format(
         'alter table public.%I add constraint %I check'
         ' (private.transcript_words_problem(%I) is null) not valid', c.tbl, name, c.col);
-    else
+    elsif c.type_name = 'jsonb' then
       execute pg_catalog.format(
         'alter table public.%I add constraint %I check'
         ' (private.jsonb_problem(%I, %s, %s) is null) not valid',
         c.tbl, name, c.col, c.depth, coalesce(c.max_bytes::text, 'null'));
-    end if;
-    perform private.validate_or_warn(pg_catalog.format('public.%I', c.tbl)::regclass, name);
-  end loop;
-  if exists (
-    select 1 from pg_catalog.pg_attribute a
-    join pg_catalog.pg_class t on t.oid = a.attrelid
-    where t.relnamespace = 'public'::regnamespace and t.relkind in ('r', 'p')
-      and a.attnum > 0 and not a.attisdropped and a.atttypid = 'jsonb'::regtype
-      and not exists (
-        select 1 from pg_catalog.pg_constraint k
-        where k.conrelid = t.oid and k.conname = t.relname || '_' || a.attname || '_json_policy')
-  ) then
-    raise exception 'a jsonb column of the public tables has no JSON policy constraint';
-  end if;
-
-  -- Numbers: every numeric, real and double precision column is finite.
-  for c in
-    select t.relname as tbl, a.attname as col
-    from pg_catalog.pg_attribute a
-    join pg_catalog.pg_class t on t.oid = a.attrelid
-    where t.relnamespace = 'public'::regnamespace and t.relkind in ('r', 'p')
-      and a.attnum > 0 and not a.attisdropped
-      and a.atttypid in ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype)
-    order by 1, 2
-  loop
-    name := c.tbl || '_' || c.col || '_finite';
-    execute pg_catalog.format(
-      'alter table public.%I add constraint %I check'
-      ' (%I not in (''NaN'', ''Infinity'', ''-Infinity'')) not valid', c.tbl, name, c.col);
-    perform private.validate_or_warn(pg_catalog.format('public.%I', c.tbl)::regclass, name);
-  end loop;
-
-  -- Timestamps and dates: a fixed window, 2000-01-01 to 2100-01-01 (UTC).
-  for c in
-    select t.relname as tbl, a.attname as col, a.atttypid = 'date'::regtype as is_date
-    from pg_catalog.pg_attribute a
-    join pg_catalog.pg_class t on t.oid = a.attrelid
-    where t.relnamespace = 'public'::regnamespace and t.relkind in ('r', 'p')
-      and a.attnum > 0 and not a.attisdropped
-      and a.atttypid in ('timestamp with time zone'::regtype, 'date'::regtype)
-    order by 1, 2
-  loop
-    name := c.tbl || '_' || c.col || '_in_window';
-    if c.is_date then
+    elsif c.type_name in ('numeric', 'real', 'double precision') then
+      execute pg_catalog.format(
+        'alter table public.%I add constraint %I check'
+        ' (%I not in (''NaN'', ''Infinity'', ''-Infinity'')) not valid', c.tbl, name, c.col);
+    elsif c.type_name = 'date' then
       execute pg_catalog.format(
         'alter table public.%I add constraint %I check'
         ' (%I >= date ''2000-01-01'' and %I < date ''2100-01-01'') not valid',
@@ -501,3 +496,7 @@ begin
   end loop;
 end;
 $$;
+revoke all on function private.apply_value_policy() from public, anon, authenticated,
+  service_role;
+
+select private.apply_value_policy();

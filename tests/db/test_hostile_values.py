@@ -469,3 +469,22 @@ def test_the_migration_keeps_existing_bad_rows_and_still_checks_new_ones(
             " '{\"n\": 1e5000}')",
             (user[0],),
         )
+
+
+def test_a_later_table_gets_the_policy_from_apply_value_policy(
+    world_db: tuple[Database, World],
+) -> None:
+    db, _ = world_db
+    with owner(db) as conn:
+        conn.execute("create table public.later (id int, doc jsonb, at timestamptz, n real)")
+        conn.execute("insert into public.later values (1, '{}', now(), 1)")
+        conn.execute("select private.apply_value_policy()")
+        conn.execute("select private.apply_value_policy()")  # idempotent
+        for column, value, cast in (
+            ("doc", '{"k": 1e5000}', "jsonb"),
+            ("doc", json.dumps({"k": "x" * 65_536}), "jsonb"),
+            ("at", "-infinity", "timestamptz"),
+            ("n", "NaN", "real"),
+        ):
+            exc = _try_update(conn, "later", column, value, cast)
+            _assert_refused_by_column(exc, "later", column, value[:20], {"23514"})
