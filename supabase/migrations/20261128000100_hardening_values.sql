@@ -500,3 +500,58 @@ revoke all on function private.apply_value_policy() from public, anon, authentic
   service_role;
 
 select private.apply_value_policy();
+
+-- Clear messages for direct writes --------------------------------------------------------
+
+/**
+ * Trigger: the value policy of the columns named in the trigger's arguments, raised as 22023
+ * naming the table, the column and the limit (the CHECK constraints above stay the
+ * guarantee; this gives a direct PostgREST write the message the functions give). Arguments:
+ * 'json:<column>:<max depth>:<max bytes>' and 'time:<column>'.
+ */
+create or replace function private.value_policy_check()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  arg text;
+  part text[];
+  doc jsonb;
+  moment timestamptz;
+  problem text;
+begin
+  foreach arg in array tg_argv loop
+    part := pg_catalog.string_to_array(arg, ':');
+    if part[1] = 'json' then
+      execute pg_catalog.format('select ($1).%I', part[2]) into doc using new;
+      problem := private.jsonb_problem(doc, part[3]::integer, part[4]::integer);
+      if problem is not null then
+        raise exception '%.% %', tg_table_name, part[2], problem using errcode = '22023';
+      end if;
+    else
+      execute pg_catalog.format('select ($1).%I', part[2]) into moment using new;
+      if moment < timestamptz '2000-01-01 00:00:00+00'
+         or moment >= timestamptz '2100-01-01 00:00:00+00' then
+        raise exception '%.% must be from 2000-01-01 to before 2100-01-01 (UTC), not %',
+          tg_table_name, part[2], moment using errcode = '22023';
+      end if;
+    end if;
+  end loop;
+  return new;
+end;
+$$;
+revoke all on function private.value_policy_check() from public, anon;
+grant execute on function private.value_policy_check() to authenticated, service_role;
+
+drop trigger if exists sessions_value_policy on public.sessions;
+create trigger sessions_value_policy
+  before insert or update on public.sessions
+  for each row execute function private.value_policy_check(
+    'time:started_at', 'time:ended_at', 'json:metadata:32:65536',
+    'json:audio_quality:32:65536', 'json:analytics_summary:32:65536');
+
+drop trigger if exists session_participants_value_policy on public.session_participants;
+create trigger session_participants_value_policy
+  before insert or update on public.session_participants
+  for each row execute function private.value_policy_check('json:persona:32:65536');

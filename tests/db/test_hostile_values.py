@@ -463,12 +463,13 @@ def test_the_migration_keeps_existing_bad_rows_and_still_checks_new_ones(
         "sessions_minute_cost_finite": False,
         "sessions_audio_quality_json_policy": True,
     }
-    with pytest.raises(psycopg.errors.CheckViolation, match="sessions_metadata_json_policy"):
+    with pytest.raises(psycopg.Error, match="metadata") as caught:
         conn.execute(
             "insert into sessions (profile_id, title, metadata) values (%s, 'new',"
             " '{\"n\": 1e5000}')",
             (user[0],),
         )
+    assert caught.value.sqlstate in ("22023", "23514")
 
 
 def test_a_later_table_gets_the_policy_from_apply_value_policy(
@@ -488,3 +489,34 @@ def test_a_later_table_gets_the_policy_from_apply_value_policy(
         ):
             exc = _try_update(conn, "later", column, value, cast)
             _assert_refused_by_column(exc, "later", column, value[:20], {"23514"})
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("metadata", '{"n": 1e5000}', r"sessions\.metadata holds the number"),
+        ("metadata", json.dumps({"x": "x" * 70_000}), r"sessions\.metadata has \d+ bytes.*65536"),
+        ("audio_quality", json.dumps(_deep(40)), r"sessions\.audio_quality is nested more than 32"),
+        ("started_at", "-infinity", r"sessions\.started_at must be from 2000-01-01"),
+        ("started_at", "2100-01-01 00:00:00+00", r"sessions\.started_at must be from 2000"),
+    ],
+)
+def test_a_direct_write_is_told_the_column_and_the_limit(
+    world_db: tuple[Database, World], column: str, value: str, message: str
+) -> None:
+    db, world = world_db
+    with (
+        unchanged(db),
+        db.api() as api,
+        pytest.raises(psycopg.Error, match=message) as caught,
+    ):
+        api.run(
+            # end users may not move started_at: the service role may, within the window
+            world.identity("service_role" if column == "started_at" else "A1"),
+            sql.SQL("update public.sessions set {} = %s where id = %s").format(
+                sql.Identifier(column)
+            ),
+            (value, world.active_session["A1"]),
+            commit=True,
+        )
+    assert caught.value.sqlstate == "22023"
