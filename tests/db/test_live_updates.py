@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import AUTHENTICATOR_PASSWORD, Database
 from tests.support.api import Api, Identity, Result
 from tests.support.db import fingerprint
+from tests.support.live import NOTIFY_HEADER_BYTES, events_key, opened
 from tests.support.world import World, seed_world
 from voicesessions._request import request_context
 from voicesessions.local import migrations
@@ -899,7 +900,7 @@ def test_readers_of_the_session_can_broadcast(
     payload = {"final": [seg(3)], "interim": [], "note": "ünïcode ✓"}
     broadcast(db, world, who, sid, "transcript", payload)
     [raw] = received(listener, 1)
-    message = json.loads(raw)
+    message = opened(events_key(db.dsn), raw)
     assert set(message) == {"id", "session_id", "event", "payload"}
     assert uuid.UUID(message["id"])
     assert (message["session_id"], message["event"], message["payload"]) == (
@@ -923,7 +924,8 @@ def test_every_event_gets_its_own_notification(
         f"{BROADCAST}, ({BROADCAST})",
         (sid, "status", Jsonb({"status": "active"}), sid, "status", Jsonb({"status": "active"})),
     )
-    messages = [json.loads(raw) for raw in received(listener, 2)]
+    key = events_key(db.dsn)
+    messages = [opened(key, raw) for raw in received(listener, 2)]
     assert len(messages) == 2
     assert len({m["id"] for m in messages}) == 2
 
@@ -959,16 +961,18 @@ def test_the_largest_notification_that_fits_is_sent_whole_and_the_next_by_refere
 ) -> None:
     db, world = world_db
     sid = world.active_session["A1"]
+    limit = NOTIFY_LIMIT - NOTIFY_HEADER_BYTES  # the body after the signed prefix
     base = _envelope_size(db, sid, "transcript", {"text": ""})
-    fits = {"text": "x" * (NOTIFY_LIMIT - 1 - base)}
-    assert _envelope_size(db, sid, "transcript", fits) == NOTIFY_LIMIT - 1
+    fits = {"text": "x" * (limit - 1 - base)}
+    assert _envelope_size(db, sid, "transcript", fits) == limit - 1
     broadcast(db, world, "A1", sid, "transcript", fits)
-    too_big = {"text": "x" * (NOTIFY_LIMIT - base)}
+    too_big = {"text": "x" * (limit - base)}
     broadcast(db, world, "A1", sid, "transcript", too_big)
     whole, by_reference = received(listener, 2)
     assert len(whole.encode()) == NOTIFY_LIMIT - 1
-    assert json.loads(whole)["payload"] == fits
-    reference = json.loads(by_reference)
+    key = events_key(db.dsn)
+    assert opened(key, whole)["payload"] == fits
+    reference = opened(key, by_reference)
     assert set(reference) == {"id", "session_id", "event", "ref", "bytes"}
     assert (reference["session_id"], reference["event"], reference["ref"]) == (
         str(sid),
@@ -986,7 +990,7 @@ def test_a_big_payload_arrives_as_a_reference_never_truncated(
     payload = {"final": [seg(n, "ü" * 400) for n in range(100)]}  # ~80 KB
     broadcast(db, world, "service_role", sid, "transcript", payload)
     [raw] = received(listener, 1)
-    message = json.loads(raw)
+    message = opened(events_key(db.dsn), raw)
     assert message["ref"] is True
     assert "payload" not in message
     assert message["bytes"] > 80_000

@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import hmac
 import json
+import logging
 import math
 import os
 import re
@@ -80,8 +83,12 @@ DEFAULT_STATEMENT_TIMEOUT_S = 30.0
 #: ``application_name`` of the connections, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "voicesessions"
 
+logger = logging.getLogger("voicesessions")
+
 #: The NOTIFY channel of ``public.broadcast_session_event``.
 EVENTS_CHANNEL = "vs_session_events"
+#: The version tag that starts every signed notification: ``vs1:<session id>:<hmac>:<body>``.
+NOTIFY_VERSION = "vs1"
 #: How long, in seconds, a listener waits for a notification before it yields ``None``.
 LISTEN_TICK_S = 1.0
 
@@ -507,7 +514,10 @@ class PostgresBackend(Backend):
     def session_events(self, session_id: uuid.UUID) -> Iterator[Iterator[dict[str, Any] | None]]:
         """``LISTEN`` on the channel ``broadcast_session_event`` notifies, on a connection of
         its own (outside the pool, as the DSN's login role), keeping the events of
-        ``session_id``. See :meth:`Backend.session_events`."""
+        ``session_id``: notifications signed by the database (HMAC-SHA-256 with the key
+        ``private.session_events_key()`` gives service_role), for that session, checked
+        before they are decoded; anything else is dropped. See
+        :meth:`Backend.session_events`."""
         shared = self._usable()
         try:
             conn = psycopg.Connection.connect(shared.dsn, autocommit=True, **shared.connect_kwargs)
@@ -515,10 +525,11 @@ class PostgresBackend(Backend):
             raise _api_error(exc) from exc
         try:
             try:
+                key = _events_key(conn)
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
-            yield _notifications(conn, str(session_id))
+            yield _notifications(conn, _EventVerifier(key, session_id))
         finally:
             conn.close()
 
@@ -713,24 +724,84 @@ class PostgresBackend(Backend):
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _events_key(conn: psycopg.Connection[Any]) -> bytes:
+    """The key the database signs its notifications with, read as service_role."""
+    with conn.transaction():
+        conn.execute("select pg_catalog.set_config('role', 'service_role', true)")
+        cur = conn.execute("select private.session_events_key()")
+        row = cur.fetchone()
+    if row is None or not isinstance(row[0], str):
+        raise APIError("the database has no session events key: run the migrations")
+    return bytes.fromhex(row[0])
+
+
+#: How many event ids a feed remembers to drop replayed notifications.
+_SEEN_IDS = 4096
+
+
+class _EventVerifier:
+    """Keeps the notifications of one session that the database signed: the session id is
+    matched on a fixed-length prefix and the HMAC checked before anything is decoded, so
+    another session's payload (however hostile) costs a string comparison, and a forged
+    one an HMAC. What passes is decoded defensively: no notification can end the feed."""
+
+    def __init__(self, key: bytes, session_id: uuid.UUID) -> None:
+        self.session_id = str(session_id)
+        self._prefix = f"{NOTIFY_VERSION}:{self.session_id}:"
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._seen: dict[str, None] = {}
+
+    def event(self, payload: str) -> dict[str, Any] | None:
+        """The event a notification carries, or None if it is not a genuine event of this
+        session (another session's, forged, replayed or malformed)."""
+        prefix = self._prefix
+        if not payload.startswith(prefix):
+            return None  # another session's, or not ours at all: not even decoded
+        start = len(prefix)
+        signature = payload[start : start + 64]
+        body = payload[start + 65 :]
+        if payload[start + 64 : start + 65] != ":":
+            return self._dropped("malformed")
+        mac = self._mac.copy()
+        mac.update((prefix + body).encode("utf-8", "surrogatepass"))
+        if not hmac.compare_digest(mac.hexdigest(), signature):
+            return self._dropped("not signed by the database")
+        try:
+            event = json.loads(body)
+        except (ValueError, RecursionError, MemoryError):
+            return self._dropped("undecodable")
+        if (
+            not isinstance(event, dict)
+            or event.get("session_id") != self.session_id
+            or not isinstance(event.get("event"), str)
+            or not isinstance(event.get("id"), str)
+        ):
+            return self._dropped("malformed")
+        if event["id"] in self._seen:
+            return self._dropped("replayed")
+        self._seen[event["id"]] = None
+        if len(self._seen) > _SEEN_IDS:
+            del self._seen[next(iter(self._seen))]
+        return event
+
+    def _dropped(self, why: str) -> None:
+        logger.warning(
+            "dropped a notification for session %s on %s: %s", self.session_id, EVENTS_CHANNEL, why
+        )
+        return None
+
+
 def _notifications(
-    conn: psycopg.Connection[Any], session_id: str
+    conn: psycopg.Connection[Any], verifier: _EventVerifier
 ) -> Iterator[dict[str, Any] | None]:
-    """The events of ``session_id`` among the notifications ``conn`` receives; ``None`` for
-    any other notification and after each quiet :data:`LISTEN_TICK_S`."""
+    """The events of the verifier's session among the notifications ``conn`` receives;
+    ``None`` for any other notification and after each quiet :data:`LISTEN_TICK_S`."""
     try:
         while True:
             quiet = True
             for notify in conn.notifies(timeout=LISTEN_TICK_S):
                 quiet = False
-                try:
-                    event = json.loads(notify.payload)
-                except ValueError:
-                    event = None  # not one of ours
-                if isinstance(event, dict) and event.get("session_id") == session_id:
-                    yield event
-                else:
-                    yield None
+                yield verifier.event(notify.payload)
             if quiet:
                 yield None
             if conn.closed:
