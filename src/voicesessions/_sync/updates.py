@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from voicesessions._event_payload import check_event_payload, transcript_events
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
@@ -89,8 +90,10 @@ class SessionUpdateManager(Resource):
     ) -> AppendResult:
         """Store the final segments (idempotent on their ``seq``) and broadcast all of them.
 
-        Interim segments are broadcast only. The whole chunk is validated before any I/O; a
-        chunk larger than :data:`MAX_SEGMENTS_PER_CALL` is sent in several calls.
+        Interim segments are broadcast only. The whole chunk is validated before any I/O (also
+        that it can be broadcast: see :mod:`voicesessions._event_payload`); a chunk larger than
+        :data:`MAX_SEGMENTS_PER_CALL` is sent in several calls. The segments go out as one
+        ``transcript`` event, or as several in order when one would exceed about 200 KB.
         """
         sid = as_uuid(session_id, "session_id")
         parsed = [
@@ -98,6 +101,10 @@ class SessionUpdateManager(Resource):
         ]
         finals = [s for s in parsed if s.is_final]
         interim = [s for s in parsed if not s.is_final]
+        events = transcript_events(
+            [s.model_dump(mode="json") for s in finals],
+            [s.model_dump(mode="json") for s in interim],
+        )
         inserted = duplicates = 0
         for start in range(0, len(finals), MAX_SEGMENTS_PER_CALL):
             batch = [s.stored() for s in finals[start : start + MAX_SEGMENTS_PER_CALL]]
@@ -105,14 +112,8 @@ class SessionUpdateManager(Resource):
             inserted += stored
             duplicates += replayed
         if parsed:
-            self._broadcast(
-                sid,
-                EVENT_TRANSCRIPT,
-                {
-                    "final": [s.model_dump(mode="json") for s in finals],
-                    "interim": [s.model_dump(mode="json") for s in interim],
-                },
-            )
+            for event in events:
+                self._broadcast(sid, EVENT_TRANSCRIPT, event)
         return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))
 
     def update_audio_metrics(
@@ -124,6 +125,7 @@ class SessionUpdateManager(Resource):
         if not isinstance(metrics, Mapping) or not metrics:
             raise InvalidInputError("metrics must be a non-empty object")
         values = dict(metrics)
+        check_event_payload(values, "metrics")
         merged = self._session_call(
             sid, "update_audio_metrics", {"session_id": sid, "metrics": values}
         )
@@ -147,11 +149,9 @@ class SessionUpdateManager(Resource):
         """Send an update to the listeners of its session without storing anything."""
         if not isinstance(update, SessionUpdate):
             update = validate(SessionUpdate, **dict(update))
-        self._broadcast(
-            update.session_id,
-            update.update_type.value,
-            {"data": update.data, "timestamp": update.timestamp.isoformat()},
-        )
+        payload = {"data": update.data, "timestamp": update.timestamp.isoformat()}
+        check_event_payload(payload, "the update (its data within {data, timestamp})")
+        self._broadcast(update.session_id, update.update_type.value, payload)
 
     def events(
         self,
