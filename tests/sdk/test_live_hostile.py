@@ -22,7 +22,7 @@ from tests.support.db import unchanged
 from tests.support.live import entered, events_key, next_event, sign
 from tests.support.segments import segment
 from voicesessions import InvalidInputError, SessionEvent
-from voicesessions._async.backends.postgres import _EventVerifier
+from voicesessions._events import EventVerifier
 
 CHANNEL = "vs_session_events"
 
@@ -80,6 +80,8 @@ def forgeries(target: uuid.UUID, elsewhere: uuid.UUID) -> list[str]:
         prefix + "f" * 64,
         prefix + "f" * 63 + ":" + envelope(target),
         prefix + "F" * 64 + "::" + envelope(target),
+        prefix + "\u00e9" * 64 + ":" + envelope(target),
+        prefix + "\ud7ff" * 63 + "0:" + envelope(target),
         f"vs1:{str(target).upper()}:" + "0" * 64 + ":" + envelope(target),
         f"vs2:{target}:" + "0" * 64 + ":" + envelope(target),
         f"vs1:{elsewhere}:" + "0" * 64 + ":" + envelope(target),
@@ -242,9 +244,10 @@ SESSION = uuid.UUID("0b0b0b0b-0000-4000-8000-000000000001")
 @settings(max_examples=300, deadline=None)
 @given(payload=st.text(max_size=400))
 def test_no_unsigned_text_passes_or_raises(payload: str) -> None:
-    verifier = _EventVerifier(KEY, SESSION)
+    verifier = EventVerifier(KEY, SESSION)
     assert verifier.event(payload) is None
     assert verifier.event(f"vs1:{SESSION}:{payload}") is None
+    assert verifier.event(f"vs1:{SESSION}:{payload[:64]:\u00e9<64}:{payload}") is None
 
 
 json_values = st.recursive(
@@ -259,7 +262,7 @@ json_values = st.recursive(
 def test_a_signed_body_is_decoded_defensively(body: str) -> None:
     """Whatever a signed body holds, the verifier returns an event only for an object of
     this session with a string id and event name, and never raises."""
-    verifier = _EventVerifier(KEY, SESSION)
+    verifier = EventVerifier(KEY, SESSION)
     event = verifier.event(sign(KEY, str(SESSION), body))
     if event is not None:
         assert event["session_id"] == str(SESSION)
@@ -270,7 +273,7 @@ def test_a_signed_body_is_decoded_defensively(body: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(payload=json_values.filter(lambda v: isinstance(v, dict)), event=st.text(max_size=30))
 def test_a_genuine_event_passes_once(payload: dict[str, Any], event: str) -> None:
-    verifier = _EventVerifier(KEY, SESSION)
+    verifier = EventVerifier(KEY, SESSION)
     message = {
         "id": str(uuid.uuid4()),
         "session_id": str(SESSION),
@@ -281,8 +284,8 @@ def test_a_genuine_event_passes_once(payload: dict[str, Any], event: str) -> Non
     assert verifier.event(signed) == message
     assert verifier.event(signed) is None  # a replay
     tampered = signed[:-1] + ("}" if signed[-1] != "}" else " ")
-    assert _EventVerifier(KEY, SESSION).event(tampered) is None
-    other = _EventVerifier(hmac.new(KEY, b"other", hashlib.sha256).digest(), SESSION)
+    assert EventVerifier(KEY, SESSION).event(tampered) is None
+    other = EventVerifier(hmac.new(KEY, b"other", hashlib.sha256).digest(), SESSION)
     assert other.event(signed) is None
 
 

@@ -27,7 +27,7 @@ from voicesessions._async.live import (
     AsyncTranscriptStream,
 )
 from voicesessions._async.repository import AsyncSessionRepository
-from voicesessions._event_payload import check_event_payload, transcript_events
+from voicesessions._events import check_event_payload, transcript_events
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._validation import as_uuid, validate
 from voicesessions.errors import InvalidInputError, NotFoundError, SessionNotFound
@@ -95,7 +95,7 @@ class AsyncSessionUpdateManager(Resource):
         """Store the final segments (idempotent on their ``seq``) and broadcast all of them.
 
         Interim segments are broadcast only. The whole chunk is validated before any I/O (also
-        that it can be broadcast: see :mod:`voicesessions._event_payload`); a chunk larger than
+        that it can be broadcast: see :mod:`voicesessions._events`); a chunk larger than
         :data:`MAX_SEGMENTS_PER_CALL` is sent in several calls. The segments go out as one
         ``transcript`` event, or as several in order when one would exceed about 200 KB.
         """

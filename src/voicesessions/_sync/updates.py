@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from voicesessions._event_payload import check_event_payload, transcript_events
+from voicesessions._events import check_event_payload, transcript_events
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
@@ -91,7 +91,7 @@ class SessionUpdateManager(Resource):
         """Store the final segments (idempotent on their ``seq``) and broadcast all of them.
 
         Interim segments are broadcast only. The whole chunk is validated before any I/O (also
-        that it can be broadcast: see :mod:`voicesessions._event_payload`); a chunk larger than
+        that it can be broadcast: see :mod:`voicesessions._events`); a chunk larger than
         :data:`MAX_SEGMENTS_PER_CALL` is sent in several calls. The segments go out as one
         ``transcript`` event, or as several in order when one would exceed about 200 KB.
         """

@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import hmac
 import json
-import logging
 import math
 import os
 import re
@@ -57,6 +54,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._events import EVENTS_CHANNEL, EventVerifier
 from voicesessions._identity import Identity
 from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
 from voicesessions._request import request_context
@@ -81,12 +79,6 @@ DEFAULT_STATEMENT_TIMEOUT_S = 30.0
 #: ``application_name`` of the connections, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "voicesessions"
 
-logger = logging.getLogger("voicesessions")
-
-#: The NOTIFY channel of ``public.broadcast_session_event``.
-EVENTS_CHANNEL = "vs_session_events"
-#: The version tag that starts every signed notification: ``vs1:<session id>:<hmac>:<body>``.
-NOTIFY_VERSION = "vs1"
 #: How long, in seconds, a listener waits for a notification before it yields ``None``.
 LISTEN_TICK_S = 1.0
 
@@ -531,7 +523,7 @@ class AsyncPostgresBackend(AsyncBackend):
                 await conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
-            yield _notifications(conn, _EventVerifier(key, session_id))
+            yield _notifications(conn, EventVerifier(key, session_id))
         finally:
             await conn.close()
 
@@ -737,64 +729,8 @@ async def _events_key(conn: psycopg.AsyncConnection[Any]) -> bytes:
     return bytes.fromhex(row[0])
 
 
-#: How many event ids a feed remembers to drop replayed notifications.
-_SEEN_IDS = 4096
-
-
-class _EventVerifier:
-    """Keeps the notifications of one session that the database signed: the session id is
-    matched on a fixed-length prefix and the HMAC checked before anything is decoded, so
-    another session's payload (however hostile) costs a string comparison, and a forged
-    one an HMAC. What passes is decoded defensively: no notification can end the feed."""
-
-    def __init__(self, key: bytes, session_id: uuid.UUID) -> None:
-        self.session_id = str(session_id)
-        self._prefix = f"{NOTIFY_VERSION}:{self.session_id}:"
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-        self._seen: dict[str, None] = {}
-
-    def event(self, payload: str) -> dict[str, Any] | None:
-        """The event a notification carries, or None if it is not a genuine event of this
-        session (another session's, forged, replayed or malformed)."""
-        prefix = self._prefix
-        if not payload.startswith(prefix):
-            return None  # another session's, or not ours at all: not even decoded
-        start = len(prefix)
-        signature = payload[start : start + 64]
-        body = payload[start + 65 :]
-        if payload[start + 64 : start + 65] != ":":
-            return self._dropped("malformed")
-        mac = self._mac.copy()
-        mac.update((prefix + body).encode("utf-8", "surrogatepass"))
-        if not hmac.compare_digest(mac.hexdigest(), signature):
-            return self._dropped("not signed by the database")
-        try:
-            event = json.loads(body)
-        except (ValueError, RecursionError, MemoryError):
-            return self._dropped("undecodable")
-        if (
-            not isinstance(event, dict)
-            or event.get("session_id") != self.session_id
-            or not isinstance(event.get("event"), str)
-            or not isinstance(event.get("id"), str)
-        ):
-            return self._dropped("malformed")
-        if event["id"] in self._seen:
-            return self._dropped("replayed")
-        self._seen[event["id"]] = None
-        if len(self._seen) > _SEEN_IDS:
-            del self._seen[next(iter(self._seen))]
-        return event
-
-    def _dropped(self, why: str) -> None:
-        logger.warning(
-            "dropped a notification for session %s on %s: %s", self.session_id, EVENTS_CHANNEL, why
-        )
-        return None
-
-
 async def _notifications(
-    conn: psycopg.AsyncConnection[Any], verifier: _EventVerifier
+    conn: psycopg.AsyncConnection[Any], verifier: EventVerifier
 ) -> AsyncIterator[dict[str, Any] | None]:
     """The events of the verifier's session among the notifications ``conn`` receives;
     ``None`` for any other notification and after each quiet :data:`LISTEN_TICK_S`."""

@@ -1,15 +1,31 @@
-"""What a live event may carry, checked before any I/O, so that a write is never followed by
-a broadcast the database refuses (the limits are the database's: the hardening_live
-migration, ``private.session_event_problem``), and how a transcript chunk is cut into events
-small enough for every transport."""
+"""Live events on the wire, for both faces and both backends.
+
+Sending: what a live event may carry, checked before any I/O, so that a write is never
+followed by a broadcast the database refuses (the limits are the database's: the
+hardening_live migration, ``private.session_event_problem``), and how a transcript chunk is
+cut into events small enough for every transport.
+
+Receiving over PostgreSQL: :class:`EventVerifier` keeps the notifications the database
+signed for one session (``vs1:<session id>:<hex HMAC-SHA-256>:<JSON body>``)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from voicesessions.errors import InvalidInputError
+
+logger = logging.getLogger("voicesessions")
+
+#: The NOTIFY channel of ``public.broadcast_session_event``.
+EVENTS_CHANNEL = "vs_session_events"
+#: The version tag that starts every signed notification: ``vs1:<session id>:<hmac>:<body>``.
+NOTIFY_VERSION = "vs1"
 
 #: Deepest nesting of objects and arrays in a payload, the payload itself included.
 MAX_EVENT_DEPTH = 32
@@ -94,3 +110,66 @@ def transcript_events(
     if current["final"] or current["interim"] or not events:
         events.append(current)
     return events
+
+
+#: How many event ids a feed remembers to drop replayed notifications.
+_SEEN_IDS = 4096
+
+
+class EventVerifier:
+    """Keeps the notifications of one session that the database signed: the session id is
+    matched on a fixed-length prefix and the HMAC checked before anything is decoded, so
+    another session's payload (however hostile) costs a string comparison, and a forged
+    one an HMAC. What passes is decoded defensively: no notification can end the feed."""
+
+    def __init__(self, key: bytes, session_id: uuid.UUID) -> None:
+        self.session_id = str(session_id)
+        self._prefix = f"{NOTIFY_VERSION}:{self.session_id}:"
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._seen: dict[str, None] = {}
+
+    def event(self, payload: str) -> dict[str, Any] | None:
+        """The event a notification carries, or None if it is not a genuine event of this
+        session (another session's, forged, replayed or malformed). Never raises."""
+        try:
+            return self._event(payload)
+        except Exception as exc:  # a bug here must not end the feed either
+            return self._dropped(f"unreadable ({type(exc).__name__})")
+
+    def _event(self, payload: str) -> dict[str, Any] | None:
+        prefix = self._prefix
+        if not payload.startswith(prefix):
+            return None  # another session's, or not ours at all: not even decoded
+        start = len(prefix)
+        signature = payload[start : start + 64]
+        body = payload[start + 65 :]
+        if payload[start + 64 : start + 65] != ":":
+            return self._dropped("malformed")
+        mac = self._mac.copy()
+        mac.update((prefix + body).encode("utf-8", "surrogatepass"))
+        expected = mac.hexdigest().encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
+            return self._dropped("not signed by the database")
+        try:
+            event = json.loads(body)
+        except (ValueError, RecursionError, MemoryError):
+            return self._dropped("undecodable")
+        if (
+            not isinstance(event, dict)
+            or event.get("session_id") != self.session_id
+            or not isinstance(event.get("event"), str)
+            or not isinstance(event.get("id"), str)
+        ):
+            return self._dropped("malformed")
+        if event["id"] in self._seen:
+            return self._dropped("replayed")
+        self._seen[event["id"]] = None
+        if len(self._seen) > _SEEN_IDS:
+            del self._seen[next(iter(self._seen))]
+        return event
+
+    def _dropped(self, why: str) -> dict[str, Any] | None:
+        logger.warning(
+            "dropped a notification for session %s on %s: %s", self.session_id, EVENTS_CHANNEL, why
+        )
+        return None
