@@ -122,7 +122,7 @@ parallel safe
 set search_path = ''
 as $$
 declare
-  size bigint;
+  size integer;
 begin
   if session_event_problem.event is null
      or session_event_problem.event !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$' then
@@ -233,12 +233,12 @@ begin
   realtime := pg_catalog.to_regprocedure('realtime.send(jsonb, text, text, boolean)')
               is not null;
   if realtime then
-    perform realtime.send(
-      send_session_broadcast.payload,
-      send_session_broadcast.event,
-      'session:' || send_session_broadcast.session_id::text,
-      true
-    );
+    -- Dynamic: the schema `realtime` exists only on Supabase (and plpgsql_check checks
+    -- static statements against the database it runs on).
+    execute format('select %I.send($1, $2, $3, true)', 'realtime')
+      using send_session_broadcast.payload,
+            send_session_broadcast.event,
+            'session:' || send_session_broadcast.session_id::text;
   end if;
 
   envelope := jsonb_build_object(
