@@ -127,6 +127,8 @@ class EventVerifier:
         self._prefix = f"{NOTIFY_VERSION}:{self.session_id}:"
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._seen: dict[str, None] = {}
+        #: Notifications with this session's prefix that were dropped.
+        self.dropped = 0
 
     def event(self, payload: str) -> dict[str, Any] | None:
         """The event a notification carries, or None if it is not a genuine event of this
@@ -169,7 +171,15 @@ class EventVerifier:
         return event
 
     def _dropped(self, why: str) -> dict[str, Any] | None:
-        logger.warning(
-            "dropped a notification for session %s on %s: %s", self.session_id, EVENTS_CHANNEL, why
-        )
+        """Log a dropped notification: the first few, then one in a thousand (a flood of
+        forgeries must not flood the log)."""
+        self.dropped += 1
+        if self.dropped <= 10 or self.dropped % 1000 == 0:
+            logger.warning(
+                "dropped notification #%d for session %s on %s: %s",
+                self.dropped,
+                self.session_id,
+                EVENTS_CHANNEL,
+                why,
+            )
         return None

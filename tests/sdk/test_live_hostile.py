@@ -274,6 +274,8 @@ def test_a_signed_body_is_decoded_defensively(body: str) -> None:
 @given(payload=json_values.filter(lambda v: isinstance(v, dict)), event=st.text(max_size=30))
 def test_a_genuine_event_passes_once(payload: dict[str, Any], event: str) -> None:
     verifier = EventVerifier(KEY, SESSION)
+    assert verifier.event(sign(KEY, str(uuid.uuid4()), "{}")) is None
+    assert verifier.dropped == 0  # another session's: not even looked at
     message = {
         "id": str(uuid.uuid4()),
         "session_id": str(SESSION),
@@ -283,6 +285,7 @@ def test_a_genuine_event_passes_once(payload: dict[str, Any], event: str) -> Non
     signed = sign(KEY, str(SESSION), json.dumps(message))
     assert verifier.event(signed) == message
     assert verifier.event(signed) is None  # a replay
+    assert verifier.dropped == 1
     tampered = signed[:-1] + ("}" if signed[-1] != "}" else " ")
     assert EventVerifier(KEY, SESSION).event(tampered) is None
     other = EventVerifier(hmac.new(KEY, b"other", hashlib.sha256).digest(), SESSION)
