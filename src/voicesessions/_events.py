@@ -112,6 +112,9 @@ def transcript_events(
     return events
 
 
+#: How much older than the feed, or than the newest event it received, an event may be (a
+#: transaction may commit a while after it broadcast), in milliseconds.
+REPLAY_WINDOW_MS = 600_000
 #: How many event ids a feed remembers to drop replayed notifications.
 _SEEN_IDS = 4096
 
@@ -120,10 +123,17 @@ class EventVerifier:
     """Keeps the notifications of one session that the database signed: the session id is
     matched on a fixed-length prefix and the HMAC checked before anything is decoded, so
     another session's payload (however hostile) costs a string comparison, and a forged
-    one an HMAC. What passes is decoded defensively: no notification can end the feed."""
+    one an HMAC. What passes is decoded defensively: no notification can end the feed.
 
-    def __init__(self, key: bytes, session_id: uuid.UUID) -> None:
+    A genuine notification sent again by someone who saw it (NOTIFY is heard by every
+    listener) is dropped: by its id among the last :data:`_SEEN_IDS`, and by its send time
+    when it is more than :data:`REPLAY_WINDOW_MS` older than the feed or than the newest
+    event received (both on the database's clock)."""
+
+    def __init__(self, key: bytes, session_id: uuid.UUID, since_ms: int) -> None:
+        """``since_ms``: the database's clock (epoch milliseconds) when listening started."""
         self.session_id = str(session_id)
+        self._newest_ms = since_ms
         self._prefix = f"{NOTIFY_VERSION}:{self.session_id}:"
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._seen: dict[str, None] = {}
@@ -163,8 +173,12 @@ class EventVerifier:
             or not isinstance(event.get("id"), str)
         ):
             return self._dropped("malformed")
-        if event["id"] in self._seen:
+        sent_ms = event.get("at_ms")
+        if not isinstance(sent_ms, int) or isinstance(sent_ms, bool):
+            return self._dropped("malformed")
+        if event["id"] in self._seen or sent_ms < self._newest_ms - REPLAY_WINDOW_MS:
             return self._dropped("replayed")
+        self._newest_ms = max(self._newest_ms, sent_ms)
         self._seen[event["id"]] = None
         if len(self._seen) > _SEEN_IDS:
             del self._seen[next(iter(self._seen))]

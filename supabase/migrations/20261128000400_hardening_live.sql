@@ -17,8 +17,10 @@
  *
  *         vs1:<session id>:<hex HMAC of "vs1:<session id>:" || body>:<body>
  *
- *     body being the JSON envelope {"id", "session_id", "event", "payload"} (or, over 8,000
- *     bytes, {"id", "session_id", "event", "ref": true, "bytes"}). The fixed-length prefix
+ *     body being the JSON envelope {"id", "at_ms", "session_id", "event", "payload"} (or,
+ *     over 8,000 bytes, {"id", "at_ms", "session_id", "event", "ref": true, "bytes"}); `id`
+ *     a fresh uuid and `at_ms` the database's clock (epoch milliseconds) when it was sent,
+ *     so that a listener can also drop a genuine notification sent again (a replay). The fixed-length prefix
  *     lets a listener skip other sessions' notifications without decoding them, and the
  *     signature lets it drop what anyone else sent with pg_notify (a forger cannot produce
  *     it without the key). One HMAC per event: two sha256 over the notification, with the
@@ -243,6 +245,7 @@ begin
 
   envelope := jsonb_build_object(
     'id', pg_catalog.gen_random_uuid(),
+    'at_ms', (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint,
     'session_id', send_session_broadcast.session_id,
     'event', send_session_broadcast.event,
     'payload', send_session_broadcast.payload
@@ -253,6 +256,7 @@ begin
   if octet_length(body) >= 8000 - 106 then
     body := jsonb_build_object(
       'id', envelope -> 'id',
+      'at_ms', envelope -> 'at_ms',
       'session_id', send_session_broadcast.session_id,
       'event', send_session_broadcast.event,
       'ref', true,

@@ -899,7 +899,7 @@ def test_readers_of_the_session_can_broadcast(
     broadcast(db, world, who, sid, "transcript", payload)
     [raw] = received(listener, 1)
     message = opened(events_key(db.dsn), raw)
-    assert set(message) == {"id", "session_id", "event", "payload"}
+    assert set(message) == {"id", "at_ms", "session_id", "event", "payload"}
     assert uuid.UUID(message["id"])
     assert (message["session_id"], message["event"], message["payload"]) == (
         str(sid),
@@ -947,7 +947,8 @@ def _envelope_size(db: Database, sid: uuid.UUID, event: str, payload: Any) -> in
     return int(
         rows(
             db,
-            "select octet_length(jsonb_build_object('id', gen_random_uuid(), 'session_id',"
+            "select octet_length(jsonb_build_object('id', gen_random_uuid(), 'at_ms',"
+            " (extract(epoch from clock_timestamp()) * 1000)::bigint, 'session_id',"
             " %s::uuid, 'event', %s::text, 'payload', %s::jsonb)::text) as n",
             (sid, event, Jsonb(payload)),
         )[0]["n"]
@@ -971,7 +972,7 @@ def test_the_largest_notification_that_fits_is_sent_whole_and_the_next_by_refere
     key = events_key(db.dsn)
     assert opened(key, whole)["payload"] == fits
     reference = opened(key, by_reference)
-    assert set(reference) == {"id", "session_id", "event", "ref", "bytes"}
+    assert set(reference) == {"id", "at_ms", "session_id", "event", "ref", "bytes"}
     assert (reference["session_id"], reference["event"], reference["ref"]) == (
         str(sid),
         "transcript",

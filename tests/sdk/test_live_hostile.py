@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from typing import Any
 
@@ -22,9 +23,11 @@ from tests.support.db import unchanged
 from tests.support.live import entered, events_key, next_event, sign
 from tests.support.segments import segment
 from voicesessions import InvalidInputError, SessionEvent
-from voicesessions._events import EventVerifier
+from voicesessions._events import REPLAY_WINDOW_MS, EventVerifier
 
 CHANNEL = "vs_session_events"
+#: Now, in epoch milliseconds (the test database runs on this machine's clock).
+NOW_MS = int(time.time() * 1000)
 
 
 def notify_as(client: Sdk, who: str, payloads: list[str]) -> None:
@@ -47,10 +50,10 @@ def deep(depth: int) -> str:
 
 
 def envelope(session_id: Any, event: str = "status", payload: str = "{}") -> str:
-    """The JSON body of a notification, as the database writes it."""
+    """The JSON body of a notification, as the database writes it (sent now)."""
     return (
-        f'{{"id": "{uuid.uuid4()}", "event": {json.dumps(event)}, "payload": {payload},'
-        f' "session_id": "{session_id}"}}'
+        f'{{"id": "{uuid.uuid4()}", "at_ms": {NOW_MS}, "event": {json.dumps(event)},'
+        f' "payload": {payload}, "session_id": "{session_id}"}}'
     )
 
 
@@ -244,7 +247,7 @@ SESSION = uuid.UUID("0b0b0b0b-0000-4000-8000-000000000001")
 @settings(max_examples=300, deadline=None)
 @given(payload=st.text(max_size=400))
 def test_no_unsigned_text_passes_or_raises(payload: str) -> None:
-    verifier = EventVerifier(KEY, SESSION)
+    verifier = EventVerifier(KEY, SESSION, NOW_MS)
     assert verifier.event(payload) is None
     assert verifier.event(f"vs1:{SESSION}:{payload}") is None
     assert verifier.event(f"vs1:{SESSION}:{payload[:64]:\u00e9<64}:{payload}") is None
@@ -262,7 +265,7 @@ json_values = st.recursive(
 def test_a_signed_body_is_decoded_defensively(body: str) -> None:
     """Whatever a signed body holds, the verifier returns an event only for an object of
     this session with a string id and event name, and never raises."""
-    verifier = EventVerifier(KEY, SESSION)
+    verifier = EventVerifier(KEY, SESSION, NOW_MS)
     event = verifier.event(sign(KEY, str(SESSION), body))
     if event is not None:
         assert event["session_id"] == str(SESSION)
@@ -273,11 +276,12 @@ def test_a_signed_body_is_decoded_defensively(body: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(payload=json_values.filter(lambda v: isinstance(v, dict)), event=st.text(max_size=30))
 def test_a_genuine_event_passes_once(payload: dict[str, Any], event: str) -> None:
-    verifier = EventVerifier(KEY, SESSION)
+    verifier = EventVerifier(KEY, SESSION, NOW_MS)
     assert verifier.event(sign(KEY, str(uuid.uuid4()), "{}")) is None
     assert verifier.dropped == 0  # another session's: not even looked at
     message = {
         "id": str(uuid.uuid4()),
+        "at_ms": NOW_MS,
         "session_id": str(SESSION),
         "event": event,
         "payload": payload,
@@ -287,9 +291,29 @@ def test_a_genuine_event_passes_once(payload: dict[str, Any], event: str) -> Non
     assert verifier.event(signed) is None  # a replay
     assert verifier.dropped == 1
     tampered = signed[:-1] + ("}" if signed[-1] != "}" else " ")
-    assert EventVerifier(KEY, SESSION).event(tampered) is None
-    other = EventVerifier(hmac.new(KEY, b"other", hashlib.sha256).digest(), SESSION)
+    assert EventVerifier(KEY, SESSION, NOW_MS).event(tampered) is None
+    other = EventVerifier(hmac.new(KEY, b"other", hashlib.sha256).digest(), SESSION, NOW_MS)
     assert other.event(signed) is None
+
+
+def signed_at(at_ms: Any) -> str:
+    body = {"id": str(uuid.uuid4()), "at_ms": at_ms, "session_id": str(SESSION), "event": "e"}
+    return sign(KEY, str(SESSION), json.dumps({**body, "payload": {}}))
+
+
+def test_a_notification_sent_long_before_is_dropped_as_a_replay() -> None:
+    """Older than the feed, or than the newest event received, by more than the window (a
+    transaction may commit a while after it broadcast): a copy, whatever its id."""
+    window = REPLAY_WINDOW_MS
+    verifier = EventVerifier(KEY, SESSION, NOW_MS)
+    assert verifier.event(signed_at(NOW_MS - window - 1)) is None
+    assert verifier.event(signed_at(NOW_MS - window)) is not None
+    assert verifier.event(signed_at(NOW_MS + 3 * window)) is not None
+    assert verifier.event(signed_at(NOW_MS)) is None
+    assert verifier.event(signed_at(NOW_MS + 2 * window)) is not None
+    for malformed in (None, str(NOW_MS), NOW_MS + 0.5, True, [NOW_MS]):
+        assert verifier.event(signed_at(malformed)) is None
+    assert verifier.dropped == 7
 
 
 def test_session_event_kind_defaults_to_event() -> None:

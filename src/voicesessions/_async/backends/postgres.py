@@ -519,11 +519,11 @@ class AsyncPostgresBackend(AsyncBackend):
             raise _api_error(exc) from exc
         try:
             try:
-                key = await _events_key(conn)
+                key, now_ms = await _events_key(conn)
                 await conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
-            yield _notifications(conn, EventVerifier(key, session_id))
+            yield _notifications(conn, EventVerifier(key, session_id, now_ms))
         finally:
             await conn.close()
 
@@ -718,15 +718,19 @@ class AsyncPostgresBackend(AsyncBackend):
 # -- helpers -------------------------------------------------------------------------------
 
 
-async def _events_key(conn: psycopg.AsyncConnection[Any]) -> bytes:
-    """The key the database signs its notifications with, read as service_role."""
+async def _events_key(conn: psycopg.AsyncConnection[Any]) -> tuple[bytes, int]:
+    """The key the database signs its notifications with (read as service_role), and the
+    database's clock now (epoch milliseconds)."""
     async with conn.transaction():
         await conn.execute("select pg_catalog.set_config('role', 'service_role', true)")
-        cur = await conn.execute("select private.session_events_key()")
+        cur = await conn.execute(
+            "select private.session_events_key(),"
+            " (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint"
+        )
         row = await cur.fetchone()
     if row is None or not isinstance(row[0], str):
         raise APIError("the database has no session events key: run the migrations")
-    return bytes.fromhex(row[0])
+    return bytes.fromhex(row[0]), int(row[1])
 
 
 async def _notifications(

@@ -517,11 +517,11 @@ class PostgresBackend(Backend):
             raise _api_error(exc) from exc
         try:
             try:
-                key = _events_key(conn)
+                key, now_ms = _events_key(conn)
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
-            yield _notifications(conn, EventVerifier(key, session_id))
+            yield _notifications(conn, EventVerifier(key, session_id, now_ms))
         finally:
             conn.close()
 
@@ -716,15 +716,19 @@ class PostgresBackend(Backend):
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _events_key(conn: psycopg.Connection[Any]) -> bytes:
-    """The key the database signs its notifications with, read as service_role."""
+def _events_key(conn: psycopg.Connection[Any]) -> tuple[bytes, int]:
+    """The key the database signs its notifications with (read as service_role), and the
+    database's clock now (epoch milliseconds)."""
     with conn.transaction():
         conn.execute("select pg_catalog.set_config('role', 'service_role', true)")
-        cur = conn.execute("select private.session_events_key()")
+        cur = conn.execute(
+            "select private.session_events_key(),"
+            " (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint"
+        )
         row = cur.fetchone()
     if row is None or not isinstance(row[0], str):
         raise APIError("the database has no session events key: run the migrations")
-    return bytes.fromhex(row[0])
+    return bytes.fromhex(row[0]), int(row[1])
 
 
 def _notifications(
