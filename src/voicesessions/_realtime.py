@@ -180,23 +180,30 @@ async def _broadcasts(
 
 
 def _event(message: Any, session_id: str) -> dict[str, Any] | None:
-    """A broadcast as ``Backend.session_events`` yields it, or None if it carries no object.
+    """A broadcast as ``Backend.session_events`` yields it, or None if it is not one (a
+    message of another shape, a payload that is not an object, an event without a name):
+    nothing a broadcast carries can end the feed.
 
     A broadcast from the database (``realtime.send``) has its message id in ``meta.id``, and
     Realtime also adds it to the payload as ``id`` (unless the payload had one): that copy is
     removed, so the payload is what ``broadcast_session_event`` was given, as over PostgreSQL.
     """
+    if not isinstance(message, dict):
+        return None
     payload = message.get("payload")
-    if not isinstance(payload, dict):
+    event = message.get("event")
+    if not isinstance(payload, dict) or not isinstance(event, str):
         return None
     meta = message.get("meta")
     message_id = meta.get("id") if isinstance(meta, dict) else None
+    if not isinstance(message_id, str | None):
+        message_id = None
     if message_id is not None and payload.get("id") == message_id:
         payload = {k: v for k, v in payload.items() if k != "id"}
     return {
         "id": message_id,
         "session_id": session_id,
-        "event": message.get("event"),
+        "event": event,
         "payload": payload,
     }
 

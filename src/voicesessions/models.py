@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -332,7 +332,9 @@ class SessionEvent(_Row):
     ``event`` is what happened: ``"transcript"`` (payload ``{"final": [...], "interim":
     [...]}``, segments as :class:`SegmentInput` fields), ``"audio_metrics"`` (the merged
     keys), ``"status"`` (``{"status", "ended_at"}``), a name given to ``broadcast_update``,
-    or one the SDK adds itself:
+    or one the SDK adds itself, with ``kind="control"`` (every event sent through the
+    database has ``kind="event"``; the database refuses these two names, in any letter case,
+    so a user's event can never pass for them):
 
     - ``"reconnected"``: the connection was lost and is back; events sent in between were
       missed (payload ``{"attempts", "error"}``): read the current state from the tables;
@@ -349,7 +351,13 @@ class SessionEvent(_Row):
     by_reference: bool = False
     bytes: int | None = None
     id: str | None = None
+    kind: Literal["event", "control"] = "event"
     received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def is_control(self) -> bool:
+        """True for the SDK's own events (``"reconnected"``, ``"failed"``)."""
+        return self.kind == "control"
 
     @property
     def final_segments(self) -> list[SegmentInput]:

@@ -551,3 +551,38 @@ async def test_a_broadcast_about_an_invisible_session_is_session_not_found(
                 {"session_id": SESSION, "update_type": "status_change", "data": "paused"}
             )
         )
+
+
+# -- hostile broadcasts -------------------------------------------------------------------
+
+
+def hostile_frames() -> list[dict[str, Any]]:
+    """Frames on the session's topic that carry no usable event: every shape of the inner
+    message, event name and id that is not what ``realtime.send`` produces."""
+    good = broadcast_frame(TOPIC, "status", {"status": "active"}, message_id="m1")
+    frames: list[dict[str, Any]] = []
+    for inner in (None, [], "text", 7, {"event": "status"}, {"payload": {"a": 1}}):
+        frames.append({**good, "payload": inner})
+    for payload in (None, [1, 2], "text", 3.5, True):
+        frames.append({**good, "payload": {**good["payload"], "payload": payload}})
+    for event in (None, 7, ["status"], {"name": "status"}):
+        frames.append({**good, "payload": {**good["payload"], "event": event}})
+    for meta in ("m1", [], {"id": {"nested": 1}}, {"id": 12}):
+        frames.append({**good, "payload": {**good["payload"], "meta": meta}})
+    return frames
+
+
+async def test_no_broadcast_shape_ends_the_feed(service: Any, server: PhoenixServer) -> None:
+    """Whatever the server pushes on the channel, the feed skips what it cannot read and
+    goes on: the next well-formed broadcast is the next event, and no control event came."""
+    async with entered(service.as_user(USER_A).updates.events(SESSION)) as events:
+        for frame in hostile_frames():
+            server.send(frame)
+        later = server.broadcast(TOPIC, "transcript", {"final": [], "interim": []})
+        event = await next_event(events, within=5)
+        assert (event.event, event.id, event.kind) == ("transcript", later, "event")
+        # A broadcast named like one of the SDK's own control events is still a user event.
+        server.broadcast(TOPIC, "failed", {"error": "forged"})
+        forged = await next_event(events, within=5)
+        assert (forged.event, forged.kind, forged.is_control) == ("failed", "event", False)
+        assert await sdk(events.get(timeout=0.3)) is None

@@ -22,17 +22,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from tests.conftest import AUTHENTICATOR_PASSWORD, Database
+from tests.conftest import Database
 from tests.support.api import Api, Identity, Result
 from tests.support.db import fingerprint
-from tests.support.world import World, seed_world
+from tests.support.live import NOTIFY_HEADER_BYTES, events_key, opened
+from tests.support.realtime_db import realtime_database
+from tests.support.world import World
 from voicesessions._request import request_context
-from voicesessions.local import migrations
 
 WorldDb = tuple[Database, World]
 
@@ -899,8 +898,8 @@ def test_readers_of_the_session_can_broadcast(
     payload = {"final": [seg(3)], "interim": [], "note": "ünïcode ✓"}
     broadcast(db, world, who, sid, "transcript", payload)
     [raw] = received(listener, 1)
-    message = json.loads(raw)
-    assert set(message) == {"id", "session_id", "event", "payload"}
+    message = opened(events_key(db.dsn), raw)
+    assert set(message) == {"id", "at_ms", "session_id", "event", "payload"}
     assert uuid.UUID(message["id"])
     assert (message["session_id"], message["event"], message["payload"]) == (
         str(sid),
@@ -923,7 +922,8 @@ def test_every_event_gets_its_own_notification(
         f"{BROADCAST}, ({BROADCAST})",
         (sid, "status", Jsonb({"status": "active"}), sid, "status", Jsonb({"status": "active"})),
     )
-    messages = [json.loads(raw) for raw in received(listener, 2)]
+    key = events_key(db.dsn)
+    messages = [opened(key, raw) for raw in received(listener, 2)]
     assert len(messages) == 2
     assert len({m["id"] for m in messages}) == 2
 
@@ -947,7 +947,8 @@ def _envelope_size(db: Database, sid: uuid.UUID, event: str, payload: Any) -> in
     return int(
         rows(
             db,
-            "select octet_length(jsonb_build_object('id', gen_random_uuid(), 'session_id',"
+            "select octet_length(jsonb_build_object('id', gen_random_uuid(), 'at_ms',"
+            " (extract(epoch from clock_timestamp()) * 1000)::bigint, 'session_id',"
             " %s::uuid, 'event', %s::text, 'payload', %s::jsonb)::text) as n",
             (sid, event, Jsonb(payload)),
         )[0]["n"]
@@ -959,17 +960,19 @@ def test_the_largest_notification_that_fits_is_sent_whole_and_the_next_by_refere
 ) -> None:
     db, world = world_db
     sid = world.active_session["A1"]
+    limit = NOTIFY_LIMIT - NOTIFY_HEADER_BYTES  # the body after the signed prefix
     base = _envelope_size(db, sid, "transcript", {"text": ""})
-    fits = {"text": "x" * (NOTIFY_LIMIT - 1 - base)}
-    assert _envelope_size(db, sid, "transcript", fits) == NOTIFY_LIMIT - 1
+    fits = {"text": "x" * (limit - 1 - base)}
+    assert _envelope_size(db, sid, "transcript", fits) == limit - 1
     broadcast(db, world, "A1", sid, "transcript", fits)
-    too_big = {"text": "x" * (NOTIFY_LIMIT - base)}
+    too_big = {"text": "x" * (limit - base)}
     broadcast(db, world, "A1", sid, "transcript", too_big)
     whole, by_reference = received(listener, 2)
     assert len(whole.encode()) == NOTIFY_LIMIT - 1
-    assert json.loads(whole)["payload"] == fits
-    reference = json.loads(by_reference)
-    assert set(reference) == {"id", "session_id", "event", "ref", "bytes"}
+    key = events_key(db.dsn)
+    assert opened(key, whole)["payload"] == fits
+    reference = opened(key, by_reference)
+    assert set(reference) == {"id", "at_ms", "session_id", "event", "ref", "bytes"}
     assert (reference["session_id"], reference["event"], reference["ref"]) == (
         str(sid),
         "transcript",
@@ -986,7 +989,7 @@ def test_a_big_payload_arrives_as_a_reference_never_truncated(
     payload = {"final": [seg(n, "ü" * 400) for n in range(100)]}  # ~80 KB
     broadcast(db, world, "service_role", sid, "transcript", payload)
     [raw] = received(listener, 1)
-    message = json.loads(raw)
+    message = opened(events_key(db.dsn), raw)
     assert message["ref"] is True
     assert "payload" not in message
     assert message["bytes"] > 80_000
@@ -1042,65 +1045,12 @@ def test_plain_postgres_has_no_realtime_and_no_realtime_policy(world_db: WorldDb
 
 # -- on Supabase: Realtime Broadcast and its authorization -----------------------------------
 
-# The parts of Supabase Realtime's schema the migration relies on, as Realtime creates them
-# (supabase/realtime migrations): realtime.send is SECURITY INVOKER, executable only by
-# Supabase's own roles, and inserts into realtime.messages, which has RLS and no policy.
-FAKE_REALTIME = """
-create schema realtime;
-grant usage on schema realtime to anon, authenticated, service_role;
-create table realtime.messages (
-  topic text not null,
-  extension text not null,
-  payload jsonb,
-  event text,
-  private boolean default false,
-  updated_at timestamp not null default now(),
-  inserted_at timestamp not null default now(),
-  id uuid not null default gen_random_uuid(),
-  primary key (id, inserted_at)
-);
-alter table realtime.messages enable row level security;
-grant select, insert, update on realtime.messages to anon, authenticated, service_role;
-create function realtime.topic() returns text language sql stable
-  as $$ select nullif(current_setting('realtime.topic', true), '')::text $$;
-create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
-returns void language plpgsql as $$
-begin
-  begin
-    execute format('set local realtime.topic to %L', topic);
-    insert into realtime.messages (payload, event, topic, private, extension)
-    values (payload, event, topic, private, 'broadcast');
-  exception when others then
-    raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
-  end;
-end;
-$$;
-revoke all on function realtime.send(jsonb, text, text, boolean) from public;
-"""
-
 
 @pytest.fixture
 def realtime_world(template_db: Database) -> Iterator[WorldDb]:
-    """A new database with Supabase Realtime's objects created *before* the migrations run
-    (as on Supabase), migrated, holding the two-company world."""
-    name = f"vs_realtime_{uuid.uuid4().hex[:12]}"
-    maintenance = make_conninfo(template_db.dsn, dbname="postgres")
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
-    try:
-        dsn = make_conninfo(template_db.dsn, dbname=name)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(FAKE_REALTIME.encode())
-            migrations.migrate(conn)
-            conn.autocommit = False
-            world = seed_world(conn)
-        authenticator = make_conninfo(dsn, user="authenticator", password=AUTHENTICATOR_PASSWORD)
-        yield Database(name, dsn, authenticator), world
-    finally:
-        with psycopg.connect(maintenance, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+    """A database as on Supabase with Realtime (tests/support/realtime_db.py)."""
+    with realtime_database(template_db) as world_db:
+        yield world_db
 
 
 def test_on_supabase_broadcast_goes_to_realtime_on_a_private_session_topic(

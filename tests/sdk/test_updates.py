@@ -3,7 +3,6 @@ broadcast, metrics merged atomically, status changes through the lifecycle, even
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 from tests.conftest import Database
 from tests.sdk.conftest import Sdk, sdk
+from tests.support.live import events_key, opened
 from tests.support.segments import segment
 from voicesessions import (
     AppendResult,
@@ -40,7 +40,8 @@ def listener(world_db: tuple[Database, Any]) -> Iterator[psycopg.Connection[Any]
 
 
 def events(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    received = [json.loads(n.payload) for n in conn.notifies(timeout=0.5, stop_after=50)]
+    key = events_key(conn)
+    received = [opened(key, n.payload) for n in conn.notifies(timeout=0.5, stop_after=50)]
     return received
 
 

@@ -27,6 +27,7 @@ from voicesessions._async.live import (
     AsyncTranscriptStream,
 )
 from voicesessions._async.repository import AsyncSessionRepository
+from voicesessions._events import check_event_payload, transcript_events
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._validation import as_uuid, validate, validate_item
 from voicesessions._values import MAX_AUDIO_QUALITY_BYTES, check_json, segment_problems
@@ -95,8 +96,11 @@ class AsyncSessionUpdateManager(Resource):
         Interim segments are broadcast only. All or nothing: the whole chunk is validated
         before any I/O (InvalidInputError naming ``segments[i]`` and the field: everything
         the database would refuse, such as a NUL character, a number out of range or
-        malformed ``words``), and its finals are stored by one database call, so at most
-        :data:`MAX_SEGMENTS_PER_CALL` (1,000) finals and 8 MiB of JSON per chunk.
+        malformed ``words``, and that it can be broadcast: see :mod:`voicesessions._events`),
+        and its finals are stored by one database call, so at most
+        :data:`MAX_SEGMENTS_PER_CALL` (1,000) finals and 8 MiB of JSON per chunk. The
+        segments go out as one ``transcript`` event, or as several in order when one would
+        exceed about 200 KB.
         """
         sid = as_uuid(session_id, "session_id")
         if isinstance(segments, (str, bytes, Mapping)) or not isinstance(segments, Iterable):
@@ -110,18 +114,16 @@ class AsyncSessionUpdateManager(Resource):
         problem = segment_problems(batch)
         if problem is not None:
             raise InvalidInputError(problem)
+        events = transcript_events(
+            [s.model_dump(mode="json") for s in finals],
+            [s.model_dump(mode="json") for s in interim],
+        )
         inserted = duplicates = 0
         if batch:
             inserted, duplicates = await self._append(sid, batch)
         if parsed:
-            await self._broadcast(
-                sid,
-                EVENT_TRANSCRIPT,
-                {
-                    "final": [s.model_dump(mode="json") for s in finals],
-                    "interim": [s.model_dump(mode="json") for s in interim],
-                },
-            )
+            for event in events:
+                await self._broadcast(sid, EVENT_TRANSCRIPT, event)
         return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))
 
     async def update_audio_metrics(
@@ -133,6 +135,7 @@ class AsyncSessionUpdateManager(Resource):
         if not isinstance(metrics, Mapping) or not metrics:
             raise InvalidInputError("metrics must be a non-empty object")
         values = check_json(dict(metrics), "metrics", max_bytes=MAX_AUDIO_QUALITY_BYTES)
+        check_event_payload(values, "metrics")
         merged = await self._session_call(
             sid, "update_audio_metrics", {"session_id": sid, "metrics": values}
         )
@@ -156,11 +159,9 @@ class AsyncSessionUpdateManager(Resource):
         """Send an update to the listeners of its session without storing anything."""
         if not isinstance(update, SessionUpdate):
             update = validate(SessionUpdate, **dict(update))
-        await self._broadcast(
-            update.session_id,
-            update.update_type.value,
-            {"data": update.data, "timestamp": update.timestamp.isoformat()},
-        )
+        payload = {"data": update.data, "timestamp": update.timestamp.isoformat()}
+        check_event_payload(payload, "the update (its data within {data, timestamp})")
+        await self._broadcast(update.session_id, update.update_type.value, payload)
 
     def events(
         self,

@@ -44,7 +44,7 @@ DEFAULT_MAX_DELAY_S = 0.2
 #: Segments a stream holds before ``add`` waits for the database (back-pressure).
 DEFAULT_MAX_BUFFER = 1000
 
-#: Event names the SDK adds to a feed itself.
+#: Event names the SDK adds to a feed itself (``kind="control"``; the database refuses them).
 EVENT_RECONNECTED = "reconnected"
 EVENT_FAILED = "failed"
 
@@ -118,7 +118,7 @@ class SessionEvents:
                     return None
                 self._reconnect(exc)
                 continue
-            if raw is not None:
+            if isinstance(raw, Mapping):
                 return _event(self.session_id, raw)
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -166,6 +166,7 @@ class SessionEvents:
                 session_id=self.session_id,
                 event=EVENT_RECONNECTED,
                 payload={"attempts": attempts, "error": reason},
+                kind="control",
             )
         )
 
@@ -230,7 +231,10 @@ class Subscription:
             logger.error("event feed of session %s failed: %s", self.session_id, exc)
             self._deliver(
                 SessionEvent(
-                    session_id=self.session_id, event=EVENT_FAILED, payload={"error": str(exc)}
+                    session_id=self.session_id,
+                    event=EVENT_FAILED,
+                    payload={"error": str(exc)},
+                    kind="control",
                 )
             )
         finally:
@@ -419,14 +423,19 @@ def _without_superseded(batch: list[SegmentInput]) -> list[SegmentInput]:
 
 
 def _event(session_id: uuid.UUID, raw: Mapping[str, Any]) -> SessionEvent:
-    by_reference = bool(raw.get("ref"))
+    """A backend's raw event as a SessionEvent, whatever its shape: only values of the
+    expected types are kept (a payload that is not an object becomes ``None``)."""
+    by_reference = raw.get("ref") is True
     payload = raw.get("payload")
     size = raw.get("bytes")
+    event = raw.get("event")
+    event_id = raw.get("id")
     return SessionEvent(
         session_id=session_id,
-        event=str(raw.get("event") or ""),
+        event=event if isinstance(event, str) else "",
         payload=None if by_reference or not isinstance(payload, dict) else payload,
         by_reference=by_reference,
-        bytes=size if isinstance(size, int) else None,
-        id=None if raw.get("id") is None else str(raw["id"]),
+        bytes=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        id=None if event_id is None else str(event_id),
+        kind="event",
     )

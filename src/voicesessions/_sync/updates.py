@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from voicesessions._events import check_event_payload, transcript_events
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
@@ -91,8 +92,11 @@ class SessionUpdateManager(Resource):
         Interim segments are broadcast only. All or nothing: the whole chunk is validated
         before any I/O (InvalidInputError naming ``segments[i]`` and the field: everything
         the database would refuse, such as a NUL character, a number out of range or
-        malformed ``words``), and its finals are stored by one database call, so at most
-        :data:`MAX_SEGMENTS_PER_CALL` (1,000) finals and 8 MiB of JSON per chunk.
+        malformed ``words``, and that it can be broadcast: see :mod:`voicesessions._events`),
+        and its finals are stored by one database call, so at most
+        :data:`MAX_SEGMENTS_PER_CALL` (1,000) finals and 8 MiB of JSON per chunk. The
+        segments go out as one ``transcript`` event, or as several in order when one would
+        exceed about 200 KB.
         """
         sid = as_uuid(session_id, "session_id")
         if isinstance(segments, (str, bytes, Mapping)) or not isinstance(segments, Iterable):
@@ -106,18 +110,16 @@ class SessionUpdateManager(Resource):
         problem = segment_problems(batch)
         if problem is not None:
             raise InvalidInputError(problem)
+        events = transcript_events(
+            [s.model_dump(mode="json") for s in finals],
+            [s.model_dump(mode="json") for s in interim],
+        )
         inserted = duplicates = 0
         if batch:
             inserted, duplicates = self._append(sid, batch)
         if parsed:
-            self._broadcast(
-                sid,
-                EVENT_TRANSCRIPT,
-                {
-                    "final": [s.model_dump(mode="json") for s in finals],
-                    "interim": [s.model_dump(mode="json") for s in interim],
-                },
-            )
+            for event in events:
+                self._broadcast(sid, EVENT_TRANSCRIPT, event)
         return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))
 
     def update_audio_metrics(
@@ -129,6 +131,7 @@ class SessionUpdateManager(Resource):
         if not isinstance(metrics, Mapping) or not metrics:
             raise InvalidInputError("metrics must be a non-empty object")
         values = check_json(dict(metrics), "metrics", max_bytes=MAX_AUDIO_QUALITY_BYTES)
+        check_event_payload(values, "metrics")
         merged = self._session_call(
             sid, "update_audio_metrics", {"session_id": sid, "metrics": values}
         )
@@ -152,11 +155,9 @@ class SessionUpdateManager(Resource):
         """Send an update to the listeners of its session without storing anything."""
         if not isinstance(update, SessionUpdate):
             update = validate(SessionUpdate, **dict(update))
-        self._broadcast(
-            update.session_id,
-            update.update_type.value,
-            {"data": update.data, "timestamp": update.timestamp.isoformat()},
-        )
+        payload = {"data": update.data, "timestamp": update.timestamp.isoformat()}
+        check_event_payload(payload, "the update (its data within {data, timestamp})")
+        self._broadcast(update.session_id, update.update_type.value, payload)
 
     def events(
         self,

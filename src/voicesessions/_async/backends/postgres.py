@@ -54,6 +54,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._events import EVENTS_CHANNEL, EventVerifier
 from voicesessions._identity import Identity
 from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
 from voicesessions._request import request_context
@@ -78,8 +79,6 @@ DEFAULT_STATEMENT_TIMEOUT_S = 30.0
 #: ``application_name`` of the connections, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "voicesessions"
 
-#: The NOTIFY channel of ``public.broadcast_session_event``.
-EVENTS_CHANNEL = "vs_session_events"
 #: How long, in seconds, a listener waits for a notification before it yields ``None``.
 LISTEN_TICK_S = 1.0
 
@@ -507,7 +506,10 @@ class AsyncPostgresBackend(AsyncBackend):
     ) -> AsyncIterator[AsyncIterator[dict[str, Any] | None]]:
         """``LISTEN`` on the channel ``broadcast_session_event`` notifies, on a connection of
         its own (outside the pool, as the DSN's login role), keeping the events of
-        ``session_id``. See :meth:`AsyncBackend.session_events`."""
+        ``session_id``: notifications signed by the database (HMAC-SHA-256 with the key
+        ``private.session_events_key()`` gives service_role), for that session, checked
+        before they are decoded; anything else is dropped. See
+        :meth:`AsyncBackend.session_events`."""
         shared = self._usable()
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -517,10 +519,11 @@ class AsyncPostgresBackend(AsyncBackend):
             raise _api_error(exc) from exc
         try:
             try:
+                key, now_ms = await _events_key(conn)
                 await conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
-            yield _notifications(conn, str(session_id))
+            yield _notifications(conn, EventVerifier(key, session_id, now_ms))
         finally:
             await conn.close()
 
@@ -715,24 +718,32 @@ class AsyncPostgresBackend(AsyncBackend):
 # -- helpers -------------------------------------------------------------------------------
 
 
+async def _events_key(conn: psycopg.AsyncConnection[Any]) -> tuple[bytes, int]:
+    """The key the database signs its notifications with (read as service_role), and the
+    database's clock now (epoch milliseconds)."""
+    async with conn.transaction():
+        await conn.execute("select pg_catalog.set_config('role', 'service_role', true)")
+        cur = await conn.execute(
+            "select private.session_events_key(),"
+            " (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint"
+        )
+        row = await cur.fetchone()
+    if row is None or not isinstance(row[0], str):
+        raise APIError("the database has no session events key: run the migrations")
+    return bytes.fromhex(row[0]), int(row[1])
+
+
 async def _notifications(
-    conn: psycopg.AsyncConnection[Any], session_id: str
+    conn: psycopg.AsyncConnection[Any], verifier: EventVerifier
 ) -> AsyncIterator[dict[str, Any] | None]:
-    """The events of ``session_id`` among the notifications ``conn`` receives; ``None`` for
-    any other notification and after each quiet :data:`LISTEN_TICK_S`."""
+    """The events of the verifier's session among the notifications ``conn`` receives;
+    ``None`` for any other notification and after each quiet :data:`LISTEN_TICK_S`."""
     try:
         while True:
             quiet = True
             async for notify in conn.notifies(timeout=LISTEN_TICK_S):
                 quiet = False
-                try:
-                    event = json.loads(notify.payload)
-                except ValueError:
-                    event = None  # not one of ours
-                if isinstance(event, dict) and event.get("session_id") == session_id:
-                    yield event
-                else:
-                    yield None
+                yield verifier.event(notify.payload)
             if quiet:
                 yield None
             if conn.closed:

@@ -55,6 +55,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from voicesessions._events import EVENTS_CHANNEL, EventVerifier
 from voicesessions._identity import Identity
 from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
 from voicesessions._request import request_context
@@ -80,8 +81,6 @@ DEFAULT_STATEMENT_TIMEOUT_S = 30.0
 #: ``application_name`` of the connections, unless the DSN names one.
 DEFAULT_APPLICATION_NAME = "voicesessions"
 
-#: The NOTIFY channel of ``public.broadcast_session_event``.
-EVENTS_CHANNEL = "vs_session_events"
 #: How long, in seconds, a listener waits for a notification before it yields ``None``.
 LISTEN_TICK_S = 1.0
 
@@ -507,7 +506,10 @@ class PostgresBackend(Backend):
     def session_events(self, session_id: uuid.UUID) -> Iterator[Iterator[dict[str, Any] | None]]:
         """``LISTEN`` on the channel ``broadcast_session_event`` notifies, on a connection of
         its own (outside the pool, as the DSN's login role), keeping the events of
-        ``session_id``. See :meth:`Backend.session_events`."""
+        ``session_id``: notifications signed by the database (HMAC-SHA-256 with the key
+        ``private.session_events_key()`` gives service_role), for that session, checked
+        before they are decoded; anything else is dropped. See
+        :meth:`Backend.session_events`."""
         shared = self._usable()
         try:
             conn = psycopg.Connection.connect(shared.dsn, autocommit=True, **shared.connect_kwargs)
@@ -515,10 +517,11 @@ class PostgresBackend(Backend):
             raise _api_error(exc) from exc
         try:
             try:
+                key, now_ms = _events_key(conn)
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
-            yield _notifications(conn, str(session_id))
+            yield _notifications(conn, EventVerifier(key, session_id, now_ms))
         finally:
             conn.close()
 
@@ -713,24 +716,32 @@ class PostgresBackend(Backend):
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _events_key(conn: psycopg.Connection[Any]) -> tuple[bytes, int]:
+    """The key the database signs its notifications with (read as service_role), and the
+    database's clock now (epoch milliseconds)."""
+    with conn.transaction():
+        conn.execute("select pg_catalog.set_config('role', 'service_role', true)")
+        cur = conn.execute(
+            "select private.session_events_key(),"
+            " (extract(epoch from pg_catalog.clock_timestamp()) * 1000)::bigint"
+        )
+        row = cur.fetchone()
+    if row is None or not isinstance(row[0], str):
+        raise APIError("the database has no session events key: run the migrations")
+    return bytes.fromhex(row[0]), int(row[1])
+
+
 def _notifications(
-    conn: psycopg.Connection[Any], session_id: str
+    conn: psycopg.Connection[Any], verifier: EventVerifier
 ) -> Iterator[dict[str, Any] | None]:
-    """The events of ``session_id`` among the notifications ``conn`` receives; ``None`` for
-    any other notification and after each quiet :data:`LISTEN_TICK_S`."""
+    """The events of the verifier's session among the notifications ``conn`` receives;
+    ``None`` for any other notification and after each quiet :data:`LISTEN_TICK_S`."""
     try:
         while True:
             quiet = True
             for notify in conn.notifies(timeout=LISTEN_TICK_S):
                 quiet = False
-                try:
-                    event = json.loads(notify.payload)
-                except ValueError:
-                    event = None  # not one of ours
-                if isinstance(event, dict) and event.get("session_id") == session_id:
-                    yield event
-                else:
-                    yield None
+                yield verifier.event(notify.payload)
             if quiet:
                 yield None
             if conn.closed:
