@@ -119,7 +119,8 @@ def accepts(hint: Any, value: Any) -> bool:
             return False
         return not args or all(accepts(args[0], k) for k in value)
     if origin in (list, tuple, collections.abc.Iterable, collections.abc.Sequence):
-        if not isinstance(value, (list, tuple)):
+        ordered = isinstance(value, (list, tuple))
+        if not (ordered or (origin is collections.abc.Iterable and isinstance(value, set))):
             return False
         return not args or all(accepts(args[0], item) for item in value)
     if origin is collections.abc.Callable or hint is collections.abc.Callable:

@@ -13,6 +13,7 @@ import os
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._async.analytics import AsyncAnalyticsRepository
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.backends.postgres import AsyncPostgresBackend
@@ -35,6 +36,7 @@ ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
 
 
+@checked_arguments
 class AsyncVoiceSessions:
     """Typed access to voice sessions over Supabase (PostgREST) or PostgreSQL.
 

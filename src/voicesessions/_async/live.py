@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from types import TracebackType
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._concurrency import AsyncCondition, AsyncWorker, async_resolve
 from voicesessions._retry_policy import RetryPolicy
@@ -45,6 +46,7 @@ EVENT_FAILED = "failed"
 SessionCallback = Callable[[SessionEvent], Any]
 
 
+@checked_arguments
 class AsyncSessionEvents:
     """The live events of one session: ``async with`` it, then ``async for`` over it.
 
@@ -240,6 +242,7 @@ class AsyncSubscription:
             logger.exception("subscription callback failed on %s event", event.event)
 
 
+@checked_arguments
 class AsyncTranscriptStream:
     """Batch transcript segments into few database calls: ``async with`` it, ``await
     s.add(segment)``.

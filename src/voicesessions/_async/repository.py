@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import voicesessions.audio
+from voicesessions._arguments import checked_arguments
 from voicesessions._query import Filter, Order, eq
 from voicesessions._validation import (
     as_uuid,
@@ -42,6 +43,7 @@ from voicesessions.errors import (
     NotFoundError,
     PermissionDeniedError,
     SessionNotFound,
+    brief,
 )
 from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 from voicesessions.models import (
@@ -84,6 +86,7 @@ METRICS_ANALYSIS_TYPE = "conversation_metrics"
 TRAINEE_SPEAKER = "trainee"
 
 
+@checked_arguments
 class AsyncSessionRepository(Resource):
     """Create, read, list and move sessions through their lifecycle.
 
@@ -306,7 +309,7 @@ class AsyncSessionRepository(Resource):
             data = analysis
         else:
             data = validate(AnalysisInput, **(analysis if analysis is not None else fields))
-        params = {"session_id": sid, **data.model_dump(mode="json")}
+        params = {"session_id": sid, **data.model_dump()}  # sent as JSON by the backend
         try:
             row = await self._call(
                 lambda: self._backend.rpc("record_analysis", params), idempotent=True
@@ -611,7 +614,12 @@ class _AudioInput:
             self.size = len(self._source)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            self.size = path.stat().st_size if path.is_file() else 0
+            try:
+                self.size = path.stat().st_size if path.is_file() else 0
+            except OSError as exc:  # e.g. a name too long for the file system
+                raise InvalidInputError(
+                    f"cannot read the audio file {brief(str(path))}: {exc.strerror or exc}"
+                ) from None
             self._source = path
         elif hasattr(source, "read"):
             if _seekable(source):

@@ -10,6 +10,7 @@ import builtins
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._query import Order, eq
 from voicesessions._validation import as_uuid, parse_model, validate
 from voicesessions.errors import (
@@ -26,6 +27,7 @@ from .resource import Resource
 MAX_NAME_LENGTH = 200
 
 
+@checked_arguments
 class AsyncTenantRepository(Resource):
     """Companies, users and their profiles."""
 

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.live import (
     AsyncSessionEvents,
@@ -58,6 +59,7 @@ EVENT_AUDIO_METRICS = "audio_metrics"
 EVENT_STATUS = "status"
 
 
+@checked_arguments
 class AsyncSessionUpdateManager(Resource):
     """Write live updates of a session and fan them out to its listeners."""
 
@@ -113,8 +115,8 @@ class AsyncSessionUpdateManager(Resource):
                 sid,
                 EVENT_TRANSCRIPT,
                 {
-                    "final": [s.model_dump(mode="json") for s in finals],
-                    "interim": [s.model_dump(mode="json") for s in interim],
+                    "final": [s.model_dump() for s in finals],
+                    "interim": [s.model_dump() for s in interim],
                 },
             )
         return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))

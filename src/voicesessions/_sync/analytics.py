@@ -17,6 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._validation import as_uuid, parse_model
 from voicesessions.errors import InvalidInputError
 from voicesessions.models import (
@@ -31,6 +32,7 @@ from .backends.base import Row
 from .resource import Resource
 
 
+@checked_arguments
 class AnalyticsRepository(Resource):
     """Company, person and team dashboards, and time series for charts."""
 

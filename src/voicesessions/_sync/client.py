@@ -15,6 +15,7 @@ import os
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.analytics import AnalyticsRepository
@@ -37,6 +38,7 @@ ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
 
 
+@checked_arguments
 class VoiceSessions:
     """Typed access to voice sessions over Supabase (PostgREST) or PostgreSQL.
 

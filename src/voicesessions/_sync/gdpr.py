@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._validation import as_uuid, parse_model
 from voicesessions.errors import InvalidInputError
 from voicesessions.models import (
@@ -41,6 +42,7 @@ from .resource import Resource
 MAX_RETENTION_BATCH_SIZE = 10_000
 
 
+@checked_arguments
 class GDPRSessionManager(Resource):
     """The data-subject rights (GDPR Arts. 15, 17, 20, 5(1)(e), 12(3)) over one backend."""
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._concurrency import (
     Condition,
     Worker,
@@ -51,6 +52,7 @@ EVENT_FAILED = "failed"
 SessionCallback = Callable[[SessionEvent], Any]
 
 
+@checked_arguments
 class SessionEvents:
     """The live events of one session: ``with`` it, then ``for`` over it.
 
@@ -244,6 +246,7 @@ class Subscription:
             logger.exception("subscription callback failed on %s event", event.event)
 
 
+@checked_arguments
 class TranscriptStream:
     """Batch transcript segments into few database calls: ``with`` it, ``await
     s.add(segment)``.

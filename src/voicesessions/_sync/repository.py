@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import voicesessions.audio
+from voicesessions._arguments import checked_arguments
 from voicesessions._query import Filter, Order, eq
 from voicesessions._validation import (
     as_uuid,
@@ -44,6 +45,7 @@ from voicesessions.errors import (
     NotFoundError,
     PermissionDeniedError,
     SessionNotFound,
+    brief,
 )
 from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 from voicesessions.models import (
@@ -86,6 +88,7 @@ METRICS_ANALYSIS_TYPE = "conversation_metrics"
 TRAINEE_SPEAKER = "trainee"
 
 
+@checked_arguments
 class SessionRepository(Resource):
     """Create, read, list and move sessions through their lifecycle.
 
@@ -306,7 +309,7 @@ class SessionRepository(Resource):
             data = analysis
         else:
             data = validate(AnalysisInput, **(analysis if analysis is not None else fields))
-        params = {"session_id": sid, **data.model_dump(mode="json")}
+        params = {"session_id": sid, **data.model_dump()}  # sent as JSON by the backend
         try:
             row = self._call(lambda: self._backend.rpc("record_analysis", params), idempotent=True)
         except SessionNotFound:
@@ -607,7 +610,12 @@ class _AudioInput:
             self.size = len(self._source)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            self.size = path.stat().st_size if path.is_file() else 0
+            try:
+                self.size = path.stat().st_size if path.is_file() else 0
+            except OSError as exc:  # e.g. a name too long for the file system
+                raise InvalidInputError(
+                    f"cannot read the audio file {brief(str(path))}: {exc.strerror or exc}"
+                ) from None
             self._source = path
         elif hasattr(source, "read"):
             if _seekable(source):

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
@@ -56,6 +57,7 @@ EVENT_AUDIO_METRICS = "audio_metrics"
 EVENT_STATUS = "status"
 
 
+@checked_arguments
 class SessionUpdateManager(Resource):
     """Write live updates of a session and fan them out to its listeners."""
 
@@ -109,8 +111,8 @@ class SessionUpdateManager(Resource):
                 sid,
                 EVENT_TRANSCRIPT,
                 {
-                    "final": [s.model_dump(mode="json") for s in finals],
-                    "interim": [s.model_dump(mode="json") for s in interim],
+                    "final": [s.model_dump() for s in finals],
+                    "interim": [s.model_dump() for s in interim],
                 },
             )
         return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))

@@ -66,6 +66,7 @@ from voicesessions.errors import (
     NotFoundError,
     PermissionDeniedError,
     TransientError,
+    brief,
     from_sqlstate,
 )
 
@@ -853,11 +854,11 @@ def _table(name: str) -> sql.Identifier:
 
 
 def _param(value: Any) -> Any:
-    """A value as a query parameter: mappings and lists go as ``jsonb``."""
-    if isinstance(value, Mapping):
-        return Jsonb(dict(value), dumps=_json_dumps)
-    if isinstance(value, (list, tuple)):
-        return Jsonb(list(value), dumps=_json_dumps)
+    """A value as a query parameter: mappings and lists go as ``jsonb`` (in the JSON form
+    PostgREST would receive: see :func:`voicesessions._query.jsonable`)."""
+    if isinstance(value, (Mapping, list, tuple)):
+        # Checked and converted now, before any I/O (InvalidInputError if it is not JSON).
+        return Jsonb(jsonable(value), dumps=_json_dumps)
     return value
 
 
@@ -865,7 +866,9 @@ def _json_dumps(value: Any) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"a value sent as JSON is not JSON: {exc}") from None
+        raise InvalidInputError(f"a value sent as JSON is not JSON: {brief(str(exc))}") from None
+    except RecursionError:
+        raise InvalidInputError("a JSON document is nested too deeply to be sent") from None
 
 
 def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:
