@@ -20,7 +20,7 @@ from voicesessions._arguments import checked_arguments
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._concurrency import AsyncCondition, AsyncWorker, async_resolve
 from voicesessions._retry_policy import RetryPolicy
-from voicesessions._validation import validate
+from voicesessions._validation import validate_mapping
 from voicesessions.errors import ConfigurationError, StreamError, TransientError
 from voicesessions.models import AppendResult, SegmentInput, SessionEvent, StreamStats
 
@@ -322,9 +322,7 @@ class AsyncTranscriptStream:
 
     async def add_many(self, segments: Iterable[SegmentInput | Mapping[str, Any]]) -> None:
         """Queue several segments, all validated before any is queued."""
-        parsed = [
-            s if isinstance(s, SegmentInput) else validate(SegmentInput, **s) for s in segments
-        ]
+        parsed = [validate_mapping(SegmentInput, s, "segment") for s in segments]
         for segment in parsed:
             async with self._condition:
                 while True:

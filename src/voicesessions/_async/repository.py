@@ -30,7 +30,9 @@ from voicesessions._validation import (
     decode_cursor,
     encode_cursor,
     parse_model,
+    reading,
     validate,
+    validate_mapping,
 )
 from voicesessions.audio import (
     SESSION_AUDIO_FORMATS,
@@ -42,7 +44,7 @@ from voicesessions.errors import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
-    SessionNotFound,
+    UnexpectedResponseError,
     brief,
 )
 from voicesessions.metrics import METRICS_VERSION, conversation_metrics
@@ -60,7 +62,7 @@ from voicesessions.models import (
 )
 
 from .backends.base import Row
-from .resource import Resource
+from .resource import Resource, session_not_found
 
 #: Default and largest page size of :meth:`AsyncSessionRepository.list`.
 DEFAULT_PAGE_SIZE = 50
@@ -140,7 +142,7 @@ class AsyncSessionRepository(Resource):
             idempotent=True,
         )
         if not rows:
-            raise SessionNotFound(f"session {sid} not found", code="PGRST116")
+            raise session_not_found(sid)
         return parse_model(Session, rows[0])
 
     async def list(
@@ -308,20 +310,11 @@ class AsyncSessionRepository(Resource):
         if isinstance(analysis, AnalysisInput):
             data = analysis
         else:
-            data = validate(AnalysisInput, **(analysis if analysis is not None else fields))
-        params = {"session_id": sid, **data.model_dump()}  # sent as JSON by the backend
-        try:
-            row = await self._call(
-                lambda: self._backend.rpc("record_analysis", params), idempotent=True
+            data = validate_mapping(
+                AnalysisInput, analysis if analysis is not None else fields, "analysis"
             )
-        except SessionNotFound:
-            raise
-        except NotFoundError as exc:
-            if exc.code != "P0002":
-                raise
-            raise SessionNotFound(
-                f"session {sid} not found", code=exc.code, details=exc.details, hint=exc.hint
-            ) from exc
+        params = {"session_id": sid, **data.model_dump()}  # sent as JSON by the backend
+        row = await self._session_call(sid, lambda: self._backend.rpc("record_analysis", params))
         return parse_model(AnalysisResult, row)
 
     async def get_analytics(self, session_id: uuid.UUID | str) -> SessionAnalytics:
@@ -493,7 +486,8 @@ class AsyncSessionRepository(Resource):
                     what = "is left" if backup is None else "could not be restored"
                     exc.add_note(f"the object {AUDIO_BUCKET}/{path} {what}: {cleanup}")
                 raise
-        replaced = recorded.get("replaced_path") if isinstance(recorded, dict) else None
+        with reading("record_session_audio"):
+            replaced = recorded.get("replaced_path") if isinstance(recorded, dict) else None
         if replaced and replaced != path:
             try:
                 await self._remove_objects([str(replaced)])
@@ -589,8 +583,10 @@ def _status(value: SessionStatus | str) -> SessionStatus:
 def _rows(result: Any) -> builtins.list[Row]:
     if result is None:
         return []
-    if not isinstance(result, builtins.list):
-        raise TypeError(f"expected rows from the database, got {type(result).__name__}")
+    if not isinstance(result, builtins.list) or not all(isinstance(r, dict) for r in result):
+        raise UnexpectedResponseError(
+            f"expected rows from the database, got {type(result).__name__}"
+        )
     return result
 
 

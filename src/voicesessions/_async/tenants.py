@@ -12,7 +12,7 @@ from typing import Any
 
 from voicesessions._arguments import checked_arguments
 from voicesessions._query import Order, eq
-from voicesessions._validation import as_uuid, parse_model, validate
+from voicesessions._validation import as_uuid, parse_model, validate_mapping
 from voicesessions.errors import (
     ConflictError,
     InvalidInputError,
@@ -36,8 +36,8 @@ class AsyncTenantRepository(Resource):
     ) -> Company:
         """A new company (tenant), optionally with retention days per data category."""
         clean = _name(name, "name")
-        if isinstance(retention, dict):
-            retention = validate(RetentionPolicy, **retention)
+        if retention is not None:
+            retention = validate_mapping(RetentionPolicy, retention, "retention")
         row: dict[str, Any] = {"id": uuid.uuid4(), "name": clean}
         if retention is not None:
             row.update(retention.to_columns())

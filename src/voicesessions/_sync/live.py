@@ -26,7 +26,7 @@ from voicesessions._concurrency import (
 )
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
-from voicesessions._validation import validate
+from voicesessions._validation import validate_mapping
 from voicesessions.errors import ConfigurationError, StreamError, TransientError
 from voicesessions.models import AppendResult, SegmentInput, SessionEvent, StreamStats
 
@@ -326,9 +326,7 @@ class TranscriptStream:
 
     def add_many(self, segments: Iterable[SegmentInput | Mapping[str, Any]]) -> None:
         """Queue several segments, all validated before any is queued."""
-        parsed = [
-            s if isinstance(s, SegmentInput) else validate(SegmentInput, **s) for s in segments
-        ]
+        parsed = [validate_mapping(SegmentInput, s, "segment") for s in segments]
         for segment in parsed:
             with self._condition:
                 while True:
