@@ -51,7 +51,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._identity import Identity
@@ -64,6 +64,7 @@ from voicesessions.errors import (
     NotFoundError,
     PermissionDeniedError,
     TransientError,
+    VoiceSessionsError,
     brief,
     from_sqlstate,
 )
@@ -202,8 +203,21 @@ class _SharedPool:
 
     async def ensure_open(self) -> None:
         if not self.opened:
+            # One connection first, outside the pool: a wrong password, a missing database
+            # or an unknown host fails now with its own message, instead of the pool
+            # retrying it in the background until the caller's timeout ("couldn't get a
+            # connection"). A refused or timed-out connection is TransientError.
+            await self.check_connection()
             await self.pool.open()  # idempotent, and serialised by the pool's own lock
             self.opened = True
+
+    async def check_connection(self) -> None:
+        """Connect once with the pool's settings and disconnect; raise why it failed."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, **self.connect_kwargs)
+        except psycopg.Error as exc:
+            raise _connect_error(exc) from exc
+        await conn.close()
 
     async def aclose(self) -> None:
         self.closed = True
@@ -515,7 +529,7 @@ class AsyncPostgresBackend(AsyncBackend):
                 shared.dsn, autocommit=True, **shared.connect_kwargs
             )
         except psycopg.Error as exc:
-            raise _api_error(exc) from exc
+            raise _connect_error(exc) from exc
         try:
             try:
                 await conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
@@ -686,6 +700,11 @@ class AsyncPostgresBackend(AsyncBackend):
                             )
                         )
                     yield cur
+        except PoolTimeout as exc:
+            # No connection within the timeout: say why a new one cannot be made, if it
+            # cannot (e.g. the password was changed since the pool opened).
+            await shared.check_connection()
+            raise _api_error(exc) from exc
         except psycopg.Error as exc:
             raise _api_error(exc) from exc
 
@@ -764,6 +783,58 @@ def _api_error(exc: psycopg.Error) -> APIError:
     if isinstance(exc, (psycopg.DataError, psycopg.ProgrammingError)):
         return InvalidInputError(message)
     return from_sqlstate(None, message)
+
+
+#: Refusals of a connection attempt that trying again will not change, recognised by
+#: libpq's and the server's messages (a refused connection carries no SQLSTATE in libpq):
+#: (pattern, exception type, the SQLSTATE the server used).
+_PERMANENT_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], type[VoiceSessionsError], str], ...] = (
+    (
+        re.compile(
+            r"authentication failed|no pg_hba\.conf entry|no password supplied"
+            r"|password is required|role \"[^\"]*\" does not exist|not permitted to log in"
+            r"|SCRAM|SASL|GSSAPI|certificate",
+            re.IGNORECASE,
+        ),
+        PermissionDeniedError,
+        "28000",
+    ),
+    (
+        re.compile(r"permission denied for database|not allowed to connect", re.IGNORECASE),
+        PermissionDeniedError,
+        "42501",
+    ),
+    (
+        re.compile(r"database \"[^\"]*\" does not exist", re.IGNORECASE),
+        ConfigurationError,
+        "3D000",
+    ),
+    (
+        re.compile(
+            r"failed to resolve host|could not translate host name|Name or service not known"
+            r"|nodename nor servname|invalid connection option|invalid (integer|sslmode) value",
+            re.IGNORECASE,
+        ),
+        ConfigurationError,
+        "",
+    ),
+)
+
+
+def _connect_error(exc: psycopg.Error) -> VoiceSessionsError:
+    """The voicesessions exception for a failed connection attempt: a wrong password or
+    user (PermissionDeniedError), a missing database or an unknown host
+    (ConfigurationError) fail at once with the server's own message; anything else (a
+    refused or timed-out connection, too many clients, a server starting up) is transient."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if not exc.sqlstate:
+        for pattern, cls, sqlstate in _PERMANENT_CONNECT_FAILURES:
+            if pattern.search(message):
+                if issubclass(cls, APIError):
+                    return cls(message, code=sqlstate or None)
+                suffix = f" [{sqlstate}]" if sqlstate else ""
+                return cls(f"cannot connect to PostgreSQL: {message}{suffix}")
+    return _api_error(exc)
 
 
 def _storage_root(given: Path | str | None) -> Path:
