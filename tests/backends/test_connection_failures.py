@@ -33,7 +33,6 @@ from voicesessions._async.backends.postgres import AsyncPostgresBackend
 from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions.cli import cli
 
-
 #: Far longer than any test may take: a call that waited for the pool would fail the bound.
 POOL_TIMEOUT_S = 60.0
 BOUND_S = 15.0
