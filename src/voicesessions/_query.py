@@ -106,8 +106,7 @@ def jsonable(value: Any) -> Any:
     except _NotJson as exc:
         where = "".join(reversed(exc.path)) or "the value"
         raise InvalidInputError(
-            f"{where.lstrip('.')}: {type(exc.value).__name__} {brief(exc.value, 60)} is not"
-            " a JSON value"
+            f"{where.lstrip('.')}: {type(exc.value).__name__} {brief(exc.value, 60)} is not JSON"
         ) from None
     except RecursionError:
         raise InvalidInputError("a JSON document is nested too deeply to be sent") from None
