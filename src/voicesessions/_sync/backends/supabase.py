@@ -257,7 +257,7 @@ class SupabaseBackend(Backend):
         try:
             return uuid.UUID(response.user.id)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise errors.APIError(
+            raise errors.UnexpectedResponseError(
                 "Supabase Auth answered without a user id", http_status=status
             ) from exc
 
@@ -371,7 +371,9 @@ class SupabaseBackend(Backend):
             raise _storage_error(exc) from exc
         url = signed.get("signedURL") or signed.get("signedUrl")
         if not url:
-            raise errors.APIError("Storage answered without a signed URL", http_status=status)
+            raise errors.UnexpectedResponseError(
+                "Storage answered without a signed URL", http_status=status
+            )
         return str(url)
 
     def as_user(self, user_id: uuid.UUID) -> SupabaseBackend:
@@ -500,10 +502,15 @@ def _map_error(exc: Exception, http_status: int | None) -> errors.APIError | Non
         return errors.TransientError(f"the request to Supabase failed: {type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.HTTPError):
         return errors.APIError(f"the request to Supabase failed: {type(exc).__name__}: {exc}")
-    if isinstance(exc, (TypeError, ValueError)):
+    if isinstance(exc, (TypeError, ValueError, RecursionError)):
         if http_status is None:  # raised while building the request: the input
-            return errors.InvalidInputError(f"cannot send this value to Supabase: {exc}")
-        return errors.APIError(f"unreadable response from Supabase: {exc}", http_status=http_status)
+            return errors.InvalidInputError(
+                f"cannot send this value to Supabase: {errors.brief(str(exc))}"
+            )
+        return errors.UnexpectedResponseError(
+            f"unreadable response from Supabase: {errors.brief(str(exc))}",
+            http_status=http_status,
+        )
     return None
 
 
@@ -529,7 +536,7 @@ def _check_storage_name(bucket: object, path: object) -> None:
 def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:
     if isinstance(data, list) and all(isinstance(row, dict) for row in data):
         return data
-    raise errors.APIError(
+    raise errors.UnexpectedResponseError(
         f"PostgREST answered {type(data).__name__} where rows were expected",
         http_status=http_status,
     )
