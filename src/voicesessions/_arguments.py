@@ -273,6 +273,7 @@ def _exact(test: Callable[[Any], bool], expected: str) -> Checker:
         return value
 
     check.expected = expected  # type: ignore[attr-defined]
+    check.test = test  # type: ignore[attr-defined]  # a plain predicate: unions use it
     return check
 
 
@@ -284,17 +285,24 @@ def _union(hint: Any, args: tuple[Any, ...]) -> Checker | None:
     expected = " or ".join(
         getattr(m, "expected", _name(a)) for m, a in zip(members, args, strict=True)
     )
+    # Plain predicates first, without exceptions (the common case costs a few isinstance
+    # calls); containers after, whose checks can say which item is wrong.
+    tests = tuple(m.test for m in checkers if hasattr(m, "test"))
+    deep = [m for m in checkers if not hasattr(m, "test")]
 
     def check(value: Any) -> Any:
-        deepest: _Wrong | None = None
-        for checker in checkers:
+        for test in tests:
+            if test(value):
+                return value
+        wrong_item: _Wrong | None = None
+        for checker in deep:
             try:
                 return checker(value)
             except _Wrong as wrong:
-                if wrong.where and deepest is None:
-                    deepest = wrong  # the value had the container type; an item was wrong
-        if deepest is not None:
-            raise deepest
+                if wrong.where and wrong_item is None:
+                    wrong_item = wrong  # the value had the container type; an item was wrong
+        if wrong_item is not None:
+            raise wrong_item
         raise _Wrong(expected, value)
 
     check.expected = expected  # type: ignore[attr-defined]
