@@ -13,11 +13,14 @@ from __future__ import annotations
 import inspect
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.conftest import Database
@@ -162,3 +165,47 @@ async def test_nobody_listening_stays_transient(fresh_db: Database, face: str) -
         assert isinstance(exc, TransientError), f"{type(exc).__name__}: {exc}"
     finally:
         await done(backend.aclose() if face == "async" else backend.close())
+
+
+@pytest.mark.parametrize("face", ["async", "sync"])
+async def test_a_password_changed_under_an_open_pool_is_reported(
+    fresh_db: Database, face: str
+) -> None:
+    """The pool was open and working; then the role's password changed and its connections
+    were dropped. When no connection comes within the pool's timeout, the error says why."""
+    role = f"vs_pw_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(fresh_db.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("create role {} login password 'first'").format(sql.Identifier(role)))
+    try:
+        dsn = make_conninfo(fresh_db.dsn, user=role, password="first")
+        cls = AsyncPostgresBackend if face == "async" else PostgresBackend
+        backend: Any = cls.from_dsn(dsn, timeout=1.0, min_size=1)
+        try:
+            await done(backend.open())
+            with psycopg.connect(fresh_db.dsn, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("alter role {} password 'second'").format(sql.Identifier(role))
+                )
+                conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where usename = %s",
+                    (role,),
+                )
+            # The dropped connections may still be handed out once each (57P01, transient);
+            # after them, the pool can make no connection: the error must say why.
+            errors = []
+            for _ in range(4):
+                exc, _ = await timed(lambda: backend.select("companies"))
+                errors.append(exc)
+                if getattr(exc, "code", None) != "57P01":
+                    break
+            assert isinstance(errors[-1], PermissionDeniedError), errors
+            assert "password authentication failed" in str(errors[-1])
+        finally:
+            await done(backend.aclose() if face == "async" else backend.close())
+    finally:
+        with psycopg.connect(fresh_db.dsn, autocommit=True) as conn:
+            conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where usename = %s",
+                (role,),
+            )
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
