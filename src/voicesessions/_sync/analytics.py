@@ -19,7 +19,7 @@ from typing import Any
 
 from voicesessions._arguments import checked_arguments
 from voicesessions._validation import as_uuid, parse_model
-from voicesessions.errors import InvalidInputError, UnexpectedResponseError
+from voicesessions.errors import InvalidInputError, UnexpectedResponseError, brief
 from voicesessions.models import (
     CompanyMetrics,
     MetricsBucket,
@@ -93,7 +93,9 @@ class AnalyticsRepository(Resource):
             size = TimeBucket(bucket)
         except ValueError as exc:
             allowed = ", ".join(b.value for b in TimeBucket)
-            raise InvalidInputError(f"bucket must be one of {allowed}, not {bucket!r}") from exc
+            raise InvalidInputError(
+                f"bucket must be one of {allowed}, not {brief(bucket)}"
+            ) from exc
         params: dict[str, Any] = {"bucket": size.value, **_window(since, until)}
         if company_id is not None:
             params["company_id"] = as_uuid(company_id, "company_id")

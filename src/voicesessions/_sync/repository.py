@@ -420,7 +420,7 @@ class SessionRepository(Resource):
         """
         sid = as_uuid(session_id, "session_id")
         if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
-            raise InvalidInputError(f"not a content type: {content_type!r}")
+            raise InvalidInputError(f"not a content type: {brief(content_type)}")
         with _AudioInput(source) as audio:
             quality = voicesessions.audio.measure_here(audio.measurable())
             fmt = SESSION_AUDIO_FORMATS.get(quality.container)
@@ -575,7 +575,7 @@ def _status(value: SessionStatus | str) -> SessionStatus:
         return SessionStatus(value)
     except ValueError as exc:
         allowed = ", ".join(s.value for s in SessionStatus)
-        raise InvalidInputError(f"status must be one of {allowed}, not {value!r}") from exc
+        raise InvalidInputError(f"status must be one of {allowed}, not {brief(value)}") from exc
 
 
 def _rows(result: Any) -> builtins.list[Row]:

@@ -20,6 +20,7 @@ from voicesessions.errors import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    brief,
 )
 from voicesessions.models import Company, Profile, ProfileRole, RetentionPolicy
 
@@ -78,7 +79,7 @@ class TenantRepository(Resource):
         """
         address = email.strip() if isinstance(email, str) else ""
         if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
-            raise InvalidInputError(f"not an email address: {email!r}")
+            raise InvalidInputError(f"not an email address: {brief(email)}")
         if password is not None and len(password) < 6:
             raise InvalidInputError("password must have at least 6 characters")
         uid = None if user_id is None else as_uuid(user_id, "user_id")
@@ -167,7 +168,7 @@ def _role(value: ProfileRole | str) -> ProfileRole:
         return ProfileRole(value)
     except ValueError as exc:
         allowed = ", ".join(r.value for r in ProfileRole)
-        raise InvalidInputError(f"role must be one of {allowed}, not {value!r}") from exc
+        raise InvalidInputError(f"role must be one of {allowed}, not {brief(value)}") from exc
 
 
 def _name(value: Any, field: str) -> str:

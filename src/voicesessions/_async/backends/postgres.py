@@ -586,7 +586,7 @@ class AsyncPostgresBackend(AsyncBackend):
             await cur.execute(query, params)
             created = await cur.fetchone()
             if created is None:
-                raise from_sqlstate("23505", f"a user with email {address!r} already exists")
+                raise from_sqlstate("23505", f"a user with email {brief(address)} already exists")
         new_id = created["id"]
         assert isinstance(new_id, uuid.UUID)
         return new_id
@@ -851,7 +851,7 @@ def _storage_root(given: Path | str | None) -> Path:
 def _storage_part(name: object, kind: str) -> PurePosixPath:
     """A bucket name or object path as a relative path that stays inside its parent."""
     if not isinstance(name, str) or not name or "\x00" in name:
-        raise InvalidInputError(f"not a valid storage {kind}: {name!r}")
+        raise InvalidInputError(f"not a valid storage {kind}: {brief(name)}")
     part = PurePosixPath(name)
     if (
         part.is_absolute()
@@ -860,7 +860,7 @@ def _storage_part(name: object, kind: str) -> PurePosixPath:
         or any(p in ("..", ".") for p in name.split("/"))
         or (kind == "bucket" and len(part.parts) != 1)
     ):
-        raise InvalidInputError(f"storage {kind} {name!r} would leave the storage root")
+        raise InvalidInputError(f"storage {kind} {brief(name)} would leave the storage root")
     return part
 
 
@@ -917,7 +917,7 @@ def _positive_seconds(value: object) -> bool:
 
 def _identifier(name: object, kind: str) -> sql.Identifier:
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise InvalidInputError(f"not a valid {kind} name: {name!r}")
+        raise InvalidInputError(f"not a valid {kind} name: {brief(name)}")
     return sql.Identifier(name)
 
 

@@ -135,7 +135,7 @@ class SupabaseBackend(Backend):
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise errors.ConfigurationError(
-                f"the Supabase URL must start with http:// or https://, not {url!r}"
+                f"the Supabase URL must start with http:// or https://, not {errors.brief(url)}"
             )
         if not key:
             raise errors.ConfigurationError("the Supabase API key is empty")
@@ -272,13 +272,13 @@ class SupabaseBackend(Backend):
         the chunks sent before it stay deleted.
         """
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise errors.InvalidInputError(f"not a valid storage bucket: {bucket!r}")
+            raise errors.InvalidInputError(f"not a valid storage bucket: {errors.brief(bucket)}")
         if isinstance(paths, str):
             raise errors.InvalidInputError("paths must be a sequence of object paths")
         names = list(paths)
         for name in names:
             if not isinstance(name, str) or not name:
-                raise errors.InvalidInputError(f"not a valid storage path: {name!r}")
+                raise errors.InvalidInputError(f"not a valid storage path: {errors.brief(name)}")
         removed: list[str] = []
         for start in range(0, len(names), MAX_STORAGE_PATHS_PER_REQUEST):
             chunk = names[start : start + MAX_STORAGE_PATHS_PER_REQUEST]
@@ -528,9 +528,9 @@ def _storage_error(exc: StorageApiError) -> errors.APIError:
 def _check_storage_name(bucket: object, path: object) -> None:
     """Refuse an empty or nested bucket name and an empty path before any request."""
     if not isinstance(bucket, str) or not bucket or "/" in bucket:
-        raise errors.InvalidInputError(f"not a valid storage bucket: {bucket!r}")
+        raise errors.InvalidInputError(f"not a valid storage bucket: {errors.brief(bucket)}")
     if not isinstance(path, str) or not path or path.startswith("/"):
-        raise errors.InvalidInputError(f"not a valid storage path: {path!r}")
+        raise errors.InvalidInputError(f"not a valid storage path: {errors.brief(path)}")
 
 
 def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:
