@@ -787,6 +787,7 @@ def _api_error(exc: psycopg.Error) -> APIError:
 #: libpq's and the server's messages (a refused connection carries no SQLSTATE in libpq):
 #: (pattern, exception type, the SQLSTATE the server used).
 _PERMANENT_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], type[VoiceSessionsError], str], ...] = (
+    (re.compile(r"password authentication failed", re.IGNORECASE), PermissionDeniedError, "28P01"),
     (
         re.compile(
             r"authentication failed|no pg_hba\.conf entry|no password supplied"
