@@ -25,7 +25,7 @@ from voicesessions._async.updates import AsyncSessionUpdateManager
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._validation import as_uuid
-from voicesessions.errors import ConfigurationError
+from voicesessions.errors import ConfigurationError, InvalidInputError
 from voicesessions.local.server import LocalPostgres
 
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
@@ -52,6 +52,10 @@ class AsyncVoiceSessions:
         retry: RetryPolicy | None = None,
         owns_backend: bool = True,
     ) -> None:
+        if not isinstance(backend, AsyncBackend):
+            raise InvalidInputError(f"backend must be a backend, not {type(backend).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         self._backend = backend
         self._retry = retry if retry is not None else RetryPolicy()
         self._owns_backend = owns_backend

@@ -27,7 +27,7 @@ from voicesessions._sync.repository import SessionRepository
 from voicesessions._sync.tenants import TenantRepository
 from voicesessions._sync.updates import SessionUpdateManager
 from voicesessions._validation import as_uuid
-from voicesessions.errors import ConfigurationError
+from voicesessions.errors import ConfigurationError, InvalidInputError
 from voicesessions.local.server import LocalPostgres
 
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
@@ -54,6 +54,10 @@ class VoiceSessions:
         retry: RetryPolicy | None = None,
         owns_backend: bool = True,
     ) -> None:
+        if not isinstance(backend, Backend):
+            raise InvalidInputError(f"backend must be a backend, not {type(backend).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         self._backend = backend
         self._retry = retry if retry is not None else RetryPolicy()
         self._owns_backend = owns_backend
