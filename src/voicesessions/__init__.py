@@ -30,9 +30,11 @@ from voicesessions.errors import (
     MigrationError,
     NotFoundError,
     PermissionDeniedError,
+    QueryTimeoutError,
     SessionNotFound,
     StreamError,
     TransientError,
+    UnexpectedResponseError,
     VoiceSessionsError,
 )
 from voicesessions.metrics import ConversationMetrics, SpeakerMetrics
@@ -117,6 +119,7 @@ __all__ = [
     "ProcessingStatus",
     "Profile",
     "ProfileRole",
+    "QueryTimeoutError",
     "RetentionCompanyReport",
     "RetentionPolicy",
     "RetentionReport",
@@ -144,6 +147,7 @@ __all__ = [
     "TranscriptSegment",
     "TranscriptStream",
     "TransientError",
+    "UnexpectedResponseError",
     "UpdateType",
     "UserProgress",
     "VoiceSessions",

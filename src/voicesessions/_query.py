@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from voicesessions.errors import InvalidInputError
+from voicesessions.errors import InvalidInputError, brief
 
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "is"]
 
@@ -102,9 +102,56 @@ def json_scalar(value: Any) -> Any:
 def jsonable(value: Any) -> Any:
     """``value`` as the JSON a PostgREST request carries: mappings and sequences (lists,
     tuples) recursively, scalars by :func:`json_scalar`. Both backends send arguments in
-    this form (the Postgres backend then reads them as PostgREST does)."""
+    this form (the Postgres backend then reads them as PostgREST does).
+
+    Anything that is not JSON (bytes, sets, arbitrary objects, non-string keys of a type
+    JSON has no key for) and documents nested deeper than Python can walk are
+    InvalidInputError naming where they are, before any I/O.
+    """
+    try:
+        return _jsonable(value)
+    except _NotJson as exc:
+        where = "".join(reversed(exc.path)) or "the value"
+        raise InvalidInputError(
+            f"{where.lstrip('.')}: {type(exc.value).__name__} {brief(exc.value, 60)} is not JSON"
+        ) from None
+    except RecursionError:
+        raise InvalidInputError("a JSON document is nested too deeply to be sent") from None
+
+
+class _NotJson(Exception):
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+        self.path: list[str] = []
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+_JSON_KEYS = (str, int, float, bool, type(None), uuid.UUID, enum.Enum)
+
+
+def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, _JSON_KEYS):
+                raise _NotJson(key)
+            try:
+                result[str(json_scalar(key))] = _jsonable(item)
+            except _NotJson as exc:
+                exc.path.append(f".{key}")
+                raise
+        return result
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return json_scalar(value)
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_jsonable(item))
+            except _NotJson as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return items
+    scalar = json_scalar(value)
+    if not isinstance(scalar, _JSON_SCALARS):
+        raise _NotJson(value)
+    return scalar

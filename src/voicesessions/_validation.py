@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from voicesessions.errors import InvalidInputError
+from voicesessions.errors import (
+    InvalidInputError,
+    UnexpectedResponseError,
+    VoiceSessionsError,
+    brief,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -25,35 +31,63 @@ def validate(model: type[M], **values: Any) -> M:
     try:
         return model(**values)
     except ValidationError as exc:
-        raise InvalidInputError(_summary(exc), details=exc.errors(include_url=False)) from exc
+        raise InvalidInputError(_summary(exc), details=_errors(exc)) from None
 
 
-def validate_item(model: type[M], value: Any, where: str) -> M:
-    """One element of a list argument (a mapping or already a ``model``), with ``where``
-    (e.g. ``segments[3]``) naming it in the error."""
+def validate_mapping(model: type[M], value: Any, name: str) -> M:
+    """``value`` as a ``model``: the model itself, or a mapping of its fields (anything else,
+    or a mapping with keys that are not field names, is InvalidInputError). ``name`` (e.g.
+    ``update`` or ``segments[3]``) names the argument in the error and prefixes each field."""
     if isinstance(value, model):
         return value
     if not isinstance(value, Mapping):
-        raise InvalidInputError(f"{where} must be an object, not {type(value).__name__}")
+        raise InvalidInputError(
+            f"{name} must be a {model.__name__} or a mapping, not {type(value).__name__}"
+        )
     try:
         return model.model_validate(dict(value))
     except ValidationError as exc:
-        raise InvalidInputError(
-            _summary(exc, where), details=exc.errors(include_url=False)
-        ) from exc
+        raise InvalidInputError(_summary(exc, where=name), details=_errors(exc)) from None
 
 
 def as_uuid(value: Any, name: str) -> uuid.UUID:
     """A UUID from a UUID or its string form; InvalidInputError otherwise."""
     try:
         return _UUID.validate_python(value)
-    except ValidationError as exc:
-        raise InvalidInputError(f"{name} must be a UUID, not {value!r}") from exc
+    except ValidationError:
+        raise InvalidInputError(f"{name} must be a UUID, not {brief(value)}") from None
 
 
 def parse_model(model: type[M], row: Any) -> M:
-    """A row model from a database row; a row that does not fit is a bug, reported as such."""
-    return model.model_validate(row)
+    """A row model from a database row or API answer. One that does not fit (a schema this
+    SDK version does not know, or stored data outside the contract) is
+    UnexpectedResponseError saying what did not fit, never pydantic's ValidationError."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        raise UnexpectedResponseError(
+            f"cannot read the answer as {model.__name__}: " + _summary(exc, prefix=""),
+            details=_errors(exc),
+        ) from None
+    except RecursionError:
+        raise UnexpectedResponseError(
+            f"cannot read the answer as {model.__name__}: nested too deeply"
+        ) from None
+
+
+@contextlib.contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Around code that reads an answer of the database or API (no I/O inside): an answer
+    without the expected shape becomes UnexpectedResponseError instead of a raw TypeError,
+    KeyError, ValueError..."""
+    try:
+        yield
+    except VoiceSessionsError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        raise UnexpectedResponseError(
+            f"cannot read the answer of {what}: {type(exc).__name__}: {brief(str(exc))}"
+        ) from None
 
 
 def encode_cursor(started_at: datetime, row_id: uuid.UUID) -> str:
@@ -68,13 +102,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         padded = cursor + "=" * (-len(cursor) % 4)
         started, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(started), uuid.UUID(row_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidInputError(f"invalid cursor {cursor!r}") from exc
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise InvalidInputError(f"invalid cursor {brief(cursor)}") from None
 
 
-def _summary(exc: ValidationError, prefix: str = "") -> str:
+def _summary(exc: ValidationError, prefix: str = "invalid input: ", where: str = "") -> str:
+    """At most ten of pydantic's errors, each with its location (under ``where``, e.g.
+    ``segments[3].text``) and without the offending value."""
     parts = []
-    for error in exc.errors(include_url=False):
-        where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        parts.append(f"{where.lstrip('.') or 'input'}: {error['msg']}")
-    return "invalid input: " + "; ".join(parts)
+    for error in exc.errors(include_url=False, include_input=False)[:10]:
+        loc = "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p[:40]}" if isinstance(p, str) else brief(p, 40)
+            for p in error["loc"]
+        )
+        parts.append(f"{(where + loc).lstrip('.') or 'input'}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    return prefix + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _errors(exc: ValidationError) -> list[Any]:
+    """pydantic's error list without the inputs (which may be large or personal)."""
+    return list(exc.errors(include_url=False, include_input=False, include_context=False))

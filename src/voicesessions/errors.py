@@ -9,8 +9,10 @@ Every error the package raises derives from :class:`VoiceSessionsError`::
     │   ├── PermissionDeniedError 42501, HTTP 401/403, invalid JWT
     │   ├── ConflictError         23505, 23503, VS001 invalid status transition, VS002,
     │   │                         VS003 analysis recorded differently, VS004 still active
-    │   ├── InvalidInputError     22*, 23502, 23514, rejected input (also before any I/O)
-    │   └── TransientError        timeouts, connection failures, 5xx, 08*, 53*, 40001, 40P01
+    │   ├── InvalidInputError     22*, 23502, 23514, 54*, rejected input (also before any I/O)
+    │   ├── QueryTimeoutError     57014: the statement ran past the statement timeout
+    │   ├── UnexpectedResponseError  an answer the SDK cannot read (not the documented shape)
+    │   └── TransientError        lost connections, 5xx, 08*, 53*, 40001, 40P01
     ├── StreamError               a transcript stream gave up; its unsaved segments attached
     ├── ConfigurationError        missing or contradictory settings (from_env, as_user, ...)
     ├── LocalServerError          the embedded local PostgreSQL could not be set up or run
@@ -20,12 +22,60 @@ Every :class:`APIError` keeps ``code`` (the SQLSTATE, the PostgREST ``PGRST...``
 HTTP status), ``message``, ``details``, ``hint`` and, where known, ``http_status``.
 :func:`from_sqlstate` and :func:`from_postgrest` are the single place where codes become
 exception types; the backends call them and never raise their libraries' errors.
+
+Messages never repeat a caller's value in full: :func:`brief` shortens what a message quotes
+to :data:`MAX_QUOTED_CHARS` characters, and an :class:`APIError` keeps at most
+:data:`MAX_MESSAGE_CHARS` of its message, details and hint (a database error quoting a 1 MB
+argument does not become a 1 MB exception).
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from typing import Any
+
+#: Longest quotation of a caller's value in an error message, in characters.
+MAX_QUOTED_CHARS = 200
+#: Longest message, details or hint an APIError keeps, in characters.
+MAX_MESSAGE_CHARS = 2000
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 8
+_REPR.maxstring = 80
+_REPR.maxother = MAX_QUOTED_CHARS
+
+
+def brief(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr(value)`` for an error message, never longer than ``limit`` characters (deep or
+    long containers are elided with ``...``; a repr that raises is replaced by the type)."""
+    try:
+        text = _REPR.repr(value) if isinstance(value, (dict, list, tuple, set)) else repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return _cap(text, limit)
+
+
+def _cap(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    cut = max(limit - 40, limit // 2)
+    return f"{text[:cut]}... [{len(text) - cut} more characters]"
+
+
+def _cap_any(value: Any) -> Any:
+    """Details as given when short; a long string (or anything with a long repr) capped."""
+    if value is None or isinstance(value, (int, float, bool)):
+        return value
+    if isinstance(value, str):
+        return _cap(value, MAX_MESSAGE_CHARS)
+    try:
+        short = len(repr(value)) <= MAX_MESSAGE_CHARS
+    except Exception:  # a repr that fails (or recurses too deeply)
+        short = False
+    return value if short else brief(value, MAX_MESSAGE_CHARS)
 
 
 class VoiceSessionsError(Exception):
@@ -68,11 +118,12 @@ class APIError(VoiceSessionsError):
         hint: str | None = None,
         http_status: int | None = None,
     ) -> None:
+        message = _cap(str(message), MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         self.code = code
-        self.details = details
-        self.hint = hint
+        self.details = _cap_any(details)
+        self.hint = None if hint is None else _cap(str(hint), MAX_MESSAGE_CHARS)
         self.http_status = http_status
 
     def __str__(self) -> str:
@@ -109,12 +160,25 @@ class ConflictError(APIError):
 
 class InvalidInputError(APIError):
     """The input was rejected: by validation before any I/O, or by the database (22*, 23502,
-    23514)."""
+    23514, 54* program limits such as a document nested too deeply)."""
+
+
+class QueryTimeoutError(APIError):
+    """A statement ran past the statement timeout, or was cancelled (SQLSTATE 57014). Not
+    retried: the same call would most likely take as long again."""
+
+
+class UnexpectedResponseError(APIError):
+    """The database or the API answered with something the SDK cannot read: not the shape
+    the migrations define (a schema that does not match this SDK version, or stored data
+    outside the contract). ``details`` says what did not fit."""
 
 
 class TransientError(APIError):
-    """A failure worth retrying: timeout, lost connection, overload, serialization failure or
-    deadlock (08*, 53*, 57P*, 40001, 40P01, HTTP 5xx)."""
+    """A failure worth retrying: a lost or refused connection, a network timeout, overload,
+    serialization failure or deadlock (08*, 53*, 57P*, 40001, 40P01, HTTP 5xx). A statement
+    timeout is :class:`QueryTimeoutError`; a wrong password or database name is not
+    transient either (PermissionDeniedError, ConfigurationError)."""
 
 
 class StreamError(VoiceSessionsError):
@@ -149,7 +213,7 @@ _EXACT_SQLSTATES: Mapping[str, type[APIError]] = {
     "40001": TransientError,
     "40P01": TransientError,
     "55P03": TransientError,  # lock_not_available
-    "57014": TransientError,  # query_canceled (statement timeout)
+    "57014": QueryTimeoutError,  # query_canceled (statement timeout): permanent
     "57P01": TransientError,  # admin_shutdown
     "57P02": TransientError,  # crash_shutdown
     "57P03": TransientError,  # cannot_connect_now
@@ -163,6 +227,7 @@ _SQLSTATE_CLASSES: Mapping[str, type[APIError]] = {
     "08": TransientError,  # connection exceptions
     "53": TransientError,  # insufficient resources
     "22": InvalidInputError,  # data exceptions
+    "54": InvalidInputError,  # program limit exceeded (stack depth, too many columns...)
     "28": PermissionDeniedError,  # invalid authorization
 }
 

@@ -372,7 +372,14 @@ class SessionEvent(_Row):
     def _segments(self, key: str) -> list[SegmentInput]:
         if self.event != "transcript" or not self.payload:
             return []
-        return [SegmentInput(**s) for s in self.payload.get(key) or []]
+        # A payload is whatever was broadcast: one that is not segments is reported as
+        # UnexpectedResponseError, not as pydantic's ValidationError.
+        from voicesessions._validation import parse_model
+
+        items = self.payload.get(key) or []
+        if not isinstance(items, list):
+            items = [items]
+        return [parse_model(SegmentInput, s) for s in items]
 
 
 class StreamStats(_Row):

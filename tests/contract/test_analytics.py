@@ -183,11 +183,28 @@ async def test_record_analysis_errors(
     api.post("/rest/v1/rpc/record_analysis").respond(
         status, json={"code": code, "message": "refused", "details": None, "hint": None}
     )
+    # A refusal (42501) is checked against the session's visibility: this caller sees it.
+    api.get("/rest/v1/sessions").respond(200, json=[{"id": str(SESSION)}])
     with pytest.raises(exception) as excinfo:
         await call(
             vs.sessions.record_analysis(SESSION, provider="p", analysis_type="t", results={})
         )
     assert excinfo.value.code == code  # type: ignore[attr-defined]
+
+
+async def test_a_refusal_about_an_invisible_session_is_not_found(
+    api: respx.MockRouter, vs: Any
+) -> None:
+    api.post("/rest/v1/rpc/record_analysis").respond(
+        403, json={"code": "42501", "message": "refused", "details": None, "hint": None}
+    )
+    visible = api.get("/rest/v1/sessions").respond(200, json=[])
+    with pytest.raises(SessionNotFound) as excinfo:
+        await call(
+            vs.sessions.record_analysis(SESSION, provider="p", analysis_type="t", results={})
+        )
+    assert str(excinfo.value) == f"[P0002] session {SESSION} not found"
+    assert visible.call_count == 1
 
 
 async def test_a_bad_analysis_is_refused_before_any_request(api: respx.MockRouter, vs: Any) -> None:

@@ -894,7 +894,7 @@ async def test_a_success_that_is_not_rows_is_an_api_error(
     with pytest.raises(errors.APIError) as info:
         await face.call(service.select, "sessions")
 
-    assert type(info.value) is errors.APIError
+    assert type(info.value) is errors.UnexpectedResponseError
     assert info.value.http_status == 200
 
 

@@ -25,6 +25,7 @@ from voicesessions import (
     NotFoundError,
     PermissionDeniedError,
     RetentionReport,
+    SessionNotFound,
     TransientError,
     VoiceSessions,
 )
@@ -313,8 +314,10 @@ async def test_anonymization_removes_audio_and_is_idempotent(gdpr: Gdpr) -> None
 
 async def test_anonymization_refusals(gdpr: Gdpr) -> None:
     sid = gdpr.world.completed_session["A1"]
-    for caller in ("MA", "A2", "B1"):
-        with pytest.raises(PermissionDeniedError):
+    with pytest.raises(PermissionDeniedError):  # the manager sees the session
+        await sdk(gdpr.user("MA").gdpr.anonymize_session_data(sid))
+    for caller in ("A2", "B1"):  # who cannot see it is told it is not found
+        with pytest.raises(SessionNotFound):
             await sdk(gdpr.user(caller).gdpr.anonymize_session_data(sid))
     with pytest.raises(InvalidInputError):  # still active: 23514
         await sdk(gdpr.vs.gdpr.anonymize_session_data(gdpr.world.active_session["A1"]))

@@ -13,6 +13,7 @@ import os
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._async.analytics import AsyncAnalyticsRepository
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.backends.postgres import AsyncPostgresBackend
@@ -24,7 +25,7 @@ from voicesessions._async.updates import AsyncSessionUpdateManager
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._validation import as_uuid
-from voicesessions.errors import ConfigurationError
+from voicesessions.errors import ConfigurationError, InvalidInputError
 from voicesessions.local.server import LocalPostgres
 
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
@@ -35,6 +36,7 @@ ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
 
 
+@checked_arguments
 class AsyncVoiceSessions:
     """Typed access to voice sessions over Supabase (PostgREST) or PostgreSQL.
 
@@ -50,6 +52,10 @@ class AsyncVoiceSessions:
         retry: RetryPolicy | None = None,
         owns_backend: bool = True,
     ) -> None:
+        if not isinstance(backend, AsyncBackend):
+            raise InvalidInputError(f"backend must be a backend, not {type(backend).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         self._backend = backend
         self._retry = retry if retry is not None else RetryPolicy()
         self._owns_backend = owns_backend

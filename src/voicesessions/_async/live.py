@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from types import TracebackType
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._concurrency import AsyncCondition, AsyncWorker, async_resolve
 from voicesessions._retry_policy import RetryPolicy
-from voicesessions._validation import validate
+from voicesessions._validation import validate_mapping
 from voicesessions.errors import ConfigurationError, StreamError, TransientError
 from voicesessions.models import AppendResult, SegmentInput, SessionEvent, StreamStats
 
@@ -45,6 +46,7 @@ EVENT_FAILED = "failed"
 SessionCallback = Callable[[SessionEvent], Any]
 
 
+@checked_arguments
 class AsyncSessionEvents:
     """The live events of one session: ``async with`` it, then ``async for`` over it.
 
@@ -244,6 +246,7 @@ class AsyncSubscription:
             logger.exception("subscription callback failed on %s event", event.event)
 
 
+@checked_arguments
 class AsyncTranscriptStream:
     """Batch transcript segments into few database calls: ``async with`` it, ``await
     s.add(segment)``.
@@ -323,9 +326,7 @@ class AsyncTranscriptStream:
 
     async def add_many(self, segments: Iterable[SegmentInput | Mapping[str, Any]]) -> None:
         """Queue several segments, all validated before any is queued."""
-        parsed = [
-            s if isinstance(s, SegmentInput) else validate(SegmentInput, **s) for s in segments
-        ]
+        parsed = [validate_mapping(SegmentInput, s, "segment") for s in segments]
         for segment in parsed:
             async with self._condition:
                 while True:

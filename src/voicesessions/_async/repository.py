@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import voicesessions.audio
+from voicesessions._arguments import checked_arguments
 from voicesessions._query import Filter, Order, eq
 from voicesessions._validation import (
     as_uuid,
     decode_cursor,
     encode_cursor,
     parse_model,
+    reading,
     validate,
+    validate_mapping,
 )
 from voicesessions._values import check_text, check_timestamp
 from voicesessions.audio import (
@@ -42,7 +45,8 @@ from voicesessions.errors import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
-    SessionNotFound,
+    UnexpectedResponseError,
+    brief,
 )
 from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 from voicesessions.models import (
@@ -59,7 +63,7 @@ from voicesessions.models import (
 )
 
 from .backends.base import Row
-from .resource import Resource
+from .resource import Resource, session_not_found
 
 #: Default and largest page size of :meth:`AsyncSessionRepository.list`.
 DEFAULT_PAGE_SIZE = 50
@@ -85,6 +89,7 @@ METRICS_ANALYSIS_TYPE = "conversation_metrics"
 TRAINEE_SPEAKER = "trainee"
 
 
+@checked_arguments
 class AsyncSessionRepository(Resource):
     """Create, read, list and move sessions through their lifecycle.
 
@@ -138,7 +143,7 @@ class AsyncSessionRepository(Resource):
             idempotent=True,
         )
         if not rows:
-            raise SessionNotFound(f"session {sid} not found", code="PGRST116")
+            raise session_not_found(sid)
         return parse_model(Session, rows[0])
 
     async def list(
@@ -305,20 +310,11 @@ class AsyncSessionRepository(Resource):
         if isinstance(analysis, AnalysisInput):
             data = analysis
         else:
-            data = validate(AnalysisInput, **(analysis if analysis is not None else fields))
-        params = {"session_id": sid, **data.model_dump(mode="json")}
-        try:
-            row = await self._call(
-                lambda: self._backend.rpc("record_analysis", params), idempotent=True
+            data = validate_mapping(
+                AnalysisInput, analysis if analysis is not None else fields, "analysis"
             )
-        except SessionNotFound:
-            raise
-        except NotFoundError as exc:
-            if exc.code != "P0002":
-                raise
-            raise SessionNotFound(
-                f"session {sid} not found", code=exc.code, details=exc.details, hint=exc.hint
-            ) from exc
+        params = {"session_id": sid, **data.model_dump()}  # sent as JSON by the backend
+        row = await self._session_call(sid, lambda: self._backend.rpc("record_analysis", params))
         return parse_model(AnalysisResult, row)
 
     async def get_analytics(self, session_id: uuid.UUID | str) -> SessionAnalytics:
@@ -426,7 +422,7 @@ class AsyncSessionRepository(Resource):
         """
         sid = as_uuid(session_id, "session_id")
         if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
-            raise InvalidInputError(f"not a content type: {content_type!r}")
+            raise InvalidInputError(f"not a content type: {brief(content_type)}")
         with _AudioInput(source) as audio:
             quality = await voicesessions.audio.measure_in_thread(audio.measurable())
             fmt = SESSION_AUDIO_FORMATS.get(quality.container)
@@ -490,7 +486,8 @@ class AsyncSessionRepository(Resource):
                     what = "is left" if backup is None else "could not be restored"
                     exc.add_note(f"the object {AUDIO_BUCKET}/{path} {what}: {cleanup}")
                 raise
-        replaced = recorded.get("replaced_path") if isinstance(recorded, dict) else None
+        with reading("record_session_audio"):
+            replaced = recorded.get("replaced_path") if isinstance(recorded, dict) else None
         if replaced and replaced != path:
             try:
                 await self._remove_objects([str(replaced)])
@@ -580,14 +577,16 @@ def _status(value: SessionStatus | str) -> SessionStatus:
         return SessionStatus(value)
     except ValueError as exc:
         allowed = ", ".join(s.value for s in SessionStatus)
-        raise InvalidInputError(f"status must be one of {allowed}, not {value!r}") from exc
+        raise InvalidInputError(f"status must be one of {allowed}, not {brief(value)}") from exc
 
 
 def _rows(result: Any) -> builtins.list[Row]:
     if result is None:
         return []
-    if not isinstance(result, builtins.list):
-        raise TypeError(f"expected rows from the database, got {type(result).__name__}")
+    if not isinstance(result, builtins.list) or not all(isinstance(r, dict) for r in result):
+        raise UnexpectedResponseError(
+            f"expected rows from the database, got {type(result).__name__}"
+        )
     return result
 
 
@@ -611,7 +610,12 @@ class _AudioInput:
             self.size = len(self._source)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            self.size = path.stat().st_size if path.is_file() else 0
+            try:
+                self.size = path.stat().st_size if path.is_file() else 0
+            except OSError as exc:  # e.g. a name too long for the file system
+                raise InvalidInputError(
+                    f"cannot read the audio file {brief(str(path))}: {exc.strerror or exc}"
+                ) from None
             self._source = path
         elif hasattr(source, "read"):
             if _seekable(source):

@@ -10,14 +10,16 @@ import builtins
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._query import Order, eq
-from voicesessions._validation import as_uuid, parse_model, validate
+from voicesessions._validation import as_uuid, parse_model, validate_mapping
 from voicesessions._values import check_text
 from voicesessions.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    brief,
 )
 from voicesessions.models import Company, Profile, ProfileRole, RetentionPolicy
 
@@ -27,6 +29,7 @@ from .resource import Resource
 MAX_NAME_LENGTH = 200
 
 
+@checked_arguments
 class AsyncTenantRepository(Resource):
     """Companies, users and their profiles."""
 
@@ -35,8 +38,8 @@ class AsyncTenantRepository(Resource):
     ) -> Company:
         """A new company (tenant), optionally with retention days per data category."""
         clean = _name(name, "name")
-        if isinstance(retention, dict):
-            retention = validate(RetentionPolicy, **retention)
+        if retention is not None:
+            retention = validate_mapping(RetentionPolicy, retention, "retention")
         row: dict[str, Any] = {"id": uuid.uuid4(), "name": clean}
         if retention is not None:
             row.update(retention.to_columns())
@@ -75,7 +78,7 @@ class AsyncTenantRepository(Resource):
         """
         address = email.strip() if isinstance(email, str) else ""
         if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
-            raise InvalidInputError(f"not an email address: {email!r}")
+            raise InvalidInputError(f"not an email address: {brief(email)}")
         check_text(address, "email")
         if password is not None:
             check_text(password, "password")
@@ -167,7 +170,7 @@ def _role(value: ProfileRole | str) -> ProfileRole:
         return ProfileRole(value)
     except ValueError as exc:
         allowed = ", ".join(r.value for r in ProfileRole)
-        raise InvalidInputError(f"role must be one of {allowed}, not {value!r}") from exc
+        raise InvalidInputError(f"role must be one of {allowed}, not {brief(value)}") from exc
 
 
 def _name(value: Any, field: str) -> str:

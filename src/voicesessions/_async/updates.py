@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.live import (
     AsyncSessionEvents,
@@ -29,10 +30,10 @@ from voicesessions._async.live import (
 from voicesessions._async.repository import AsyncSessionRepository
 from voicesessions._events import check_event_payload, transcript_events
 from voicesessions._retry_policy import RetryPolicy
-from voicesessions._validation import as_uuid, validate, validate_item
+from voicesessions._validation import as_uuid, reading, validate_mapping
 from voicesessions._values import MAX_AUDIO_QUALITY_BYTES, check_json, segment_problems
 from voicesessions._values import MAX_SEGMENTS_PER_CALL as MAX_SEGMENTS_PER_CALL
-from voicesessions.errors import InvalidInputError, NotFoundError, SessionNotFound
+from voicesessions.errors import InvalidInputError
 from voicesessions.models import (
     AppendResult,
     SegmentInput,
@@ -58,6 +59,7 @@ EVENT_AUDIO_METRICS = "audio_metrics"
 EVENT_STATUS = "status"
 
 
+@checked_arguments
 class AsyncSessionUpdateManager(Resource):
     """Write live updates of a session and fan them out to its listeners."""
 
@@ -72,8 +74,7 @@ class AsyncSessionUpdateManager(Resource):
 
         The specific methods broadcast the update themselves, so listeners hear of it once.
         """
-        if not isinstance(update, SessionUpdate):
-            update = validate(SessionUpdate, **dict(update))
+        update = validate_mapping(SessionUpdate, update, "update")
         if update.update_type is UpdateType.TRANSCRIPT_CHUNK:
             segments = update.data if isinstance(update.data, list) else [update.data]
             return await self.append_transcript_chunk(update.session_id, segments)
@@ -103,10 +104,9 @@ class AsyncSessionUpdateManager(Resource):
         exceed about 200 KB.
         """
         sid = as_uuid(session_id, "session_id")
-        if isinstance(segments, (str, bytes, Mapping)) or not isinstance(segments, Iterable):
-            raise InvalidInputError("segments must be a list of segment objects")
         parsed = [
-            validate_item(SegmentInput, s, f"segments[{index}]") for index, s in enumerate(segments)
+            validate_mapping(SegmentInput, s, f"segments[{index}]")
+            for index, s in enumerate(segments)
         ]
         finals = [s for s in parsed if s.is_final]
         interim = [s for s in parsed if not s.is_final]
@@ -136,11 +136,13 @@ class AsyncSessionUpdateManager(Resource):
             raise InvalidInputError("metrics must be a non-empty object")
         values = check_json(dict(metrics), "metrics", max_bytes=MAX_AUDIO_QUALITY_BYTES)
         check_event_payload(values, "metrics")
+        params = {"session_id": sid, "metrics": values}
         merged = await self._session_call(
-            sid, "update_audio_metrics", {"session_id": sid, "metrics": values}
+            sid, lambda: self._backend.rpc("update_audio_metrics", params)
         )
         await self._broadcast(sid, EVENT_AUDIO_METRICS, values)
-        return dict(merged)
+        with reading("update_audio_metrics"):
+            return dict(merged)
 
     async def update_session_status(
         self, session_id: uuid.UUID | str, status: SessionStatus | str
@@ -157,8 +159,7 @@ class AsyncSessionUpdateManager(Resource):
 
     async def broadcast_update(self, update: SessionUpdate | Mapping[str, Any]) -> None:
         """Send an update to the listeners of its session without storing anything."""
-        if not isinstance(update, SessionUpdate):
-            update = validate(SessionUpdate, **dict(update))
+        update = validate_mapping(SessionUpdate, update, "update")
         payload = {"data": update.data, "timestamp": update.timestamp.isoformat()}
         check_event_payload(payload, "the update (its data within {data, timestamp})")
         await self._broadcast(update.session_id, update.update_type.value, payload)
@@ -238,40 +239,21 @@ class AsyncSessionUpdateManager(Resource):
             max_buffer=max_buffer,
         )
 
-    async def _session_call(
-        self, session_id: uuid.UUID, function: str, params: dict[str, Any]
-    ) -> Any:
-        """One idempotent database call about a session; "not found" (P0002, the session is
-        missing or not visible) becomes SessionNotFound."""
-        try:
-            return await self._call(lambda: self._backend.rpc(function, params), idempotent=True)
-        except SessionNotFound:
-            raise
-        except NotFoundError as exc:
-            raise SessionNotFound(
-                f"session {session_id} not found",
-                code=exc.code,
-                details=exc.details,
-                hint=exc.hint,
-                http_status=exc.http_status,
-            ) from exc
-
     async def _append(self, session_id: uuid.UUID, batch: list[dict[str, Any]]) -> tuple[int, int]:
         # Idempotent on (session_id, seq): a retried batch stores nothing twice.
+        params = {"session_id": session_id, "segments": batch}
         result = await self._session_call(
-            session_id,
-            "append_transcript_segments",
-            {"session_id": session_id, "segments": batch},
+            session_id, lambda: self._backend.rpc("append_transcript_segments", params)
         )
-        return int(result["inserted"]), int(result["duplicates"])
+        with reading("append_transcript_segments"):
+            return int(result["inserted"]), int(result["duplicates"])
 
     async def _broadcast(self, session_id: uuid.UUID, event: str, payload: Any) -> None:
         # A broadcast may reach listeners twice when retried; events carry their content, so
         # a listener that sees a segment twice can tell (same seq / segment_id).
+        params = {"session_id": session_id, "event": event, "payload": payload}
         await self._session_call(
-            session_id,
-            "broadcast_session_event",
-            {"session_id": session_id, "event": event, "payload": payload},
+            session_id, lambda: self._backend.rpc("broadcast_session_event", params)
         )
 
 

@@ -17,8 +17,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._validation import as_uuid, parse_model
-from voicesessions.errors import InvalidInputError
+from voicesessions.errors import InvalidInputError, UnexpectedResponseError, brief
 from voicesessions.models import (
     CompanyMetrics,
     MetricsBucket,
@@ -31,6 +32,7 @@ from .backends.base import Row
 from .resource import Resource
 
 
+@checked_arguments
 class AnalyticsRepository(Resource):
     """Company, person and team dashboards, and time series for charts."""
 
@@ -45,8 +47,7 @@ class AnalyticsRepository(Resource):
         (managers and admins of the company, the service role). An empty window gives
         zeros, not an error."""
         params = {"company_id": as_uuid(company_id, "company_id"), **_window(since, until)}
-        rows = self._read("company_metrics", params)
-        return parse_model(CompanyMetrics, rows[0])
+        return parse_model(CompanyMetrics, self._read_one("company_metrics", params))
 
     def user_progress(
         self,
@@ -59,8 +60,7 @@ class AnalyticsRepository(Resource):
         week), average talk ratio and per-skill progress (the person, managers and admins
         of their company, the service role)."""
         params = {"profile_id": as_uuid(profile_id, "profile_id"), **_window(since, until)}
-        rows = self._read("user_progress", params)
-        return parse_model(UserProgress, rows[0])
+        return parse_model(UserProgress, self._read_one("user_progress", params))
 
     def team_overview(
         self,
@@ -93,7 +93,9 @@ class AnalyticsRepository(Resource):
             size = TimeBucket(bucket)
         except ValueError as exc:
             allowed = ", ".join(b.value for b in TimeBucket)
-            raise InvalidInputError(f"bucket must be one of {allowed}, not {bucket!r}") from exc
+            raise InvalidInputError(
+                f"bucket must be one of {allowed}, not {brief(bucket)}"
+            ) from exc
         params: dict[str, Any] = {"bucket": size.value, **_window(since, until)}
         if company_id is not None:
             params["company_id"] = as_uuid(company_id, "company_id")
@@ -104,9 +106,17 @@ class AnalyticsRepository(Resource):
 
     def _read(self, function: str, params: dict[str, Any]) -> builtins.list[Row]:
         rows = self._call(lambda: self._backend.rpc(function, params), idempotent=True)
-        if not isinstance(rows, builtins.list):
-            raise TypeError(f"expected rows from {function}, got {type(rows).__name__}")
+        if not isinstance(rows, builtins.list) or not all(isinstance(r, dict) for r in rows):
+            raise UnexpectedResponseError(
+                f"expected rows from {function}, got {type(rows).__name__}"
+            )
         return rows
+
+    def _read_one(self, function: str, params: dict[str, Any]) -> Row:
+        rows = self._read(function, params)
+        if not rows:
+            raise UnexpectedResponseError(f"{function} returned no row")
+        return rows[0]
 
 
 def _window(since: datetime | None, until: datetime | None) -> dict[str, datetime]:

@@ -15,6 +15,7 @@ import os
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.analytics import AnalyticsRepository
@@ -26,7 +27,7 @@ from voicesessions._sync.repository import SessionRepository
 from voicesessions._sync.tenants import TenantRepository
 from voicesessions._sync.updates import SessionUpdateManager
 from voicesessions._validation import as_uuid
-from voicesessions.errors import ConfigurationError
+from voicesessions.errors import ConfigurationError, InvalidInputError
 from voicesessions.local.server import LocalPostgres
 
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
@@ -37,6 +38,7 @@ ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
 
 
+@checked_arguments
 class VoiceSessions:
     """Typed access to voice sessions over Supabase (PostgREST) or PostgreSQL.
 
@@ -52,6 +54,10 @@ class VoiceSessions:
         retry: RetryPolicy | None = None,
         owns_backend: bool = True,
     ) -> None:
+        if not isinstance(backend, Backend):
+            raise InvalidInputError(f"backend must be a backend, not {type(backend).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         self._backend = backend
         self._retry = retry if retry is not None else RetryPolicy()
         self._owns_backend = owns_backend

@@ -24,8 +24,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from voicesessions._validation import as_uuid, parse_model
-from voicesessions.errors import InvalidInputError
+from voicesessions._arguments import checked_arguments
+from voicesessions._validation import as_uuid, parse_model, reading
+from voicesessions.errors import InvalidInputError, UnexpectedResponseError
 from voicesessions.models import (
     AnonymizationReport,
     ErasureReport,
@@ -41,6 +42,7 @@ from .resource import Resource
 MAX_RETENTION_BATCH_SIZE = 10_000
 
 
+@checked_arguments
 class GDPRSessionManager(Resource):
     """The data-subject rights (GDPR Arts. 15, 17, 20, 5(1)(e), 12(3)) over one backend."""
 
@@ -69,9 +71,9 @@ class GDPRSessionManager(Resource):
         raw = self._call(lambda: self._backend.rpc("gdpr_erase_user", params), idempotent=True)
         report = _mapping(raw, "gdpr_erase_user")
         if dry_run:
-            return ErasureReport.model_validate(report)
+            return parse_model(ErasureReport, report)
         removed, remaining, statuses = self._finish_storage(report.get("pending_storage"))
-        return ErasureReport.model_validate(_settled(report, removed, remaining, statuses))
+        return parse_model(ErasureReport, _settled(report, removed, remaining, statuses))
 
     def anonymize_session_data(
         self,
@@ -93,12 +95,10 @@ class GDPRSessionManager(Resource):
         if any(not isinstance(k, str) for k in keys):
             raise InvalidInputError("extra_personal_keys must be strings")
         params = {"session_id": sid, "extra_personal_keys": keys}
-        raw = self._call(
-            lambda: self._backend.rpc("gdpr_anonymize_session", params), idempotent=True
-        )
+        raw = self._session_call(sid, lambda: self._backend.rpc("gdpr_anonymize_session", params))
         report = _mapping(raw, "gdpr_anonymize_session")
         removed, remaining, statuses = self._finish_storage(report.get("pending_storage"))
-        return AnonymizationReport.model_validate(_settled(report, removed, remaining, statuses))
+        return parse_model(AnonymizationReport, _settled(report, removed, remaining, statuses))
 
     def export_user_data(self, auth_uid: uuid.UUID | str) -> dict[str, Any]:
         """Everything the database holds about a person, as one schema-versioned JSON
@@ -148,7 +148,8 @@ class GDPRSessionManager(Resource):
             batch = _mapping(raw, "gdpr_apply_retention")
             batches += 1
             more = bool(batch.get("more"))
-            counts = {k: int(v) for k, v in dict(batch.get("counts") or {}).items()}
+            with reading("gdpr_apply_retention"):
+                counts = {k: int(v) for k, v in dict(batch.get("counts") or {}).items()}
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
             statuses: dict[uuid.UUID, GDPRRequestStatus] = {}
@@ -158,22 +159,26 @@ class GDPRSessionManager(Resource):
                 removed, remaining, statuses = self._finish_storage(batch.get("pending_storage"))
                 removed_total += removed
                 pending.extend(remaining)
-            request_ids.extend(uuid.UUID(str(r)) for r in batch.get("request_ids") or [])
-            for entry in batch.get("companies") or []:
-                _merge_company(companies, entry, statuses)
+            with reading("gdpr_apply_retention"):
+                request_ids.extend(uuid.UUID(str(r)) for r in batch.get("request_ids") or [])
+                for entry in batch.get("companies") or []:
+                    _merge_company(companies, entry, statuses)
             # A dry run finds the same rows again; a batch that changed nothing would too.
             if dry_run or not more or not any(counts.values()):
                 break
-        return RetentionReport(
-            dry_run=bool(dry_run),
-            batch_size=batch_size,
-            batches=batches,
-            more=more,
-            counts=totals,
-            companies=[RetentionCompanyReport.model_validate(c) for c in companies.values()],
-            request_ids=request_ids,
-            pending_storage=pending,  # type: ignore[arg-type]  # validated by pydantic
-            storage_removed=removed_total,
+        return parse_model(
+            RetentionReport,
+            dict(
+                dry_run=bool(dry_run),
+                batch_size=batch_size,
+                batches=batches,
+                more=more,
+                counts=totals,
+                companies=[parse_model(RetentionCompanyReport, c) for c in companies.values()],
+                request_ids=request_ids,
+                pending_storage=pending,
+                storage_removed=removed_total,
+            ),
         )
 
     def list_requests(
@@ -189,6 +194,10 @@ class GDPRSessionManager(Resource):
                 raise InvalidInputError(f"status must be one of {allowed}") from None
         params = {"status": None if status is None else status.value, "overdue": bool(overdue)}
         rows = self._call(lambda: self._backend.rpc("gdpr_list_requests", params), idempotent=True)
+        if rows is not None and not isinstance(rows, list):
+            raise UnexpectedResponseError(
+                f"gdpr_list_requests answered {type(rows).__name__} where rows were expected"
+            )
         return [parse_model(GDPRRequest, row) for row in rows or []]
 
     def resume_pending_storage(self, auth_uid: uuid.UUID | str | None = None) -> int:
@@ -228,8 +237,9 @@ class GDPRSessionManager(Resource):
         remaining: list[dict[str, Any]] = []
         for request_id, paths in by_request.items():
             result = _mapping(self._confirm(request_id, paths), "confirm")
-            if result.get("status") is not None:
-                statuses[request_id] = GDPRRequestStatus(result["status"])
+            with reading("gdpr_confirm_storage_removed"):
+                if result.get("status") is not None:
+                    statuses[request_id] = GDPRRequestStatus(result["status"])
             remaining.extend(_entries(result.get("remaining")))
         remaining.extend(e for e in entries if (e["bucket"], e["path"]) not in gone)
         return len(gone), remaining, statuses
@@ -253,7 +263,7 @@ class GDPRSessionManager(Resource):
 
 def _mapping(value: Any, function: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise InvalidInputError(
+        raise UnexpectedResponseError(
             f"{function} answered {type(value).__name__} where a JSON object was expected"
         )
     return value
@@ -262,15 +272,16 @@ def _mapping(value: Any, function: str) -> Mapping[str, Any]:
 def _entries(pending: Any) -> list[dict[str, Any]]:
     """Pending storage entries as ``{request_id, bucket, path}`` (request_id a UUID or None)."""
     entries: list[dict[str, Any]] = []
-    for item in pending or []:
-        request_id = item.get("request_id")
-        entries.append(
-            {
-                "request_id": None if request_id is None else uuid.UUID(str(request_id)),
-                "bucket": str(item["bucket"]),
-                "path": str(item["path"]),
-            }
-        )
+    with reading("the pending storage of a GDPR request"):
+        for item in pending or []:
+            request_id = item.get("request_id")
+            entries.append(
+                {
+                    "request_id": None if request_id is None else uuid.UUID(str(request_id)),
+                    "bucket": str(item["bucket"]),
+                    "path": str(item["path"]),
+                }
+            )
     return entries
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._concurrency import (
     Condition,
     Worker,
@@ -25,7 +26,7 @@ from voicesessions._concurrency import (
 )
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
-from voicesessions._validation import validate
+from voicesessions._validation import validate_mapping
 from voicesessions.errors import ConfigurationError, StreamError, TransientError
 from voicesessions.models import AppendResult, SegmentInput, SessionEvent, StreamStats
 
@@ -51,6 +52,7 @@ EVENT_FAILED = "failed"
 SessionCallback = Callable[[SessionEvent], Any]
 
 
+@checked_arguments
 class SessionEvents:
     """The live events of one session: ``with`` it, then ``for`` over it.
 
@@ -248,6 +250,7 @@ class Subscription:
             logger.exception("subscription callback failed on %s event", event.event)
 
 
+@checked_arguments
 class TranscriptStream:
     """Batch transcript segments into few database calls: ``with`` it, ``await
     s.add(segment)``.
@@ -327,9 +330,7 @@ class TranscriptStream:
 
     def add_many(self, segments: Iterable[SegmentInput | Mapping[str, Any]]) -> None:
         """Queue several segments, all validated before any is queued."""
-        parsed = [
-            s if isinstance(s, SegmentInput) else validate(SegmentInput, **s) for s in segments
-        ]
+        parsed = [validate_mapping(SegmentInput, s, "segment") for s in segments]
         for segment in parsed:
             with self._condition:
                 while True:

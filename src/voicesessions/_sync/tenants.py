@@ -12,14 +12,16 @@ import builtins
 import uuid
 from typing import Any
 
+from voicesessions._arguments import checked_arguments
 from voicesessions._query import Order, eq
-from voicesessions._validation import as_uuid, parse_model, validate
+from voicesessions._validation import as_uuid, parse_model, validate_mapping
 from voicesessions._values import check_text
 from voicesessions.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    brief,
 )
 from voicesessions.models import Company, Profile, ProfileRole, RetentionPolicy
 
@@ -29,6 +31,7 @@ from .resource import Resource
 MAX_NAME_LENGTH = 200
 
 
+@checked_arguments
 class TenantRepository(Resource):
     """Companies, users and their profiles."""
 
@@ -37,8 +40,8 @@ class TenantRepository(Resource):
     ) -> Company:
         """A new company (tenant), optionally with retention days per data category."""
         clean = _name(name, "name")
-        if isinstance(retention, dict):
-            retention = validate(RetentionPolicy, **retention)
+        if retention is not None:
+            retention = validate_mapping(RetentionPolicy, retention, "retention")
         row: dict[str, Any] = {"id": uuid.uuid4(), "name": clean}
         if retention is not None:
             row.update(retention.to_columns())
@@ -77,7 +80,7 @@ class TenantRepository(Resource):
         """
         address = email.strip() if isinstance(email, str) else ""
         if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
-            raise InvalidInputError(f"not an email address: {email!r}")
+            raise InvalidInputError(f"not an email address: {brief(email)}")
         check_text(address, "email")
         if password is not None:
             check_text(password, "password")
@@ -169,7 +172,7 @@ def _role(value: ProfileRole | str) -> ProfileRole:
         return ProfileRole(value)
     except ValueError as exc:
         allowed = ", ".join(r.value for r in ProfileRole)
-        raise InvalidInputError(f"role must be one of {allowed}, not {value!r}") from exc
+        raise InvalidInputError(f"role must be one of {allowed}, not {brief(value)}") from exc
 
 
 def _name(value: Any, field: str) -> str:

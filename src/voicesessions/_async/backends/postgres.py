@@ -51,7 +51,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._events import EVENTS_CHANNEL, EventVerifier
@@ -65,6 +65,8 @@ from voicesessions.errors import (
     NotFoundError,
     PermissionDeniedError,
     TransientError,
+    VoiceSessionsError,
+    brief,
     from_sqlstate,
 )
 
@@ -200,8 +202,21 @@ class _SharedPool:
 
     async def ensure_open(self) -> None:
         if not self.opened:
+            # One connection first, outside the pool: a wrong password, a missing database
+            # or an unknown host fails now with its own message, instead of the pool
+            # retrying it in the background until the caller's timeout ("couldn't get a
+            # connection"). A refused or timed-out connection is TransientError.
+            await self.check_connection()
             await self.pool.open()  # idempotent, and serialised by the pool's own lock
             self.opened = True
+
+    async def check_connection(self) -> None:
+        """Connect once with the pool's settings and disconnect; raise why it failed."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, **self.connect_kwargs)
+        except psycopg.Error as exc:
+            raise _connect_error(exc) from exc
+        await conn.close()
 
     async def aclose(self) -> None:
         self.closed = True
@@ -516,7 +531,7 @@ class AsyncPostgresBackend(AsyncBackend):
                 shared.dsn, autocommit=True, **shared.connect_kwargs
             )
         except psycopg.Error as exc:
-            raise _api_error(exc) from exc
+            raise _connect_error(exc) from exc
         try:
             try:
                 key, now_ms = await _events_key(conn)
@@ -574,7 +589,7 @@ class AsyncPostgresBackend(AsyncBackend):
             await cur.execute(query, params)
             created = await cur.fetchone()
             if created is None:
-                raise from_sqlstate("23505", f"a user with email {address!r} already exists")
+                raise from_sqlstate("23505", f"a user with email {brief(address)} already exists")
         new_id = created["id"]
         assert isinstance(new_id, uuid.UUID)
         return new_id
@@ -688,6 +703,11 @@ class AsyncPostgresBackend(AsyncBackend):
                             )
                         )
                     yield cur
+        except PoolTimeout as exc:
+            # No connection within the timeout: say why a new one cannot be made, if it
+            # cannot (e.g. the password was changed since the pool opened).
+            await shared.check_connection()
+            raise _api_error(exc) from exc
         except psycopg.Error as exc:
             raise _api_error(exc) from exc
 
@@ -776,6 +796,59 @@ def _api_error(exc: psycopg.Error) -> APIError:
     return from_sqlstate(None, message)
 
 
+#: Refusals of a connection attempt that trying again will not change, recognised by
+#: libpq's and the server's messages (a refused connection carries no SQLSTATE in libpq):
+#: (pattern, exception type, the SQLSTATE the server used).
+_PERMANENT_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], type[VoiceSessionsError], str], ...] = (
+    (re.compile(r"password authentication failed", re.IGNORECASE), PermissionDeniedError, "28P01"),
+    (
+        re.compile(
+            r"authentication failed|no pg_hba\.conf entry|no password supplied"
+            r"|password is required|role \"[^\"]*\" does not exist|not permitted to log in"
+            r"|SCRAM|SASL|GSSAPI|certificate",
+            re.IGNORECASE,
+        ),
+        PermissionDeniedError,
+        "28000",
+    ),
+    (
+        re.compile(r"permission denied for database|not allowed to connect", re.IGNORECASE),
+        PermissionDeniedError,
+        "42501",
+    ),
+    (
+        re.compile(r"database \"[^\"]*\" does not exist", re.IGNORECASE),
+        ConfigurationError,
+        "3D000",
+    ),
+    (
+        re.compile(
+            r"failed to resolve host|could not translate host name|Name or service not known"
+            r"|nodename nor servname|invalid connection option|invalid (integer|sslmode) value",
+            re.IGNORECASE,
+        ),
+        ConfigurationError,
+        "",
+    ),
+)
+
+
+def _connect_error(exc: psycopg.Error) -> VoiceSessionsError:
+    """The voicesessions exception for a failed connection attempt: a wrong password or
+    user (PermissionDeniedError), a missing database or an unknown host
+    (ConfigurationError) fail at once with the server's own message; anything else (a
+    refused or timed-out connection, too many clients, a server starting up) is transient."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if not exc.sqlstate:
+        for pattern, cls, sqlstate in _PERMANENT_CONNECT_FAILURES:
+            if pattern.search(message):
+                if issubclass(cls, APIError):
+                    return cls(message, code=sqlstate or None)
+                suffix = f" [{sqlstate}]" if sqlstate else ""
+                return cls(f"cannot connect to PostgreSQL: {message}{suffix}")
+    return _api_error(exc)
+
+
 def _storage_root(given: Path | str | None) -> Path:
     """The local store's directory: ``given``, else the environment, else the user data dir."""
     if given is None:
@@ -790,7 +863,7 @@ def _storage_root(given: Path | str | None) -> Path:
 def _storage_part(name: object, kind: str) -> PurePosixPath:
     """A bucket name or object path as a relative path that stays inside its parent."""
     if not isinstance(name, str) or not name or "\x00" in name:
-        raise InvalidInputError(f"not a valid storage {kind}: {name!r}")
+        raise InvalidInputError(f"not a valid storage {kind}: {brief(name)}")
     part = PurePosixPath(name)
     if (
         part.is_absolute()
@@ -799,7 +872,7 @@ def _storage_part(name: object, kind: str) -> PurePosixPath:
         or any(p in ("..", ".") for p in name.split("/"))
         or (kind == "bucket" and len(part.parts) != 1)
     ):
-        raise InvalidInputError(f"storage {kind} {name!r} would leave the storage root")
+        raise InvalidInputError(f"storage {kind} {brief(name)} would leave the storage root")
     return part
 
 
@@ -856,7 +929,7 @@ def _positive_seconds(value: object) -> bool:
 
 def _identifier(name: object, kind: str) -> sql.Identifier:
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise InvalidInputError(f"not a valid {kind} name: {name!r}")
+        raise InvalidInputError(f"not a valid {kind} name: {brief(name)}")
     return sql.Identifier(name)
 
 
@@ -866,11 +939,11 @@ def _table(name: str) -> sql.Identifier:
 
 
 def _param(value: Any) -> Any:
-    """A value as a query parameter: mappings and lists go as ``jsonb``."""
-    if isinstance(value, Mapping):
-        return Jsonb(dict(value), dumps=_json_dumps)
-    if isinstance(value, (list, tuple)):
-        return Jsonb(list(value), dumps=_json_dumps)
+    """A value as a query parameter: mappings and lists go as ``jsonb`` (in the JSON form
+    PostgREST would receive: see :func:`voicesessions._query.jsonable`)."""
+    if isinstance(value, (Mapping, list, tuple)):
+        # Checked and converted now, before any I/O (InvalidInputError if it is not JSON).
+        return Jsonb(jsonable(value), dumps=_json_dumps)
     return value
 
 
@@ -878,7 +951,9 @@ def _json_dumps(value: Any) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"a value sent as JSON is not JSON: {exc}") from None
+        raise InvalidInputError(f"a value sent as JSON is not JSON: {brief(str(exc))}") from None
+    except RecursionError:
+        raise InvalidInputError("a JSON document is nested too deeply to be sent") from None
 
 
 def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:

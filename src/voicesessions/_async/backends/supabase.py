@@ -133,7 +133,7 @@ class AsyncSupabaseBackend(AsyncBackend):
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise errors.ConfigurationError(
-                f"the Supabase URL must start with http:// or https://, not {url!r}"
+                f"the Supabase URL must start with http:// or https://, not {errors.brief(url)}"
             )
         if not key:
             raise errors.ConfigurationError("the Supabase API key is empty")
@@ -255,7 +255,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         try:
             return uuid.UUID(response.user.id)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise errors.APIError(
+            raise errors.UnexpectedResponseError(
                 "Supabase Auth answered without a user id", http_status=status
             ) from exc
 
@@ -270,13 +270,13 @@ class AsyncSupabaseBackend(AsyncBackend):
         the chunks sent before it stay deleted.
         """
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise errors.InvalidInputError(f"not a valid storage bucket: {bucket!r}")
+            raise errors.InvalidInputError(f"not a valid storage bucket: {errors.brief(bucket)}")
         if isinstance(paths, str):
             raise errors.InvalidInputError("paths must be a sequence of object paths")
         names = list(paths)
         for name in names:
             if not isinstance(name, str) or not name:
-                raise errors.InvalidInputError(f"not a valid storage path: {name!r}")
+                raise errors.InvalidInputError(f"not a valid storage path: {errors.brief(name)}")
         removed: list[str] = []
         for start in range(0, len(names), MAX_STORAGE_PATHS_PER_REQUEST):
             chunk = names[start : start + MAX_STORAGE_PATHS_PER_REQUEST]
@@ -369,7 +369,9 @@ class AsyncSupabaseBackend(AsyncBackend):
             raise _storage_error(exc) from exc
         url = signed.get("signedURL") or signed.get("signedUrl")
         if not url:
-            raise errors.APIError("Storage answered without a signed URL", http_status=status)
+            raise errors.UnexpectedResponseError(
+                "Storage answered without a signed URL", http_status=status
+            )
         return str(url)
 
     def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
@@ -498,10 +500,15 @@ def _map_error(exc: Exception, http_status: int | None) -> errors.APIError | Non
         return errors.TransientError(f"the request to Supabase failed: {type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.HTTPError):
         return errors.APIError(f"the request to Supabase failed: {type(exc).__name__}: {exc}")
-    if isinstance(exc, (TypeError, ValueError)):
+    if isinstance(exc, (TypeError, ValueError, RecursionError)):
         if http_status is None:  # raised while building the request: the input
-            return errors.InvalidInputError(f"cannot send this value to Supabase: {exc}")
-        return errors.APIError(f"unreadable response from Supabase: {exc}", http_status=http_status)
+            return errors.InvalidInputError(
+                f"cannot send this value to Supabase: {errors.brief(str(exc))}"
+            )
+        return errors.UnexpectedResponseError(
+            f"unreadable response from Supabase: {errors.brief(str(exc))}",
+            http_status=http_status,
+        )
     return None
 
 
@@ -519,15 +526,15 @@ def _storage_error(exc: StorageApiError) -> errors.APIError:
 def _check_storage_name(bucket: object, path: object) -> None:
     """Refuse an empty or nested bucket name and an empty path before any request."""
     if not isinstance(bucket, str) or not bucket or "/" in bucket:
-        raise errors.InvalidInputError(f"not a valid storage bucket: {bucket!r}")
+        raise errors.InvalidInputError(f"not a valid storage bucket: {errors.brief(bucket)}")
     if not isinstance(path, str) or not path or path.startswith("/"):
-        raise errors.InvalidInputError(f"not a valid storage path: {path!r}")
+        raise errors.InvalidInputError(f"not a valid storage path: {errors.brief(path)}")
 
 
 def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:
     if isinstance(data, list) and all(isinstance(row, dict) for row in data):
         return data
-    raise errors.APIError(
+    raise errors.UnexpectedResponseError(
         f"PostgREST answered {type(data).__name__} where rows were expected",
         http_status=http_status,
     )
