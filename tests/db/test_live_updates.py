@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import AUTHENTICATOR_PASSWORD, Database
 from tests.support.api import Api, Identity, Result
 from tests.support.db import fingerprint
+from tests.support.supabase import REALTIME_DDL
 from tests.support.world import World, seed_world
 from voicesessions._request import request_context
 from voicesessions.local import migrations
@@ -1042,41 +1043,7 @@ def test_plain_postgres_has_no_realtime_and_no_realtime_policy(world_db: WorldDb
 
 # -- on Supabase: Realtime Broadcast and its authorization -----------------------------------
 
-# The parts of Supabase Realtime's schema the migration relies on, as Realtime creates them
-# (supabase/realtime migrations): realtime.send is SECURITY INVOKER, executable only by
-# Supabase's own roles, and inserts into realtime.messages, which has RLS and no policy.
-FAKE_REALTIME = """
-create schema realtime;
-grant usage on schema realtime to anon, authenticated, service_role;
-create table realtime.messages (
-  topic text not null,
-  extension text not null,
-  payload jsonb,
-  event text,
-  private boolean default false,
-  updated_at timestamp not null default now(),
-  inserted_at timestamp not null default now(),
-  id uuid not null default gen_random_uuid(),
-  primary key (id, inserted_at)
-);
-alter table realtime.messages enable row level security;
-grant select, insert, update on realtime.messages to anon, authenticated, service_role;
-create function realtime.topic() returns text language sql stable
-  as $$ select nullif(current_setting('realtime.topic', true), '')::text $$;
-create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
-returns void language plpgsql as $$
-begin
-  begin
-    execute format('set local realtime.topic to %L', topic);
-    insert into realtime.messages (payload, event, topic, private, extension)
-    values (payload, event, topic, private, 'broadcast');
-  exception when others then
-    raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
-  end;
-end;
-$$;
-revoke all on function realtime.send(jsonb, text, text, boolean) from public;
-"""
+# The parts of Supabase Realtime's schema the migration relies on: tests/support/supabase.py.
 
 
 @pytest.fixture
@@ -1090,7 +1057,7 @@ def realtime_world(template_db: Database) -> Iterator[WorldDb]:
     try:
         dsn = make_conninfo(template_db.dsn, dbname=name)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(FAKE_REALTIME.encode())
+            conn.execute(REALTIME_DDL.encode())
             migrations.migrate(conn)
             conn.autocommit = False
             world = seed_world(conn)
