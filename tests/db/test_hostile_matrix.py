@@ -583,6 +583,7 @@ class Matrix:
     snapshot: Snapshot
     tables: dict[str, Table]
     sides: dict[str, Side]
+    reader: psycopg.Connection[TupleRow]  # the owner's, for reading rows back
 
 
 @pytest.fixture(scope="module")
@@ -594,9 +595,11 @@ def matrix(shared_world_db: WorldDb) -> Iterator[Matrix]:
     snapshot = Snapshot(db)
     vs = VoiceSessions.from_postgres(db.dsn)
     api = Api(db.authenticator_dsn)
+    reader = owner(db)
     try:
-        yield Matrix(db, world, api, vs, snapshot, tables, sides)
+        yield Matrix(db, world, api, vs, snapshot, tables, sides, reader)
     finally:
+        reader.close()
         api.close()
         vs.close()
         snapshot.close()
@@ -636,8 +639,8 @@ def check_row(m: Matrix, probe: Probe, row: dict[str, Any]) -> list[str]:
         sql.SQL("{}::text = {}").format(sql.Identifier(k), sql.Placeholder()) for k in key
     )
     try:
-        with owner(m.db) as conn:
-            stored = conn.execute(
+        with m.reader.transaction():
+            stored = m.reader.execute(
                 sql.SQL("select {} from {} where {}").format(
                     sql.Identifier(probe.column), table.ident, where
                 ),
@@ -673,42 +676,66 @@ def check_readers(m: Matrix, sides: list[Side]) -> list[str]:
     return problems
 
 
-def check_stored(m: Matrix, probes: list[Probe]) -> dict[Probe, list[str]]:
-    """Commit ``probes`` (one request each), read everything back, restore the snapshot.
+def commit(m: Matrix, probe: Probe) -> list[dict[str, Any]]:
+    """Send ``probe`` again and commit it; the rows it returned."""
+    request = request_for(probe, m.tables[probe.table], m.sides, m.world)
+    assert request is not None
+    result = m.api.run(m.world.identity(probe.who), request.query, request.params, commit=True)
+    return result.rows
 
-    Several probes share the readers' run; when a reader fails, each probe is checked alone
-    to name the one responsible. A probe that cannot be committed after the others (a unique
-    key, a session no longer active) is checked alone too.
-    """
-    problems: dict[Probe, list[str]] = {}
+
+def check_owner_reads(m: Matrix, probe: Probe) -> list[str]:
+    """Commit ``probe`` alone, read the row back as its owner, restore."""
+    try:
+        rows = commit(m, probe)
+        return [p for row in rows for p in check_row(m, probe, row)]
+    except psycopg.Error as error:
+        return [f"refused when committed alone: {describe(error)}"]
+    finally:
+        m.snapshot.restore()
+
+
+def check_readers_of(m: Matrix, probes: list[Probe]) -> dict[Probe, list[str]]:
+    """Commit ``probes`` together, run every reader and processor, restore; when something
+    fails, halve the group until each failure is pinned on one probe. A probe that cannot be
+    committed after the others (a unique key, a session no longer active) goes on alone."""
     committed: list[Probe] = []
-    alone: list[Probe] = []
+    later: list[Probe] = []
     try:
         for probe in probes:
-            request = request_for(probe, m.tables[probe.table], m.sides, m.world)
-            assert request is not None
             try:
-                result = m.api.run(
-                    m.world.identity(probe.who), request.query, request.params, commit=True
-                )
+                commit(m, probe)
             except psycopg.Error as error:
                 if len(probes) == 1:
                     return {probe: [f"refused when committed alone: {describe(error)}"]}
-                alone.append(probe)
+                later.append(probe)
                 continue
             committed.append(probe)
-            problems[probe] = [p for row in result.rows for p in check_row(m, probe, row)]
         sides = sorted({side_of(p.who) for p in committed})
-        readers = check_readers(m, [m.sides[s] for s in sides]) if committed else []
+        failed = check_readers(m, [m.sides[s] for s in sides]) if committed else []
     finally:
         m.snapshot.restore()
-    if readers:
-        if len(committed) == 1:
-            problems[committed[0]] += readers
-        else:
-            alone += committed
-    for probe in alone:
-        problems.update(check_stored(m, [probe]))
+    problems: dict[Probe, list[str]] = {}
+    if failed and len(committed) == 1:
+        problems[committed[0]] = failed
+    elif failed:
+        half = len(committed) // 2
+        problems.update(check_readers_of(m, committed[:half]))
+        problems.update(check_readers_of(m, committed[half:]))
+    for probe in later:
+        problems.update(check_readers_of(m, [probe]))
+    return problems
+
+
+def check_stored(m: Matrix, probes: list[Probe]) -> dict[Probe, list[str]]:
+    """What is wrong with each stored probe: first each one alone as its owner reads it (a
+    row its owner cannot read back as sent fails there, without running the readers), then
+    the others together through every reader."""
+    problems = {probe: check_owner_reads(m, probe) for probe in probes}
+    readable = [probe for probe in probes if not problems[probe]]
+    if readable:
+        for probe, found in check_readers_of(m, readable).items():
+            problems[probe] += found
     return problems
 
 
@@ -727,11 +754,22 @@ def batches(stored: list[Probe]) -> list[list[Probe]]:
 
 
 def probes_of(m: Matrix, table_name: str) -> Iterator[Probe]:
+    """Every column x identity x value x operation of ``table_name``. Where the identity's
+    role has no privilege to write the column at all, PostgreSQL refuses before reading any
+    value: one value is sent (and must be refused) instead of all of them."""
     table = m.tables[table_name]
     for column in table.columns.values():
         for who in IDENTITIES:
-            for value in values_for(column, other(m.sides, who)):
-                for operation in OPERATIONS:
+            role = m.world.identity(who).role
+            for operation in OPERATIONS:
+                allowed = m.reader.execute(
+                    "select has_column_privilege(%s, %s, %s, %s)",
+                    (role, table_name, column.name, operation),
+                ).fetchone()
+                values = values_for(column, other(m.sides, who))
+                if not (allowed and allowed[0]):
+                    values = values[:1]
+                for value in values:
                     yield Probe(table_name, column.name, who, operation, value)
 
 

@@ -95,7 +95,7 @@ class Snapshot:
         self._conn = owner(db)
         self._tables = data_tables(self._conn)
         self._columns: dict[str, sql.Composed] = {}
-        parts: list[sql.Composable] = []
+        self._parts: dict[str, sql.Composed] = {}
         for index, (schema, table) in enumerate(self._tables):
             source = sql.Identifier(schema, table)
             self._conn.execute(
@@ -113,21 +113,20 @@ class Snapshot:
             self._columns[f"{schema}.{table}"] = sql.SQL(", ").join(
                 sql.Identifier(str(c[0])) for c in writable
             )
-            parts.append(
-                sql.SQL(
-                    "select {}::text, (select md5(coalesce(string_agg(t::text, E'\\n' order by"
-                    " t::text), '')) from {} t)"
-                ).format(sql.Literal(f"{schema}.{table}"), source)
-            )
-        self._hash_query = sql.SQL(" union all ").join(parts)
+            self._parts[f"{schema}.{table}"] = sql.SQL(
+                "select {}::text, (select md5(coalesce(string_agg(t::text, E'\\n' order by"
+                " t::text), '')) from {} t)"
+            ).format(sql.Literal(f"{schema}.{table}"), source)
         self._pristine = self.hashes()
 
-    def hashes(self) -> dict[str, str]:
-        """A hash of the rows of every table, in one statement."""
-        return {str(name): str(value) for name, value in self._conn.execute(self._hash_query)}
+    def hashes(self, tables: list[str] | None = None) -> dict[str, str]:
+        """A hash of the rows of every table (or of ``tables``), in one statement."""
+        names = list(self._parts) if tables is None else tables
+        query = sql.SQL(" union all ").join(self._parts[name] for name in names)
+        return {str(name): str(value) for name, value in self._conn.execute(query)}
 
-    def changed(self) -> list[str]:
-        now = self.hashes()
+    def changed(self, tables: list[str] | None = None) -> list[str]:
+        now = self.hashes(tables)
         return sorted(name for name, value in now.items() if self._pristine.get(name) != value)
 
     def restore(self) -> list[str]:
@@ -148,7 +147,7 @@ class Snapshot:
                         target, columns, columns, sql.Identifier(f"snap_{index[name]}")
                     )
                 )
-        left = self.changed()
+        left = self.changed(changed)
         assert not left, f"restoring the snapshot left {left} different"
         return changed
 
