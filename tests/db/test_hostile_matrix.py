@@ -3,10 +3,12 @@ PostgREST writes them: each one refused with a documented error, or stored and t
 back faithfully by every reader.
 
 **The matrix.** Tables: every table of the schemas an API exposes (``public``, ``storage``,
-``realtime`` where it exists), checked against the catalog. Identities: anon, trainee A1,
-manager MA, admin AA of company A, trainee B1 of company B, service_role (the world of
-tests/support/world.py); each writes rows of its own side (A1's for company A's people, anon
-and service_role, B1's for B1). Operations: insert and update. Values, per column type:
+``realtime``), checked against the catalog, in a database shaped like a Supabase project
+(Supabase Realtime created before the migrations, GoTrue's audit log:
+tests/support/supabase.py). Identities: anon, trainee A1, manager MA, admin AA of company A,
+trainee B1 of company B, service_role (the world of tests/support/world.py); each writes rows
+of its own side (A1's for company A's people, anon and service_role, B1's for B1).
+Operations: insert and update. Values, per column type:
 
 - text: NUL, a lone surrogate (as the raw invalid UTF-8 bytes ED A0 80, and as the JSON
   escape ``\\ud800``), 1 MB, empty;
@@ -15,12 +17,17 @@ and service_role, B1's for B1). Operations: insert and update. Values, per colum
 - jsonb: the number 1e5000 (alone and in an object), nesting 100, 1,000 and 3,000 deep,
   10 MB, ``"NaN"``/``"Infinity"`` strings, an array, a string and a number where an object is
   expected;
-- timestamptz, date: -infinity, infinity, 0001-01-01 BC, 2090;
+- timestamp(tz), date: -infinity, infinity, 0001-01-01 BC, 2090;
 - uuid: the other company's id, its trainee's user id and active session id, a missing id;
 - text[]: an element with NUL, a 1 MB element.
 
 Generated and identity columns (never written by a client) and enum/boolean/tsvector columns
-(no hostile value beyond an invalid label, which input parsing refuses) are left out.
+(no hostile value beyond an invalid label, which input parsing refuses) are left out. Where
+an identity's role has no privilege to write a column at all, PostgreSQL refuses before it
+reads a value: that combination sends one value (which must be refused), not all of them.
+In ``storage`` and ``realtime`` (``SUPABASE_OWNED``) the service role is Supabase's own
+services writing their own tables, beyond what the migrations can constrain: there only the
+API users are probed (the migrations' policies decide what they may write).
 
 Each write is one request as PostgREST sends it (tests/support/api.py): the JSON body as a
 text parameter, read with ``json_to_record`` into the columns' types, inside one
@@ -35,23 +42,29 @@ transaction with ``role`` and ``request.jwt.claims`` set; ``insert ... select`` 
   while reading the request body is input validation and fine). Every request is rolled
   back, and the whole database is compared (:class:`tests.support.db.Snapshot`) after each
   table's probes: nothing may remain.
-- Stored (the request returned rows): the probe is committed once (by the least privileged
-  identity that got it stored) and then: the owner reads the column back equal to what was
-  sent (the database may put its own clock stamps and owner ids in timestamp and uuid
-  columns, and derives a few columns itself: ``DATABASE_DERIVED``; numerics are compared
-  after the column's scale; a non-finite number stored is a failure in itself: issue 11
-  class 4, and so is 10 MB stored by an API user: class 9, size caps); a user's row
-  stays in that user's company; every SDK reader of both companies' data parses (sessions
-  ``list``/``get``/``get_transcript``/``get_analytics``/``search_transcripts`` as the owner and
-  the manager or admin, the four dashboards, profiles and company, GDPR export and request
-  list); the database functions that process that data run (completing the live session,
-  anonymizing the finished one, erasing the trainee, retention for all companies, each as
-  the service role and rolled back). Then the snapshot is restored.
+- Stored (the request returned rows), for each (column, operation, value) once, by the
+  least privileged identity that got it stored:
+
+  1. committed alone, the owner reads the column back equal to what was sent (the
+     database may put its own clock stamps and owner ids in timestamp and uuid columns, and
+     derives a few columns itself: ``DATABASE_DERIVED``; numerics are compared after the
+     column's scale). A non-finite number stored is a failure in itself (issue 11 class 4),
+     so is 10 MB stored by an API user (class 9, size caps), and so is a user's row landing
+     in another company's data;
+  2. the probes that passed 1 are committed together, and every SDK reader of the written
+     companies' data must still work (tests/support/readers.py: sessions, transcripts,
+     analytics, the four dashboards, profiles, company, GDPR export and requests, as the
+     owner, the admin and the service role), and so must the functions that process that
+     data (completing the live session, anonymizing the finished one, erasing the trainee,
+     retention for all companies; as the service role, rolled back). When something fails
+     the group is halved until the failure is pinned on one probe.
+
+  The snapshot is restored after each commit.
 
 A request that changed no row (an update RLS hides) is neither and passes.
 
 Failures are collected per table and reported together: table, column, identity,
-operation, value and what went wrong. One shared world database serves the module.
+operation, value and what went wrong. One world database serves the module.
 """
 
 from __future__ import annotations
@@ -77,6 +90,7 @@ from tests.conftest import Database
 from tests.support.api import Api
 from tests.support.db import Snapshot, data_tables, owner
 from tests.support.readers import one_line, reader_failures
+from tests.support.supabase import AUTH_AUDIT_LOG_DDL, supabase_world
 from tests.support.world import PUBLIC_TABLES, World
 from voicesessions import VoiceSessions
 
@@ -87,8 +101,14 @@ TABLES = (
     *(f"public.{t}" for t in PUBLIC_TABLES),
     "storage.buckets",
     "storage.objects",
+    "realtime.messages",
 )
 IDENTITIES = ("anon", "A1", "B1", "MA", "AA", "service_role")  # least privileged first
+#: Schemas Supabase's own services own and write as the service role (the Storage API, the
+#: Realtime server): what the service role stores there is theirs, out of the migrations'
+#: reach (on hosted Supabase those tables are not even the migration role's); what API
+#: users can write there is governed by the migrations' policies and is probed.
+SUPABASE_OWNED = ("storage", "realtime")
 OPERATIONS = ("insert", "update")
 DOCUMENTED_STATES = frozenset({"42501", "P0002", "VS001", "VS002", "VS003", "VS004"})
 UNDOCUMENTED_STATES = frozenset({"2200H", "XX000"})
@@ -223,6 +243,7 @@ class Side:
     completed: uuid.UUID
     participant: uuid.UUID
     object_name: str
+    message: uuid.UUID  # a Realtime broadcast on the active session's topic
 
 
 def side_of(who: str) -> str:
@@ -247,6 +268,13 @@ def make_sides(db: Database, world: World) -> dict[str, Side]:
                 " values ('session-audio', %s, %s, %s, '{\"size\": 1}')",
                 (name, trainee, str(trainee)),
             )
+            message = conn.execute(
+                "insert into realtime.messages (topic, extension, event, payload, private)"
+                " values (%s, 'broadcast', 'transcript_chunk', '{\"text\": \"hello\"}', true)"
+                " returning id",
+                (f"session:{active}",),
+            ).fetchone()
+            assert message is not None
             sides[company] = Side(
                 company,
                 world.companies[company],
@@ -255,6 +283,7 @@ def make_sides(db: Database, world: World) -> dict[str, Side]:
                 world.completed_session[trainee_key],
                 participant[0],
                 name,
+                message[0],
             )
     return sides
 
@@ -318,6 +347,13 @@ def base_row(table: str, side: Side, world: World) -> dict[str, Any]:
             "owner": str(s.trainee),
             "owner_id": str(s.trainee),
         },
+        "realtime.messages": {
+            "topic": f"session:{s.active}",
+            "extension": "broadcast",
+            "event": "probe",
+            "payload": {},
+            "private": True,
+        },
     }
     return rows[table]
 
@@ -338,6 +374,7 @@ def target(table: str, side: Side) -> dict[str, Any]:
         "public.gdpr_requests": {"company_id": s.company_id},
         "storage.buckets": {"id": "session-audio"},
         "storage.objects": {"bucket_id": "session-audio", "name": s.object_name},
+        "realtime.messages": {"id": s.message},
     }
     return targets[table]
 
@@ -352,7 +389,7 @@ def values_for(column: Column, foreign: Side) -> tuple[Value, ...]:
         return integer_values(t)
     if t in ("jsonb", "json"):
         return JSONB_VALUES
-    if t == "timestamp with time zone":
+    if t in ("timestamp with time zone", "timestamp without time zone"):
         return TIMESTAMP_VALUES
     if t == "date":
         return DATE_VALUES
@@ -407,6 +444,8 @@ def _returning(table: Table) -> sql.Composed:
     extra = ["company_id"] if "company_id" in table.columns else []
     if table.name == "storage.objects":
         extra = ["name"]
+    if table.name == "realtime.messages":
+        extra = ["topic"]
     cols = list(dict.fromkeys([*table.primary_key, *extra]))
     return sql.SQL(", ").join(
         sql.SQL("{}.{}::text as {}").format(table.ident, sql.Identifier(c), sql.Identifier(c))
@@ -535,7 +574,9 @@ def expected(column: Column, value: Value) -> Any:
 
 #: Types whose sent value the database may replace by its own (clock stamps, the owner's
 #: ids): for these the owner must read the column back, not necessarily what was sent.
-DATABASE_STAMPED = frozenset({"timestamp with time zone", "date", "uuid"})
+DATABASE_STAMPED = frozenset(
+    {"timestamp with time zone", "timestamp without time zone", "date", "uuid"}
+)
 #: Columns the database derives itself whatever is sent (README: session_analytics' date and
 #: hour are those of the session).
 DATABASE_DERIVED = frozenset({"public.session_analytics.session_hour"})
@@ -587,8 +628,19 @@ class Matrix:
 
 
 @pytest.fixture(scope="module")
-def matrix(shared_world_db: WorldDb) -> Iterator[Matrix]:
-    db, world = shared_world_db
+def supabase_world_db(template_db: Database) -> Iterator[WorldDb]:
+    """The world in a database shaped like a Supabase project (Realtime before the
+    migrations, GoTrue's audit log), so that realtime.messages is probed and the functions
+    take their Supabase branches."""
+    for db, world in supabase_world(template_db):
+        with owner(db) as conn:
+            conn.execute(AUTH_AUDIT_LOG_DDL)
+        yield db, world
+
+
+@pytest.fixture(scope="module")
+def matrix(supabase_world_db: WorldDb) -> Iterator[Matrix]:
+    db, world = supabase_world_db
     sides = make_sides(db, world)
     with owner(db) as conn:
         tables = load_tables(conn)
@@ -631,6 +683,12 @@ def check_row(m: Matrix, probe: Probe, row: dict[str, Any]) -> list[str]:
     company = row.get("company_id")
     if probe.table == "storage.objects":
         company = str(row.get("name", "")).split("/", 1)[0]
+    if probe.table == "realtime.messages":
+        found = m.reader.execute(
+            "select company_id::text from public.sessions where 'session:' || id::text = %s",
+            (row.get("topic"),),
+        ).fetchone()
+        company = found[0] if found else f"no session ({row.get('topic')})"
     mine = str(m.sides[side_of(probe.who)].company_id)
     if probe.who != "service_role" and company not in (None, mine):
         problems.append(f"stored in another company's data ({company})")
@@ -758,8 +816,11 @@ def probes_of(m: Matrix, table_name: str) -> Iterator[Probe]:
     role has no privilege to write the column at all, PostgreSQL refuses before reading any
     value: one value is sent (and must be refused) instead of all of them."""
     table = m.tables[table_name]
+    identities = IDENTITIES
+    if table_name.split(".", 1)[0] in SUPABASE_OWNED:
+        identities = tuple(who for who in IDENTITIES if who != "service_role")
     for column in table.columns.values():
-        for who in IDENTITIES:
+        for who in identities:
             role = m.world.identity(who).role
             for operation in OPERATIONS:
                 allowed = m.reader.execute(

@@ -22,18 +22,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from tests.conftest import AUTHENTICATOR_PASSWORD, Database
+from tests.conftest import Database
 from tests.support.api import Api, Identity, Result
 from tests.support.db import fingerprint
-from tests.support.supabase import REALTIME_DDL
-from tests.support.world import World, seed_world
+from tests.support.supabase import supabase_world
+from tests.support.world import World
 from voicesessions._request import request_context
-from voicesessions.local import migrations
 
 WorldDb = tuple[Database, World]
 
@@ -1050,24 +1047,7 @@ def test_plain_postgres_has_no_realtime_and_no_realtime_policy(world_db: WorldDb
 def realtime_world(template_db: Database) -> Iterator[WorldDb]:
     """A new database with Supabase Realtime's objects created *before* the migrations run
     (as on Supabase), migrated, holding the two-company world."""
-    name = f"vs_realtime_{uuid.uuid4().hex[:12]}"
-    maintenance = make_conninfo(template_db.dsn, dbname="postgres")
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
-    try:
-        dsn = make_conninfo(template_db.dsn, dbname=name)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(REALTIME_DDL.encode())
-            migrations.migrate(conn)
-            conn.autocommit = False
-            world = seed_world(conn)
-        authenticator = make_conninfo(dsn, user="authenticator", password=AUTHENTICATOR_PASSWORD)
-        yield Database(name, dsn, authenticator), world
-    finally:
-        with psycopg.connect(maintenance, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+    yield from supabase_world(template_db)
 
 
 def test_on_supabase_broadcast_goes_to_realtime_on_a_private_session_topic(

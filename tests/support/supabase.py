@@ -6,10 +6,22 @@ for tests that need a database shaped like a Supabase project.
   by Supabase's own roles, and inserts into ``realtime.messages``, which has RLS and no
   policy. Run it *before* the migrations to get the Realtime policy they create on Supabase.
 - :data:`AUTH_AUDIT_LOG_DDL`: GoTrue's ``auth.audit_log_entries``, with the columns the GDPR
-  functions read.
+  functions read;
+- :func:`supabase_world`: a migrated two-company world in a database that has Realtime.
 """
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from tests.conftest import AUTHENTICATOR_PASSWORD, Database
+from tests.support.world import World, seed_world
+from voicesessions.local import migrations
 
 REALTIME_DDL = """
 create schema realtime;
@@ -49,3 +61,28 @@ AUTH_AUDIT_LOG_DDL = (
     " payload json, created_at timestamptz default now(),"
     " ip_address varchar(64) not null default '')"
 )
+
+
+def supabase_world(template: Database) -> Iterator[tuple[Database, World]]:
+    """A new database of ``template``'s server shaped like a Supabase project: Supabase
+    Realtime's objects created *before* the migrations run (as on Supabase, so the migrations
+    add their Realtime policy), migrated, holding the two-company world; dropped afterwards.
+    A generator for fixtures: ``yield from supabase_world(template_db)``."""
+    name = f"vs_supabase_{uuid.uuid4().hex[:12]}"
+    maintenance = make_conninfo(template.dsn, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
+    try:
+        dsn = make_conninfo(template.dsn, dbname=name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(REALTIME_DDL.encode())
+            migrations.migrate(conn)
+            conn.autocommit = False
+            world = seed_world(conn)
+        authenticator = make_conninfo(dsn, user="authenticator", password=AUTHENTICATOR_PASSWORD)
+        yield Database(name, dsn, authenticator), world
+    finally:
+        with psycopg.connect(maintenance, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
