@@ -267,3 +267,20 @@ def test_the_check_reports_what_it_must(
     )
     assert "lint_unattached(): trigger function attached to no table" in text
     assert len(found) == 6, text
+
+
+def test_ci_requires_the_extension_on_the_system_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI=true on the system's PostgreSQL fails without the extension; elsewhere it skips."""
+    from voicesessions.local.server import find_binaries
+
+    monkeypatch.delenv("VOICESESSIONS_TEST_DSN", raising=False)
+    monkeypatch.delenv("VOICESESSIONS_PG_BINDIR", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    assert not ci_requires_extension()
+    monkeypatch.setenv("CI", "true")
+    assert ci_requires_extension() == (find_binaries().source == "system")
+    monkeypatch.setenv("VOICESESSIONS_PG_BINDIR", str(find_binaries().bindir))
+    assert not ci_requires_extension()
+    monkeypatch.delenv("VOICESESSIONS_PG_BINDIR")
+    monkeypatch.setenv("VOICESESSIONS_TEST_DSN", "postgresql://elsewhere")
+    assert not ci_requires_extension()
