@@ -513,7 +513,7 @@ class Request:
     params: tuple[Any, ...]
 
 
-def request_for(probe: Probe, table: Table, sides: dict[str, Side], world: World) -> Request | None:
+def request_for(probe: Probe, table: Table, sides: dict[str, Side], world: World) -> Request:
     side = sides[side_of(probe.who)]
     if probe.operation == "insert":
         row = base_row(probe.table, side, world)
@@ -667,7 +667,6 @@ def test_the_matrix_covers_every_exposed_table(matrix: Matrix) -> None:
 def run_probe(m: Matrix, probe: Probe) -> tuple[str, Any]:
     """("refused", error) / ("stored", rows) / ("no-op", None), nothing committed."""
     request = request_for(probe, m.tables[probe.table], m.sides, m.world)
-    assert request is not None
     try:
         result = m.api.run(m.world.identity(probe.who), request.query, request.params)
     except psycopg.Error as error:
@@ -737,7 +736,6 @@ def check_readers(m: Matrix, sides: list[Side]) -> list[str]:
 def commit(m: Matrix, probe: Probe) -> list[dict[str, Any]]:
     """Send ``probe`` again and commit it; the rows it returned."""
     request = request_for(probe, m.tables[probe.table], m.sides, m.world)
-    assert request is not None
     result = m.api.run(m.world.identity(probe.who), request.query, request.params, commit=True)
     return result.rows
 
