@@ -40,6 +40,7 @@ from tests.support.db import (
     scalar,
     unchanged,
 )
+from tests.support.supabase import AUTH_AUDIT_LOG_DDL
 from tests.support.world import World
 
 WorldDb = tuple[Database, World]
@@ -335,9 +336,7 @@ class Subject:
 # GoTrue's audit log and Realtime's broadcast messages (a plain table here; partitioned by day
 # on Supabase, which the functions do not depend on).
 SUPABASE_ONLY_DDL = (
-    "create table auth.audit_log_entries (instance_id uuid, id uuid primary key,"
-    " payload json, created_at timestamptz default now(),"
-    " ip_address varchar(64) not null default '')",
+    AUTH_AUDIT_LOG_DDL,
     "create schema if not exists realtime",
     "create table realtime.messages (id uuid primary key default gen_random_uuid(),"
     " topic text not null, extension text not null default 'broadcast', payload jsonb,"

@@ -29,7 +29,7 @@ from tests.conftest import Database
 from tests.support.api import Result
 from tests.support.db import owner_rows, scalar, unchanged
 from tests.support.live import NOTIFY_HEADER_BYTES, events_key, opened, sign
-from tests.support.realtime_db import realtime_database
+from tests.support.supabase import supabase_world
 from tests.support.world import World
 
 WorldDb = tuple[Database, World]
@@ -327,8 +327,7 @@ def check_sender(
 
 @pytest.fixture(scope="module")
 def realtime_world(template_db: Database) -> Iterator[WorldDb]:
-    with realtime_database(template_db) as world_db:
-        yield world_db
+    yield from supabase_world(template_db)
 
 
 def test_realtime_messages_show_a_row_only_on_its_own_topic_to_its_readers(

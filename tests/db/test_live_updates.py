@@ -29,7 +29,7 @@ from tests.conftest import Database
 from tests.support.api import Api, Identity, Result
 from tests.support.db import fingerprint
 from tests.support.live import NOTIFY_HEADER_BYTES, events_key, opened
-from tests.support.realtime_db import realtime_database
+from tests.support.supabase import supabase_world
 from tests.support.world import World
 from voicesessions._request import request_context
 
@@ -1045,12 +1045,14 @@ def test_plain_postgres_has_no_realtime_and_no_realtime_policy(world_db: WorldDb
 
 # -- on Supabase: Realtime Broadcast and its authorization -----------------------------------
 
+# The parts of Supabase Realtime's schema the migration relies on: tests/support/supabase.py.
+
 
 @pytest.fixture
 def realtime_world(template_db: Database) -> Iterator[WorldDb]:
-    """A database as on Supabase with Realtime (tests/support/realtime_db.py)."""
-    with realtime_database(template_db) as world_db:
-        yield world_db
+    """A new database with Supabase Realtime's objects created *before* the migrations run
+    (as on Supabase), migrated, holding the two-company world."""
+    yield from supabase_world(template_db)
 
 
 def test_on_supabase_broadcast_goes_to_realtime_on_a_private_session_topic(

@@ -1,11 +1,19 @@
-"""A database as on Supabase with Realtime: Realtime's own objects created before the
-migrations run, then migrated and holding the two-company world."""
+"""Supabase objects the local bootstrap (compat.sql) does not create, as Supabase creates them,
+for tests that need a database shaped like a Supabase project.
+
+- :data:`REALTIME_DDL`: the parts of Supabase Realtime's schema the migrations rely on (from
+  the supabase/realtime migrations): ``realtime.send`` is SECURITY INVOKER, executable only
+  by Supabase's own roles, and inserts into ``realtime.messages``, which has RLS and no
+  policy. Run it *before* the migrations to get the Realtime policy they create on Supabase.
+- :data:`AUTH_AUDIT_LOG_DDL`: GoTrue's ``auth.audit_log_entries``, with the columns the GDPR
+  functions read;
+- :func:`supabase_world`: a migrated two-company world in a database that has Realtime.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -15,10 +23,7 @@ from tests.conftest import AUTHENTICATOR_PASSWORD, Database
 from tests.support.world import World, seed_world
 from voicesessions.local import migrations
 
-# The parts of Supabase Realtime's schema the migration relies on, as Realtime creates them
-# (supabase/realtime migrations): realtime.send is SECURITY INVOKER, executable only by
-# Supabase's own roles, and inserts into realtime.messages, which has RLS and no policy.
-FAKE_REALTIME = """
+REALTIME_DDL = """
 create schema realtime;
 grant usage on schema realtime to anon, authenticated, service_role;
 create table realtime.messages (
@@ -51,19 +56,26 @@ $$;
 revoke all on function realtime.send(jsonb, text, text, boolean) from public;
 """
 
+AUTH_AUDIT_LOG_DDL = (
+    "create table auth.audit_log_entries (instance_id uuid, id uuid primary key,"
+    " payload json, created_at timestamptz default now(),"
+    " ip_address varchar(64) not null default '')"
+)
 
-@contextmanager
-def realtime_database(template_db: Database) -> Iterator[tuple[Database, World]]:
-    """A new database with Supabase Realtime's objects created *before* the migrations run
-    (as on Supabase), migrated, holding the two-company world; dropped afterwards."""
-    name = f"vs_realtime_{uuid.uuid4().hex[:12]}"
-    maintenance = make_conninfo(template_db.dsn, dbname="postgres")
+
+def supabase_world(template: Database) -> Iterator[tuple[Database, World]]:
+    """A new database of ``template``'s server shaped like a Supabase project: Supabase
+    Realtime's objects created *before* the migrations run (as on Supabase, so the migrations
+    add their Realtime policy), migrated, holding the two-company world; dropped afterwards.
+    A generator for fixtures: ``yield from supabase_world(template_db)``."""
+    name = f"vs_supabase_{uuid.uuid4().hex[:12]}"
+    maintenance = make_conninfo(template.dsn, dbname="postgres")
     with psycopg.connect(maintenance, autocommit=True) as admin:
         admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
     try:
-        dsn = make_conninfo(template_db.dsn, dbname=name)
+        dsn = make_conninfo(template.dsn, dbname=name)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(FAKE_REALTIME.encode())
+            conn.execute(REALTIME_DDL.encode())
             migrations.migrate(conn)
             conn.autocommit = False
             world = seed_world(conn)
