@@ -87,7 +87,11 @@ CASES: list[MetricsCase] = [
     ),
     MetricsCase(
         "own-overlapping-segments",
-        [seg("trainee", 0, 3000, "a b"), seg("trainee", 2000, 4000, "c"), seg("trainee", 7000, 8000)],
+        [
+            seg("trainee", 0, 3000, "a b"),
+            seg("trainee", 2000, 4000, "c"),
+            seg("trainee", 7000, 8000),
+        ],
     ),
     MetricsCase(
         "input-order-is-not-audio-order",
@@ -182,7 +186,7 @@ CASES: list[MetricsCase] = [
     MetricsCase(
         "unicode-speakers-and-text",
         [
-            seg("trainee", 0, 1000, "Grüß Gott 👋🏽 ça va? 你好吗？"),
+            seg("trainee", 0, 1000, "Grüß Gott 👋🏽 ça va? 你好吗\uff1f"),
             seg("Käufer 🤖", 1200, 2500, "Ja, ähm, schön"),
             seg("x" * 64, 2600, 2700, "\u200b zero-width space is not whitespace"),
         ],
