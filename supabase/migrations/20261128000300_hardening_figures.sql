@@ -109,44 +109,30 @@ $$;
 revoke all on function private.session_language(jsonb) from public, anon, authenticated;
 
 /**
- * Non-overlapping occurrences of the filler phrases (space-joined normalized tokens, longest
- * first) in `tokens`, left to right, the longest phrase first at each position
- * (voicesessions.metrics._count_fillers).
+ * `text` as the filler matching sees it (voicesessions.metrics._normalize on every token):
+ * whitespace runs as one space, the text padded with a space at both ends, the punctuation
+ * at both ends of every token removed (a token of punctuation only becomes empty, so that
+ * it still separates the tokens around it), then case-folded.
  */
-create or replace function private.count_fillers(tokens text[], phrases text[], lengths integer[])
-returns integer
-language plpgsql
+create or replace function private.metrics_normalize(
+  text text, ws_run text, punct_run text, fold_from text, fold_to text
+)
+returns text
+language sql
 immutable
 parallel safe
 set search_path = ''
 as $$
-declare
-  n integer := coalesce(cardinality(count_fillers.tokens), 0);
-  i integer := 1;
-  found_count integer := 0;
-  len integer;
-  matched boolean;
-begin
-  while i <= n loop
-    matched := false;
-    foreach len in array count_fillers.lengths loop
-      if i + len - 1 <= n
-         and array_to_string(count_fillers.tokens[i:i + len - 1], ' ') = any (count_fillers.phrases)
-      then
-        found_count := found_count + 1;
-        i := i + len;
-        matched := true;
-        exit;
-      end if;
-    end loop;
-    if not matched then
-      i := i + 1;
-    end if;
-  end loop;
-  return found_count;
-end;
+  select pg_catalog.translate(
+    pg_catalog.regexp_replace(
+      pg_catalog.regexp_replace(
+        ' ' || pg_catalog.regexp_replace(metrics_normalize.text, metrics_normalize.ws_run, ' ',
+                                         'g') || ' ',
+        ' ' || metrics_normalize.punct_run, ' ', 'g'),
+      metrics_normalize.punct_run || ' ', ' ', 'g'),
+    metrics_normalize.fold_from, metrics_normalize.fold_to);
 $$;
-revoke all on function private.count_fillers(text[], text[], integer[])
+revoke all on function private.metrics_normalize(text, text, text, text, text)
   from public, anon, authenticated;
 
 /**
@@ -168,11 +154,12 @@ declare
   defs jsonb := private.metrics_definitions();
   primary_tag text := lower(split_part(coalesce(conversation_metrics.language, 'en'), '-', 1));
   fillers jsonb;
-  phrases text[];
-  firsts text[];
-  lengths integer[];
-  ws_split text;
+  filler_re text;
+  ws_run text;
+  ws_chars text;
+  ws_spaces text;
   punct text;
+  punct_run text;
   fold_from text;
   fold_to text;
   trainee text;
@@ -184,46 +171,64 @@ declare
   pace double precision;
 begin
   fillers := coalesce(defs -> 'fillers' -> primary_tag, defs -> 'fillers' -> 'en');
-  ws_split := '[' || (defs ->> 'whitespace') || ']+';
+  ws_run := '[' || (defs ->> 'whitespace') || ']+';
+  ws_chars := defs ->> 'whitespace';
+  ws_spaces := pg_catalog.repeat(' ', char_length(ws_chars));
   punct := defs ->> 'edge_punctuation';
+  -- every punctuation character escaped (a backslash before a non-alphanumeric character is
+  -- that character, inside brackets too)
+  punct_run := '[' || pg_catalog.regexp_replace(punct, '(.)', '\\\1', 'g') || ']+';
   fold_from := defs ->> 'fold_from';
   fold_to := defs ->> 'fold_to';
   trainee := defs ->> 'trainee_speaker';
   max_speakers := (defs ->> 'max_result_speakers')::integer;
-  -- phrases: normalized like the tokens, longest first
-  select array_agg(p.phrase order by p.len desc, p.phrase collate "C"),
-         array_agg(distinct p.first),
-         array_agg(distinct p.len)
-  into phrases, firsts, lengths
+  -- The fillers, normalized like the text below, as one pattern that matches a phrase
+  -- between two token boundaries. In the text matched, tokens are separated by two spaces
+  -- (an empty token, left by a token of punctuation only, by four), so that a match, which
+  -- takes one space on each side, leaves the next token its own. A greedy RE takes the
+  -- longest match at the leftmost position, and matches do not overlap: the longest phrase
+  -- first at each position, left to right, as voicesessions.metrics._count_fillers does.
+  select ' (?:'
+         || string_agg(pg_catalog.replace(
+                         pg_catalog.regexp_replace(p.phrase, '([^[:alnum:] ])', '\\\1', 'g'),
+                         ' ', '  '),
+                       '|' order by char_length(p.phrase) desc, p.phrase collate "C")
+         || ') '
+  into filler_re
   from (
-    select array_to_string(array_agg(pg_catalog.translate(pg_catalog.btrim(w.t, punct),
-                                                          fold_from, fold_to)
-                                     order by w.n), ' ') as phrase,
-           (array_agg(pg_catalog.translate(pg_catalog.btrim(w.t, punct), fold_from, fold_to)
-                      order by w.n))[1] as first,
-           count(*)::integer as len
-    from jsonb_array_elements_text(fillers) with ordinality f(filler, k)
-    cross join lateral pg_catalog.regexp_split_to_table(f.filler, ws_split)
-      with ordinality w(t, n)
-    where w.t <> ''
-    group by f.k
-  ) p;
-  select array_agg(l order by l desc) into lengths from unnest(lengths) l;
+    select pg_catalog.btrim(private.metrics_normalize(f.filler, ws_run, punct_run, fold_from,
+                                                      fold_to), ' ') as phrase
+    from jsonb_array_elements_text(fillers) f(filler)
+  ) p
+  where p.phrase <> '';
 
   with segs as materialized (
     select row_number() over (order by g.start_ms, g.end_ms, g.seq) as ord,
            g.speaker, g.start_ms::bigint as start_ms, g.end_ms::bigint as end_ms,
-           coalesce(cardinality(tk.tokens), 0) as words,
-           case when tk.tokens && firsts
-                then private.count_fillers(tk.tokens, phrases, lengths) else 0 end as fillers,
+           case when x.collapsed = '' then 0
+                else char_length(x.collapsed)
+                     - char_length(pg_catalog.replace(x.collapsed, ' ', '')) + 1 end as words,
+           case when x.collapsed = '' or filler_re is null then 0
+                else pg_catalog.regexp_count(
+                       -- as private.metrics_normalize, with tokens two spaces apart
+                       pg_catalog.translate(
+                         pg_catalog.regexp_replace(
+                           pg_catalog.regexp_replace(
+                             ' ' || pg_catalog.replace(x.collapsed, ' ', '  ') || ' ',
+                             ' ' || punct_run, ' ', 'g'),
+                           punct_run || ' ', ' ', 'g'),
+                         fold_from, fold_to),
+                       filler_re) end as fillers,
            pg_catalog.regexp_count(g.text, U&'[?\FF1F]+') as questions
     from public.transcript_segments g
     cross join lateral (
-      select array_agg(pg_catalog.translate(pg_catalog.btrim(w.t, punct), fold_from, fold_to)
-                       order by w.n) as tokens
-      from pg_catalog.regexp_split_to_table(g.text, ws_split) with ordinality w(t, n)
-      where w.t <> ''
-    ) tk
+      -- every whitespace character a space (translate is much faster than a regex over a
+      -- large class), then runs of spaces one
+      select pg_catalog.btrim(
+               pg_catalog.regexp_replace(pg_catalog.translate(g.text, ws_chars, ws_spaces),
+                                         '  +', ' ', 'g'),
+               ' ') as collapsed
+    ) x
     where g.session_id = conversation_metrics.session_id
   ),
   -- each speaker's own intervals, merged (islands of overlapping or touching segments)

@@ -628,7 +628,6 @@ CHECKED = [
     ("private.record_analysis(uuid, text, text, jsonb, text, numeric, integer, numeric)", None),
     ("private.refresh_session_analytics(uuid, numeric)", None),
     ("private.conversation_metrics(uuid, text)", None),
-    ("private.count_fillers(text[], text[], integer[])", None),
     ("private.check_session_times(timestamptz, timestamptz, boolean, boolean)", None),
     ("private.record_session_audio(uuid, text, bigint, jsonb, boolean)", None),
     ("private.sessions_before_insert()", "public.sessions"),
