@@ -29,9 +29,9 @@
  *        session without an explicit ended_at ends it at now(), or at started_at + 12 hours if
  *        that is earlier (a forgotten session is not billed for days);
  *      - ended_at <= now() + 5 minutes (22023);
- *      - ended_at is fixed once the session has ended: it cannot change afterwards (42501);
- *        started_at cannot change at all for users (no privilege) nor move an ended session
- *        past the bounds above for the service role.
+ *      - for a user, ended_at is fixed once the session has ended (42501); users have no
+ *        privilege on started_at. The service role (trusted backends) may correct both
+ *        within the bounds above.
  * 4. `analyzed` means "an analysis exists": a session moves to it only when it has an analysis
  *    other than the database's conversation metrics (VS001 otherwise, whoever asks:
  *    record_analysis is the way there).
@@ -851,8 +851,9 @@ revoke all on function private.sessions_before_insert() from public, anon, authe
  * Trigger: ownership never changes; status moves only along the lifecycle; `analyzed` needs
  * an analysis (other than the database's conversation metrics); completing a session stamps
  * `ended_at` (now, at most 12 hours after the start) unless the caller gave one within the
- * bounds; `ended_at` is fixed once the session has ended. Security definer: it reads
- * analysis_results whoever updates.
+ * bounds; for users, `ended_at` is fixed once the session has ended (the service role may
+ * correct the times within the bounds). Security definer: it reads analysis_results
+ * whoever updates.
  */
 create or replace function private.sessions_before_update()
 returns trigger
@@ -866,7 +867,8 @@ begin
      or new.company_id is distinct from old.company_id then
     raise exception 'a session''s id, owner and company cannot change' using errcode = '42501';
   end if;
-  if old.status <> 'active' and new.ended_at is distinct from old.ended_at then
+  if old.status <> 'active' and new.ended_at is distinct from old.ended_at
+     and not private.gdpr_is_service_role() then
     raise exception 'ended_at of session % is fixed since it ended (%)', old.id, old.ended_at
       using errcode = '42501';
   end if;

@@ -237,15 +237,44 @@ def test_completion_time_is_bounded_by_the_clock(world_db: WorldDb, who: str, en
 
 
 @pytest.mark.parametrize("status", ["completed", "analyzed", "archived"])
-@pytest.mark.parametrize("who", ["A1", "service_role"])
 @pytest.mark.parametrize(
-    "end", ["ended_at + interval '1 hour'", "ended_at - interval '1 second'", "started_at"]
+    "end",
+    [
+        "ended_at + interval '1 hour'",
+        "ended_at - interval '1 second'",
+        "started_at",
+        "now() + interval '50 years'",
+    ],
 )
-def test_an_ended_sessions_end_is_fixed(world_db: WorldDb, status: str, who: str, end: str) -> None:
+def test_an_ended_sessions_end_is_fixed_for_users(world_db: WorldDb, status: str, end: str) -> None:
     db, world = world_db
     sid = owner_session(db, world, started_ago="2 hours", status=status)
     query = f"update sessions set ended_at = {end} where id = %s"
-    refused(db, world, who, query, (sid,), "42501")
+    assert "fixed since it ended" in refused(db, world, "A1", query, (sid,), "42501")
+
+
+@pytest.mark.parametrize(
+    ("change", "sqlstate"),
+    [
+        ("ended_at = ended_at + interval '1 hour'", "22023"),  # in the future
+        ("ended_at = started_at + interval '12 hours 1 second'", "22023"),
+        ("started_at = started_at - interval '11 hours'", "22023"),  # 13 hours long
+        ("started_at = now() + interval '1 hour'", "22023"),
+        ("ended_at = started_at + interval '30 minutes'", None),
+        ("started_at = started_at - interval '1 hour'", None),
+    ],
+)
+def test_the_service_role_corrects_times_only_within_the_bounds(
+    world_db: WorldDb, change: str, sqlstate: str | None
+) -> None:
+    db, world = world_db
+    sid = owner_session(db, world, started_ago="2 hours", status="completed")
+    query = f"update sessions set {change} where id = %s returning duration_seconds"
+    if sqlstate is None:
+        [row] = run(db, world, "service_role", query, (sid,))
+        assert 0 <= row["duration_seconds"] <= 12 * 3600
+    else:
+        refused(db, world, "service_role", query, (sid,), sqlstate)
 
 
 def test_a_forgotten_session_ends_at_most_12_hours_after_its_start(world_db: WorldDb) -> None:
