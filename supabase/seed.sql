@@ -145,13 +145,13 @@ where id = 'ac3e0000-0000-4000-8000-000000000100';
 -- confidence, search vector) from the segments above, in the same statement: see
 -- private.assemble_transcript in the live-updates migration.
 
--- Dashboard numbers (session_date/session_hour are set by the database from started_at).
-insert into public.session_analytics (
-  session_id, overall_score, opening_score, questioning_score, objection_handling_score,
-  closing_score, skill_scores, talk_time_ratio, filler_words_count, speaking_pace_wpm,
-  question_count, sentiment_score
-) values (
-  'ac3e0000-0000-4000-8000-000000000100', 74, 82, 71, 68, 75,
-  '{"rapport": 78, "discovery": 71, "value_articulation": 73, "next_steps": 76}',
-  0.5200, 2, 138.5, 3, 0.2500
-);
+-- It also measured the call (talk ratio, fillers, pace, questions: the conversation_metrics
+-- analysis and the session's analytics row). Scores come from an AI provider's analysis,
+-- written here as a backend with the service role would (session_date/session_hour are set
+-- by the database from started_at).
+update public.session_analytics
+set overall_score = 74, opening_score = 82, questioning_score = 71,
+    objection_handling_score = 68, closing_score = 75,
+    skill_scores = '{"rapport": 78, "discovery": 71, "value_articulation": 73, "next_steps": 76}',
+    sentiment_score = 0.2500
+where session_id = 'ac3e0000-0000-4000-8000-000000000100';

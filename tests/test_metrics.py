@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.metrics_cases import CASES, MetricsCase
 from voicesessions import SegmentInput, TranscriptSegment
 from voicesessions.metrics import (
     DEFAULT_FILLERS,
+    MAX_RESULT_SPEAKERS,
     METRICS_VERSION,
     conversation_metrics,
     filler_words_for,
@@ -233,3 +235,36 @@ def test_bad_segments_are_refused() -> None:
         conversation_metrics([seg("trainee", 5, 4, "x")])
     with pytest.raises(ValueError, match="needs speaker"):
         conversation_metrics([{"speaker": "trainee", "text": "x"}])
+
+
+# -- the table of cases shared with the database's implementation ---------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_shared_cases_give_the_figures_worked_out_by_hand(case: MetricsCase) -> None:
+    results = conversation_metrics(case.segments, language=case.language).analysis_results()
+    for key, value in case.expected.items():
+        assert results[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+    conversation = results["conversation"]
+    assert conversation["segments"] == len(case.segments)
+    assert len(conversation["speakers"]) <= MAX_RESULT_SPEAKERS
+    speakers = {s["speaker"] for s in case.segments}
+    assert conversation["speakers_omitted"] == len(speakers) - len(conversation["speakers"])
+
+
+def test_the_breakdown_keeps_the_trainee_and_the_longest_speakers() -> None:
+    many = [seg(f"s{i:03d}", i, i + 0.001 * (i + 1), "w") for i in range(MAX_RESULT_SPEAKERS + 5)]
+    results = conversation_metrics([*many, seg("trainee", 0, 0.0005, "me")]).analysis_results()
+    kept = set(results["conversation"]["speakers"])
+    assert "trainee" in kept
+    assert len(kept) == MAX_RESULT_SPEAKERS
+    assert results["conversation"]["speakers_omitted"] == 6
+    # the speakers with the least speaking time are the ones left out
+    assert kept - {"trainee"} == {f"s{i:03d}" for i in range(6, MAX_RESULT_SPEAKERS + 5)}
+
+
+def test_pace_rounds_half_up_on_the_exact_ratio() -> None:
+    # 1 word in 400 s is 0.15 words per minute exactly: half up gives 0.2 (round() on the
+    # float 0.15, which is below 0.15, would give 0.1)
+    results = conversation_metrics([seg("trainee", 0, 400, "word")]).analysis_results()
+    assert results["speaking_pace_wpm"] == 0.2

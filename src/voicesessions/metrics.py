@@ -40,6 +40,13 @@ Definitions (times in seconds, from the segments' ``start_ms``/``end_ms``):
   **overlap**: the time at least two people speak at once.
 
 Ratios, rates and averages of nothing are None (an empty transcript has no talk ratio).
+
+The database computes the same numbers itself when a session completes
+(``private.conversation_metrics`` in ``supabase/migrations``), from the stored segments in
+``seq`` order, with the default fillers of the session's language, and records them as the
+``conversation_metrics`` analysis of provider ``voicesessions``: a user's client never sends
+the figures that dashboards show. Both implementations are tested against one table of cases
+(``tests/support/metrics_cases.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "DEFAULT_FILLERS",
+    "MAX_RESULT_SPEAKERS",
     "METRICS_VERSION",
     "ConversationMetrics",
     "SpeakerMetrics",
@@ -62,7 +70,12 @@ __all__ = [
 
 #: Version of the definitions above; recorded as the ``version`` of conversation_metrics
 #: analyses, so that changed definitions are recorded as a new analysis, not a conflict.
-METRICS_VERSION = "voicesessions.metrics/1"
+METRICS_VERSION = "voicesessions.metrics/2"
+
+#: At most this many speakers are broken down in :meth:`ConversationMetrics.analysis_results`
+#: (the trainee first, then by speaking time, then by label); the others are counted in
+#: ``speakers_omitted``. Keeps the recorded analysis small whatever the transcript holds.
+MAX_RESULT_SPEAKERS = 50
 
 #: Filler words and phrases per language (primary subtag). Hesitation sounds and the common
 #: verbal tics of each language; words that are usually meant ("like", "actually") are left
@@ -150,21 +163,51 @@ class ConversationMetrics(BaseModel):
     def analysis_results(self, trainee: str = "trainee") -> dict[str, Any]:
         """The ``results`` of a ``conversation_metrics`` analysis: the trainee's numbers under
         the keys that feed ``session_analytics`` (talk_time_ratio, filler_words_count,
-        speaking_pace_wpm, question_count) and the whole breakdown under ``conversation``.
-        A pace above 1,000 words per minute (timestamps that cannot be right) is left out."""
+        speaking_pace_wpm, question_count) and the breakdown under ``conversation``.
+
+        ``speaking_pace_wpm`` is the trainee's words per minute of speaking time rounded to
+        one decimal, half up, on the exact ratio (``words * 60000 / talk_ms``), and left out
+        (None) above 1,000 words per minute (timestamps that cannot be right). The breakdown
+        lists at most :data:`MAX_RESULT_SPEAKERS` speakers (the trainee first, then the
+        longest speaking time, then the label in code-point order); ``speakers_omitted``
+        counts the others."""
         own = self.speakers.get(trainee)
-        pace = None if own is None else own.words_per_minute
+        conversation = self.model_dump(mode="json")
+        kept = sorted(
+            self.speakers.values(),
+            key=lambda m: (m.speaker != trainee, -_ms(m.talk_time_s), m.speaker),
+        )[:MAX_RESULT_SPEAKERS]
+        conversation["speakers"] = {
+            m.speaker: conversation["speakers"][m.speaker] for m in sorted(kept, key=_label)
+        }
+        conversation["speakers_omitted"] = len(self.speakers) - len(kept)
         return {
             # a trainee who never spoke while others did had a share of 0
             "talk_time_ratio": own.talk_time_ratio
             if own is not None
             else (0.0 if self.talk_time_s > 0 else None),
             "filler_words_count": 0 if own is None else own.filler_words,
-            "speaking_pace_wpm": None if pace is None or pace > 1000 else round(pace, 1),
+            "speaking_pace_wpm": None if own is None else _pace(own.words, _ms(own.talk_time_s)),
             "question_count": 0 if own is None else own.questions,
             "trainee_speaker": trainee,
-            "conversation": self.model_dump(mode="json"),
+            "conversation": conversation,
         }
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _label(m: SpeakerMetrics) -> str:
+    return m.speaker
+
+
+def _pace(words: int, talk_ms: int) -> float | None:
+    """Words per minute rounded to 0.1 half up on the exact ratio; None when not measurable
+    or above 1,000 (integer arithmetic only, so that SQL computes the very same number)."""
+    if talk_ms <= 0 or words * 60 > talk_ms:
+        return None
+    return ((words * 1_200_000 + talk_ms) // (2 * talk_ms)) / 10
 
 
 @dataclass(frozen=True)

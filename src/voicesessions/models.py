@@ -79,13 +79,18 @@ class _Input(BaseModel):
 # -- tenancy --------------------------------------------------------------------------------
 
 
-class RetentionPolicy(_Input):
-    """Days each category of a company's data is kept; None keeps it indefinitely."""
+#: Longest retention period the database accepts, in days (about 100 years).
+MAX_RETENTION_DAYS = 36500
 
-    audio_days: int | None = Field(default=None, gt=0)
-    transcript_days: int | None = Field(default=None, gt=0)
-    analysis_days: int | None = Field(default=None, gt=0)
-    session_days: int | None = Field(default=None, gt=0)
+
+class RetentionPolicy(_Input):
+    """Days each category of a company's data is kept (1 to 36,500); None keeps it
+    indefinitely."""
+
+    audio_days: int | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS)
+    transcript_days: int | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS)
+    analysis_days: int | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS)
+    session_days: int | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS)
 
     def to_columns(self) -> dict[str, int | None]:
         return {
@@ -468,6 +473,15 @@ class RetentionCompanyReport(_Row):
     status: GDPRRequestStatus | None = None
 
 
+class RetentionFailure(_Row):
+    """A company whose retention failed in a run over every company: its work of that batch
+    was rolled back, the other companies' went on."""
+
+    company_id: uuid.UUID
+    sqlstate: str
+    message: str
+
+
 class RetentionReport(_Row):
     """What ``apply_retention_policy`` did (or, in a dry run, would do in its first batch).
 
@@ -484,6 +498,7 @@ class RetentionReport(_Row):
     request_ids: list[uuid.UUID] = Field(default_factory=list)
     pending_storage: list[StorageObject] = Field(default_factory=list)
     storage_removed: int = 0
+    failures: list[RetentionFailure] = Field(default_factory=list)
 
 
 class GDPRRequest(_Row):

@@ -34,7 +34,6 @@ from voicesessions import (
     SessionNotFound,
     VoiceSessions,
 )
-from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -245,83 +244,23 @@ async def test_get_analytics_reads_one_row(api: respx.MockRouter, vs: Any) -> No
     assert_service(request)
 
 
-# -- completion records conversation metrics ---------------------------------------------------
+# -- completion: one write, the database measures the call ---------------------------------
 
 
-def segment(seq: int, speaker: str, text: str) -> dict[str, Any]:
-    return {
-        "session_id": str(SESSION),
-        "seq": seq,
-        "speaker": speaker,
-        "text": text,
-        "start_ms": seq * 2000,
-        "end_ms": seq * 2000 + 1500,
-        "confidence": None,
-        "words": None,
-        "segment_id": None,
-        "created_at": NOW,
-    }
-
-
-async def test_complete_reads_the_segments_and_records_their_metrics(
-    api: respx.MockRouter, vs: Any
-) -> None:
-    segments = [segment(0, "trainee", "Hi um who owns training?"), segment(1, "buyer", "Me.")]
+async def test_complete_is_one_write_and_sends_no_figures(api: respx.MockRouter, vs: Any) -> None:
+    # The database measures the call when the status changes (in that transaction): the SDK
+    # neither reads the segments nor records any analysis, so nothing is left half-done.
     patch = api.patch("/rest/v1/sessions").respond(
         200, json=[session_row(metadata={"language": "de"})]
     )
-    read = api.get("/rest/v1/transcript_segments").respond(200, json=segments)
-    rpc = api.post("/rest/v1/rpc/record_analysis").respond(
-        200, json=analysis_row(analysis_type="conversation_metrics", provider="voicesessions")
-    )
+    read = api.get("/rest/v1/transcript_segments").respond(200, json=[])
+    rpc = api.post("/rest/v1/rpc/record_analysis").respond(200, json=analysis_row())
     session = await call(vs.sessions.complete(SESSION))
     assert session.status.value == "completed"
     assert body(patch.calls.last.request) == {"status": "completed"}
-    assert sorted(read.calls.last.request.url.params.multi_items()) == [
-        ("limit", "1000"),
-        ("order", "seq.asc"),
-        (
-            "select",
-            "session_id,seq,speaker,text,start_ms,end_ms,confidence,words,segment_id,created_at",
-        ),
-        ("session_id", f"eq.{SESSION}"),
-    ]
-    expected = conversation_metrics(segments, language="de").analysis_results()
-    assert body(rpc.calls.last.request) == {
-        "session_id": str(SESSION),
-        "provider": "voicesessions",
-        "analysis_type": "conversation_metrics",
-        "results": json.loads(json.dumps(expected)),
-        "version": METRICS_VERSION,
-        "confidence": None,
-        "processing_time_ms": None,
-        "api_cost_usd": None,
-    }
-    assert body(rpc.calls.last.request)["results"]["question_count"] == 1
-
-
-async def test_complete_reads_segments_in_keyset_pages(api: respx.MockRouter, vs: Any) -> None:
-    first = [segment(i, "trainee", "word") for i in range(1000)]
-    api.patch("/rest/v1/sessions").respond(200, json=[session_row()])
-    read = api.get("/rest/v1/transcript_segments").mock(
-        side_effect=[httpx.Response(200, json=first), httpx.Response(200, json=[])]
-    )
-    rpc = api.post("/rest/v1/rpc/record_analysis").respond(200, json=analysis_row())
-    await call(vs.sessions.complete(SESSION))
-    assert read.call_count == 2
-    assert ("seq", "gt.999") in read.calls[1].request.url.params.multi_items()
-    assert body(rpc.calls.last.request)["results"]["conversation"]["segments"] == 1000
-
-
-async def test_complete_without_segments_or_metrics_records_nothing(
-    api: respx.MockRouter, vs: Any
-) -> None:
-    api.patch("/rest/v1/sessions").respond(200, json=[session_row()])
-    read = api.get("/rest/v1/transcript_segments").respond(200, json=[])
-    rpc = api.post("/rest/v1/rpc/record_analysis").respond(200, json=analysis_row())
-    await call(vs.sessions.complete(SESSION))
-    await call(vs.sessions.complete(SESSION, record_metrics=False))
-    assert (read.call_count, rpc.call_count) == (1, 0)
+    await call(vs.sessions.update_status(SESSION, "completed"))
+    assert body(patch.calls.last.request) == {"status": "completed"}
+    assert (patch.call_count, read.call_count, rpc.call_count) == (2, 0, 0)
 
 
 # -- dashboards -----------------------------------------------------------------------------

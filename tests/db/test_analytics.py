@@ -96,8 +96,10 @@ def new_session(
     with owner(db) as conn:
         row = conn.execute(
             "insert into public.sessions (profile_id, title, started_at, minute_cost, metadata)"
-            " values (%s, 'call', coalesce(%s, now()), %s, %s) returning id, started_at",
-            (profile_id, started_at, minute_cost, Jsonb(metadata)),
+            " values (%s, 'call', coalesce(%s, now() - %s * interval '1 second'), %s, %s)"
+            " returning id, started_at",
+            # ended by now: an end may not lie in the future
+            (profile_id, started_at, (duration_s or 60) + 60, minute_cost, Jsonb(metadata)),
         ).fetchone()
         assert row is not None
         sid, started = row
@@ -220,7 +222,7 @@ def test_the_newest_analysis_of_each_type_wins(world_db: WorldDb) -> None:
         sid,
         {"question_count": 11, "talk_time_ratio": 0.4},
         analysis_type="conversation_metrics",
-        provider="voicesessions",
+        provider="own-metrics",
     )
     a = analytics(db, sid)
     assert (a["question_count"], a["talk_time_ratio"]) == (11, Decimal("0.4000"))
@@ -242,7 +244,7 @@ def test_conversation_metrics_do_not_move_the_session_and_other_statuses_stay(
         sid,
         {"talk_time_ratio": 0.5},
         analysis_type="conversation_metrics",
-        provider="voicesessions",
+        provider="own-metrics",
     )
     assert status_of(db, sid) == "completed"
     archived = new_session(db, world.person("A1").id, status="archived")
@@ -297,7 +299,8 @@ def test_malformed_analyses_are_refused_and_nothing_is_stored(
 @pytest.mark.parametrize(
     ("caller", "analysis_type", "provider", "sqlstate"),
     [
-        ("A1", "conversation_metrics", "voicesessions", None),  # the owner's own metrics
+        # the owner never records: the database measures the call on completion
+        ("A1", "conversation_metrics", "voicesessions", "42501"),
         ("A1", "sales_scoring", "openai", "42501"),  # never their own scores
         ("A1", "conversation_metrics", "openai", "42501"),
         ("MA", "conversation_metrics", "voicesessions", "42501"),  # can see, cannot record
@@ -307,6 +310,10 @@ def test_malformed_analyses_are_refused_and_nothing_is_stored(
         ("AB", "sales_scoring", "openai", "P0002"),
         ("anon", "conversation_metrics", "voicesessions", "42501"),  # no EXECUTE at all
         ("service_role", "sales_scoring", "openai", None),
+        ("service_role", "conversation_metrics", "own-metrics", None),
+        # the database's own provider: nobody may take its key first
+        ("service_role", "conversation_metrics", "voicesessions", "42501"),
+        ("service_role", "conversation_metrics", "VoiceSessions ", "42501"),
     ],
 )
 def test_who_may_record_analyses(

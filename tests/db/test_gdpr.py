@@ -438,8 +438,11 @@ def seed_subject(db: Database, world: World) -> Subject:
                 ),
             )
             conn.execute(
+                # completing it measured the call: the scores join its metrics
                 "insert into public.session_analytics (session_id, overall_score,"
-                " skill_scores) values (%s, 81, '{\"opening\": 80}')",
+                " skill_scores) values (%s, 81, '{\"opening\": 80}') on conflict (session_id)"
+                " do update set overall_score = excluded.overall_score,"
+                " skill_scores = excluded.skill_scores",
                 (session_id,),
             )
             conn.execute(
@@ -593,7 +596,8 @@ def test_erasure_leaves_nothing_about_the_person(world_db: WorldDb) -> None:
         "participants": 4 + 3 + 1,
         "segments": 6,
         "transcripts": 3,
-        "analyses": 3,
+        # the coaching analyses, and the conversation metrics measured on completion
+        "analyses": 3 + 3,
         "analytics": 3,
         "broadcasts": 2,
         "profile": 1,
@@ -1253,7 +1257,8 @@ def rich_session(db: Database, world: World, who: str = "A1") -> tuple[uuid.UUID
             ),
         )
         conn.execute(
-            "insert into public.session_analytics (session_id, overall_score) values (%s, 70)",
+            "insert into public.session_analytics (session_id, overall_score) values (%s, 70)"
+            " on conflict (session_id) do update set overall_score = excluded.overall_score",
             (session_id,),
         )
     return session_id, path
@@ -1275,7 +1280,9 @@ def test_anonymization_removes_what_identifies_people(world_db: WorldDb, who: st
         "segments": 2,
         "sessions": 1,
         "participants": 1,  # the AI buyer; the trainee's row has no name and no persona
-        "analyses": 1,  # the metrics analysis has nothing personal
+        # the coaching one; and the one measured on completion, whose "words" counts go
+        # with the default personal keys (the "metrics" analysis has nothing personal)
+        "analyses": 2,
     }
     assert "secret_id" in report["personal_keys"]
     assert "personal_context" in report["personal_keys"]
@@ -1307,6 +1314,9 @@ def test_anonymization_removes_what_identifies_people(world_db: WorldDb, who: st
     buyer = next(p for p in after["public.session_participants"] if p["kind"] == "ai_buyer")
     assert buyer["persona"] == {"scenario": "cold"}
     results = {a["analysis_type"]: a["results"] for a in after["public.analysis_results"]}
+    # the conversation metrics the database measured on completion keep their numbers
+    measured = results.pop("conversation_metrics")
+    assert measured["question_count"] == 0
     assert results == {
         "coaching": {
             "score": 70,
@@ -1440,7 +1450,8 @@ def seed_retention(db: Database, world: World) -> RetentionWorld:
                 (session_id, days),
             )
             conn.execute(
-                "insert into public.session_analytics (session_id, overall_score) values (%s, 50)",
+                "insert into public.session_analytics (session_id, overall_score) values (%s, 50)"
+                " on conflict (session_id) do update set overall_score = excluded.overall_score",
                 (session_id,),
             )
     b_old = new_session(db, world.person("B1").id, ended_days_ago=1000, segments=["b words"])
@@ -1516,8 +1527,10 @@ def test_retention_acts_only_on_what_is_older_than_each_limit(world_db: WorldDb)
             is anonymized
         )
     # Analyses past 90 days: deleted; analytics stay.
-    assert count(db, "public.analysis_results", "session_id = %s", (data.analysis,)) == 0
-    assert count(db, "public.analysis_results", "session_id = %s", (data.transcript,)) == 1
+    # (each session's conversation metrics were measured when the test completed it: now)
+    recorded_long_ago = "session_id = %s and provider = 'p'"
+    assert count(db, "public.analysis_results", recorded_long_ago, (data.analysis,)) == 0
+    assert count(db, "public.analysis_results", recorded_long_ago, (data.transcript,)) == 1
     assert count(db, "public.session_analytics", "session_id = %s", (data.analysis,)) == 1
 
     request = owner_rows(

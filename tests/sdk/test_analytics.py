@@ -225,3 +225,71 @@ async def test_dashboards_respect_tenants_and_roles(client: Sdk) -> None:
         )
     own = await sdk(client.user("B1").analytics.user_progress(world.person("B1").id))
     assert own.sessions == 2
+
+
+# -- complete(): one write, the database measures the call -----------------------------------
+
+
+async def test_complete_on_a_call_with_thousands_of_speakers_is_not_left_half_done(
+    client: Sdk,
+) -> None:
+    rep = client.user("A1")
+    session = await sdk(rep.sessions.create(client.world.person("A1").id, "Crowd"))
+    segments = [
+        {
+            "seq": i,
+            "speaker": f"voice-{i:04d}",
+            "text": "word " * 40,
+            "start_ms": i * 10,
+            "end_ms": i * 10 + 5,
+        }
+        for i in range(3001)
+    ]
+    await sdk(rep.updates.append_transcript_chunk(session.id, segments))
+    done = await sdk(rep.sessions.complete(session.id))
+    assert done.status is SessionStatus.COMPLETED
+    stored = owner_rows(
+        client.db,
+        "select results -> 'conversation' as c, octet_length(results::text) as size"
+        " from public.analysis_results where session_id = %s",
+        (session.id,),
+    )
+    assert len(stored) == 1
+    assert stored[0]["c"]["segments"] == 3001
+    assert stored[0]["c"]["speakers_omitted"] == 3001 - len(stored[0]["c"]["speakers"])
+    assert stored[0]["size"] < 100_000
+
+
+async def test_a_users_client_cannot_record_figures(client: Sdk) -> None:
+    session = await live_call(client)
+    rep = client.user("A1")
+    await sdk(rep.sessions.complete(session.id))
+    forged = conversation_metrics(CALL).analysis_results()
+    forged["talk_time_ratio"] = 0.5
+    for provider, version in (("voicesessions", METRICS_VERSION), ("voicesessions", "x")):
+        with pytest.raises(PermissionDeniedError):
+            await sdk(
+                rep.sessions.record_analysis(
+                    session.id,
+                    provider=provider,
+                    analysis_type="conversation_metrics",
+                    version=version,
+                    results=forged,
+                    api_cost_usd=Decimal("999999.99"),
+                )
+            )
+    analytics = await sdk(rep.sessions.get_analytics(session.id))
+    assert analytics.talk_time_ratio == Decimal("0.7143")  # measured by the database
+    assert analytics.api_cost_usd == 0
+
+
+async def test_complete_with_an_end_beyond_the_clock_is_refused(client: Sdk) -> None:
+    rep = client.user("A1")
+    session = await sdk(rep.sessions.create(client.world.person("A1").id, "Timed"))
+    far = dt.datetime.now(dt.UTC) + dt.timedelta(days=365 * 50)
+    with pytest.raises(InvalidInputError) as excinfo:
+        await sdk(rep.sessions.complete(session.id, ended_at=far))
+    assert "ended_at" in str(excinfo.value)
+    assert (await sdk(rep.sessions.get(session.id))).status is SessionStatus.ACTIVE
+    with pytest.raises(ConflictError):  # analyzed needs an analysis
+        await sdk(rep.sessions.update_status(session.id, "analyzed"))

@@ -452,3 +452,41 @@ def test_default_storage_root_comes_from_the_environment(
     monkeypatch.delenv("VOICESESSIONS_STORAGE_ROOT")
     with VoiceSessions.from_postgres(db.dsn) as vs:
         assert vs._backend.storage_root.parts[-2:] == ("voicesessions", "storage")
+
+
+async def test_retention_over_every_company_reports_a_failing_company_and_goes_on(
+    gdpr: Gdpr,
+) -> None:
+    companies = gdpr.world.companies
+    old: dict[str, uuid.UUID] = {}
+    with gdpr.db.connect() as conn:
+        conn.execute("update public.companies set session_retention_days = 1")
+        for key in ("A1", "B1"):
+            row = conn.execute(
+                "insert into public.sessions (profile_id, title, status, started_at)"
+                " values (%s, 'old', 'completed', now() - interval '3 days') returning id",
+                (gdpr.id(key),),
+            ).fetchone()
+            assert row is not None
+            old[key] = row[0]  # type: ignore[index]
+        # company B's data makes its retention fail, whatever the reason
+        conn.execute(
+            "create function public.refuse_b() returns trigger language plpgsql as"
+            " $$ begin raise exception 'broken row' using errcode = 'XX001'; end $$"
+        )
+        conn.execute(
+            "create trigger refuse_b before delete on public.sessions for each row"
+            f" when (old.company_id = '{companies['B']}') execute function public.refuse_b()"
+        )
+    report = await sdk(gdpr.vs.gdpr.apply_retention_policy())
+    assert [(f.company_id, f.sqlstate) for f in report.failures] == [(companies["B"], "XX001")]
+    assert [c.company_id for c in report.companies] == [companies["A"]]
+    assert report.counts["sessions"] == 1
+    remaining = "select count(*) from public.sessions where id = %s"
+    assert (gdpr.scalar(remaining, old["A1"]), gdpr.scalar(remaining, old["B1"])) == (0, 1)
+
+
+@pytest.mark.parametrize("days", [0, 36501, 2**31 - 1])
+async def test_retention_days_are_bounded_before_any_io(gdpr: Gdpr, days: int) -> None:
+    with pytest.raises(InvalidInputError):
+        await sdk(gdpr.vs.tenants.create_company("Forever", retention={"session_days": days}))

@@ -169,7 +169,16 @@ async def test_lifecycle_through_the_sdk(client: Sdk) -> None:
     assert completed.duration_seconds is not None
     # Completing again changes nothing (safe to retry).
     assert (await sdk(owner.sessions.complete(sid))).ended_at == completed.ended_at
-    analyzed = await sdk(client.vs.sessions.update_status(sid, "analyzed"))
+    # analyzed means "an analysis exists": not reachable by a status change alone
+    with pytest.raises(ConflictError) as refused:
+        await sdk(client.vs.sessions.update_status(sid, "analyzed"))
+    assert refused.value.code == "VS001"
+    await sdk(
+        client.vs.sessions.record_analysis(
+            sid, provider="scorer", analysis_type="sales_scoring", results={"overall_score": 80}
+        )
+    )
+    analyzed = await sdk(client.vs.sessions.get(sid))
     assert analyzed.status is SessionStatus.ANALYZED
     archived = await sdk(owner.sessions.archive(sid))
     assert archived.status is SessionStatus.ARCHIVED

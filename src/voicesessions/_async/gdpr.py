@@ -124,7 +124,8 @@ class AsyncGDPRSessionManager(Resource):
         deleting the audio each batch leaves pending. Idempotent and safe to run from cron.
 
         ``dry_run`` changes nothing and reports what the first batch would do (``more`` says
-        whether more would follow).
+        whether more would follow). Over every company, a company whose retention fails is
+        listed in ``failures`` (its batch rolled back) and the others go on.
         """
         cid = None if company_id is None else as_uuid(company_id, "company_id")
         if (
@@ -140,6 +141,7 @@ class AsyncGDPRSessionManager(Resource):
         companies: dict[uuid.UUID, dict[str, Any]] = {}
         request_ids: list[uuid.UUID] = []
         pending: list[dict[str, Any]] = []
+        failures: dict[str, Any] = {}
         removed_total = 0
         batches = 0
         more = False
@@ -167,6 +169,8 @@ class AsyncGDPRSessionManager(Resource):
                 request_ids.extend(uuid.UUID(str(r)) for r in batch.get("request_ids") or [])
                 for entry in batch.get("companies") or []:
                     _merge_company(companies, entry, statuses)
+                for failure in batch.get("failures") or []:
+                    failures[str(dict(failure).get("company_id"))] = failure
             # A dry run finds the same rows again; a batch that changed nothing would too.
             if dry_run or not more or not any(counts.values()):
                 break
@@ -182,6 +186,7 @@ class AsyncGDPRSessionManager(Resource):
                 request_ids=request_ids,
                 pending_storage=pending,
                 storage_removed=removed_total,
+                failures=list(failures.values()),
             ),
         )
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import voicesessions.audio
 from voicesessions._arguments import checked_arguments
-from voicesessions._query import Filter, Order, eq
+from voicesessions._query import Order, eq
 from voicesessions._validation import (
     as_uuid,
     decode_cursor,
@@ -50,7 +50,6 @@ from voicesessions.errors import (
     UnexpectedResponseError,
     brief,
 )
-from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 from voicesessions.models import (
     AnalysisInput,
     AnalysisResult,
@@ -81,14 +80,6 @@ DEFAULT_AUDIO_URL_EXPIRY_S = 3600
 logger = logging.getLogger("voicesessions")
 
 _CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9][a-z0-9.+-]*")
-
-#: Segments read per request when measuring a completed call (PostgREST's default max_rows).
-SEGMENT_PAGE_SIZE = 1000
-#: The provider and analysis type of the conversation metrics recorded on completion.
-METRICS_PROVIDER = "voicesessions"
-METRICS_ANALYSIS_TYPE = "conversation_metrics"
-#: The speaker label of the session's owner (the database gives it to their participant row).
-TRAINEE_SPEAKER = "trainee"
 
 
 @checked_arguments
@@ -186,39 +177,32 @@ class SessionRepository(Resource):
 
     def update_status(self, session_id: uuid.UUID | str, status: SessionStatus | str) -> Session:
         """Move the session to ``status`` along its lifecycle. An illegal transition is a
-        :class:`~voicesessions.errors.ConflictError` with code ``VS001``; setting the status
-        it already has changes nothing. Moving it to ``completed`` records its conversation
-        metrics, as :meth:`complete` does."""
-        target = _status(status)
-        session = self._set(session_id, {"status": target.value})
-        if target is SessionStatus.COMPLETED:
-            self._record_conversation_metrics(session)
-        return session
+        :class:`~voicesessions.errors.ConflictError` with code ``VS001``; so is ``analyzed``
+        for a session without an analysis (recording one moves it there). Setting the status
+        it already has changes nothing. Moving it to ``completed`` is :meth:`complete`."""
+        return self._set(session_id, {"status": _status(status).value})
 
     def complete(
         self,
         session_id: uuid.UUID | str,
         *,
         ended_at: datetime | None = None,
-        record_metrics: bool = True,
     ) -> Session:
-        """End an active session (``ended_at`` defaults to now, set by the database).
+        """End an active session: one database write.
 
-        Then, unless ``record_metrics=False``, the call's conversation metrics
-        (:func:`voicesessions.metrics.conversation_metrics` over its final segments, with the
-        default fillers of ``metadata["language"]``) are recorded as a
-        ``conversation_metrics`` analysis of provider ``voicesessions``, so that dashboards
-        work without any AI provider. A session without final segments gets none. Safe to
-        retry: completing a completed session changes nothing and records the same analysis
-        again, which is a no-op.
+        ``ended_at`` defaults to the server's clock (capped at 12 hours after the start); one
+        given must lie between ``started_at`` and 5 minutes after the server's clock, at most
+        12 hours after the start (InvalidInputError otherwise), and is fixed from then on.
+        In the same transaction the database assembles the transcript and measures the call
+        (:mod:`voicesessions.metrics`, over its stored segments, with the default fillers of
+        ``metadata["language"]``), recording the ``conversation_metrics`` analysis of
+        provider ``voicesessions`` that dashboards read; a session without segments gets
+        none. Safe to retry: completing a completed session changes nothing.
         """
         values: dict[str, Any] = {"status": SessionStatus.COMPLETED.value}
         if ended_at is not None:
             values["ended_at"] = check_timestamp(ended_at, "ended_at")
-        session = self._set(session_id, values)
-        if record_metrics:
-            self._record_conversation_metrics(session)
-        return session
+        return self._set(session_id, values)
 
     def archive(self, session_id: uuid.UUID | str) -> Session:
         """Archive a completed or analyzed session."""
@@ -296,13 +280,17 @@ class SessionRepository(Resource):
         ``confidence``, ``processing_time_ms``, ``api_cost_usd``. In the same transaction the
         database rebuilds the session's analytics (the newest analysis of each type wins)
         and moves a completed session to ``analyzed`` (not for ``conversation_metrics``).
+        At most 100 analyses and 5,000,000 bytes of results per session.
 
         Idempotent on (session, analysis_type, provider, version): recording the same
         results again returns the stored row; different results under the same key are a
         :class:`~voicesessions.errors.ConflictError` (``VS003``), an active session too
         (``VS004``). A malformed ``results`` is an InvalidInputError naming the key; nothing
-        is stored. Only the service role records analyses; a session's owner may record only
-        ``conversation_metrics`` of provider ``voicesessions``.
+        is stored. Only the service role records analyses (anyone else:
+        :class:`~voicesessions.errors.PermissionDeniedError` for a session they can see,
+        :class:`~voicesessions.errors.SessionNotFound` otherwise); provider
+        ``voicesessions`` is the database's own (its conversation metrics, measured when a
+        call completes) and refused to everyone.
         """
         sid = as_uuid(session_id, "session_id")
         if analysis is not None and fields:
@@ -332,46 +320,6 @@ class SessionRepository(Resource):
             return parse_model(SessionAnalytics, rows[0])
         self.get(sid)  # SessionNotFound when the session itself is not visible
         raise NotFoundError(f"session {sid} has no analytics yet", code="PGRST116")
-
-    def _record_conversation_metrics(self, session: Session) -> None:
-        """Measure the completed call from its final segments and record the metrics."""
-        segments: builtins.list[Row] = []
-        while True:
-            page = self._segment_page(session.id, segments[-1]["seq"] if segments else None)
-            segments += page
-            if len(page) < SEGMENT_PAGE_SIZE:
-                break
-        if not segments:
-            return
-        language = session.metadata.get("language")
-        metrics = conversation_metrics(
-            [parse_model(TranscriptSegment, s) for s in segments],
-            language=language if isinstance(language, str) else "en",
-        )
-        self.record_analysis(
-            session.id,
-            provider=METRICS_PROVIDER,
-            analysis_type=METRICS_ANALYSIS_TYPE,
-            version=METRICS_VERSION,
-            results=metrics.analysis_results(TRAINEE_SPEAKER),
-        )
-
-    def _segment_page(self, session_id: uuid.UUID, after_seq: int | None) -> builtins.list[Row]:
-        """Up to SEGMENT_PAGE_SIZE final segments of the session with a seq above
-        ``after_seq``, in seq order (keyset pages: PostgREST caps every response)."""
-        filters: tuple[Filter, ...] = (eq("session_id", session_id),)
-        if after_seq is not None:
-            filters += (Filter("seq", "gt", after_seq),)
-        return self._call(
-            lambda: self._backend.select(
-                "transcript_segments",
-                columns=_SEGMENT_COLUMNS,
-                filters=filters,
-                order=(Order("seq"),),
-                limit=SEGMENT_PAGE_SIZE,
-            ),
-            idempotent=True,
-        )
 
     def _set(self, session_id: uuid.UUID | str, values: dict[str, Any]) -> Session:
         sid = as_uuid(session_id, "session_id")
