@@ -95,7 +95,7 @@ create policy "Admins read their company's invitations, invitees theirs"
   using (
     company_id = (select private.admin_company_id())
     or invitee_id = (select auth.uid())
-    or email = (select lower(auth.email()))
+    or email = lower((select auth.email()))
   );
 
 revoke all on table public.company_invitations from anon, authenticated, service_role;

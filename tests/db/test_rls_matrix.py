@@ -104,7 +104,8 @@ SPECS: dict[str, TableSpec] = {
             " values (%s, %s, 'trainee', 'Newcomer')",
             (w.spare_user, w.companies["A"]),
         ),
-        insert_allowed=frozenset({"AA", "service_role"}),
+        # Joining a company takes an invitation the person accepts: end users never insert.
+        insert_allowed=frozenset({"service_role"}),
         update_sql="update profiles set display_name = display_name",
         update_count=lambda w, who: (
             6
@@ -216,6 +217,19 @@ SPECS: dict[str, TableSpec] = {
         update_sql="update gdpr_requests set status = status",
         update_count=lambda w, who: DENIED,
         delete_count=lambda w, who: DENIED,
+    ),
+    "company_invitations": TableSpec(
+        key_column="company_id",
+        select=lambda w, who: company_scope(w, who, admins_only=True),
+        insert_sql=lambda w: (
+            "insert into company_invitations (company_id, email, token_hash, expires_at)"
+            " values (%s, 'new@example.test', repeat('a', 64), now() + interval '1 day')",
+            (w.companies["A"],),
+        ),
+        insert_allowed=frozenset({"service_role"}),
+        update_sql="update company_invitations set role = role",
+        update_count=lambda w, who: 2 if who == "service_role" else DENIED,
+        delete_count=_service_only(2),
     ),
 }
 
