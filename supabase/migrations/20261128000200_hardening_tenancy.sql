@@ -922,6 +922,12 @@ begin
   where p.session_id = any (session_ids) or p.profile_id = subject;
   delete from public.sessions s where s.id = any (session_ids);
   delete from public.profiles p where p.id = subject;
+  -- Invitations addressed to them, or accepted by them, name them; invitations they sent
+  -- keep the invitation but lose the sender.
+  delete from public.company_invitations i
+  where i.invitee_id = subject or i.accepted_by = subject
+     or (subject_email is not null and i.email = lower(subject_email));
+  update public.company_invitations i set invited_by = null where i.invited_by = subject;
   if with_account then
     if to_regclass('auth.audit_log_entries') is not null then
       delete from auth.audit_log_entries e
@@ -1041,7 +1047,14 @@ begin
       select coalesce(jsonb_agg(to_jsonb(o) order by o.bucket, o.path), '[]'::jsonb)
       from private.gdpr_subject_objects(subject, session_ids) o),
     'auth_audit_log', auth_audit,
-    'broadcasts', broadcasts
+    'broadcasts', broadcasts,
+    'invitations', (
+      select coalesce(jsonb_agg(to_jsonb(i) - 'token_hash' order by i.created_at, i.id),
+                      '[]'::jsonb)
+      from public.company_invitations i
+      where (i.invitee_id = subject or i.accepted_by = subject or i.invited_by = subject
+             or (subject_email is not null and i.email = lower(subject_email)))
+        and (scope is null or i.company_id = scope))
   );
   select jsonb_object_agg(e.key, case jsonb_typeof(e.value)
                                    when 'array' then jsonb_array_length(e.value)
