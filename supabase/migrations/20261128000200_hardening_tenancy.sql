@@ -48,6 +48,23 @@ alter default privileges revoke execute on functions from public;
 -- 1. Invitations -----------------------------------------------------------------------------
 
 /**
+ * True when the request runs for an API end user (anon or authenticated, by its `set role`
+ * or its JWT claims). Unlike private.is_end_user (current_user), it keeps answering for the
+ * caller inside security-definer functions, where current_user is the function's owner.
+ */
+create function private.caller_is_end_user()
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(nullif(pg_catalog.current_setting('role', true), ''), 'none')
+           in ('anon', 'authenticated')
+         or coalesce((select auth.role()) in ('anon', 'authenticated'), false);
+$$;
+revoke all on function private.caller_is_end_user() from public;
+
+/**
  * An invitation to join a company with a role, addressed to an email address or to an
  * existing auth user. The token is handed out once, by create_invitation; only its SHA-256
  * is stored. Accepted by the invitee (accept_invitation), revoked by an admin
@@ -252,7 +269,7 @@ begin
   if accept_invitation.token is null then
     raise exception 'token is required' using errcode = '22004';
   end if;
-  if caller is null or not (select private.is_end_user()) then
+  if caller is null or not private.caller_is_end_user() then
     raise exception 'only the invited person, signed in, can accept an invitation'
       using errcode = '42501',
             hint = 'The service role provisions profiles directly (insert into profiles).';
@@ -435,9 +452,11 @@ language sql
 stable
 set search_path = ''
 as $$
-  select not (select private.is_end_user())
+  select coalesce(
+    not private.caller_is_end_user()
     or can_see_session.owner_id = (select auth.uid())
-    or can_see_session.owner_company = (select private.managed_company_id());
+    or can_see_session.owner_company = (select private.managed_company_id()),
+    false);
 $$;
 revoke all on function private.can_see_session(uuid, uuid) from public;
 
@@ -456,7 +475,7 @@ as $$
 declare
   owner_company uuid;
 begin
-  if (select private.is_end_user())
+  if private.caller_is_end_user()
      and new.profile_id is distinct from (select auth.uid()) then
     raise exception 'new row violates row-level security policy for table "sessions"'
       using errcode = '42501';
@@ -490,7 +509,9 @@ revoke all on function private.sessions_before_insert() from public;
 
 /**
  * Trigger (insert and update) of session_participants (see 20261126000300_sessions.sql). A
- * session the caller cannot see is answered exactly like a missing one (23503).
+ * session the caller cannot see is answered exactly like a missing one (23503); a
+ * participant profile the caller cannot see, like a missing one (42501): end users add
+ * themselves or, as managers/admins, people of their company.
  */
 create or replace function private.session_participants_check()
 returns trigger
@@ -510,7 +531,13 @@ begin
     raise exception 'session % does not exist', new.session_id using errcode = '23503';
   end if;
   if new.profile_id is not null then
-    select p.company_id into participant_company from public.profiles p where p.id = new.profile_id;
+    -- A profile the caller cannot see counts as missing (it would otherwise tell a trainee
+    -- which ids are colleagues).
+    select p.company_id into participant_company from public.profiles p
+    where p.id = new.profile_id
+      and (not private.caller_is_end_user()
+           or p.id = (select auth.uid())
+           or p.company_id = (select private.managed_company_id()));
     if participant_company is distinct from s.company_id then
       raise exception 'a participant must belong to the session''s company'
         using errcode = '42501';
