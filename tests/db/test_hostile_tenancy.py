@@ -424,8 +424,8 @@ def test_the_new_company_sees_nothing_of_the_old_one(world_db: WorldDb, read: st
     assert (
         scalar(
             db,
-            "select count(*) from public.gdpr_requests where company_id = %s and"
-            " details -> 'pending_storage' @> jsonb_build_array(jsonb_build_object('path', %s))",
+            "select count(*) from public.gdpr_requests where company_id = %s and details"
+            " -> 'pending_storage' @> jsonb_build_array(jsonb_build_object('path', %s::text))",
             (world.companies["B"], moved["path"]),
         )
         == 1
