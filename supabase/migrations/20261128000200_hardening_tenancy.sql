@@ -107,12 +107,25 @@ create index company_invitations_email_idx
 
 alter table public.company_invitations enable row level security;
 
+/** The caller's email address (lower case) from auth.users, for invitations by email. */
+create function private.my_email()
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select lower(u.email) from auth.users u where u.id = (select auth.uid());
+$$;
+revoke all on function private.my_email() from public;
+grant execute on function private.my_email() to authenticated, service_role;
+
 create policy "Admins read their company's invitations, invitees theirs"
   on public.company_invitations for select to authenticated
   using (
     company_id = (select private.admin_company_id())
     or invitee_id = (select auth.uid())
-    or email = lower((select auth.email()))
+    or email = (select private.my_email())
   );
 
 revoke all on table public.company_invitations from anon, authenticated, service_role;

@@ -726,6 +726,7 @@ EXECUTABLE: Mapping[str, str] = {
     "private.admin_company_id": "definer; about the caller only",
     "private.managed_company_id": "definer; about the caller only",
     "private.my_company_id": "definer; about the caller only",
+    "private.my_email": "definer; about the caller only",
     "private.is_end_user": "invoker; about the caller only",
     "private.gdpr_is_service_role": "invoker; about the caller only",
     "private.is_own_session_audio_path": "definer; true only for the caller's own sessions",
