@@ -31,7 +31,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import Database
+from tests.conftest import Database, supabase_defaults
 from tests.support.api import Identity, Result
 from tests.support.db import SYSTEM_SCHEMAS, owner, owner_rows, scalar, unchanged
 from tests.support.world import World
@@ -943,6 +943,22 @@ def test_a_null_safety_flag_is_refused_everywhere(world_db: WorldDb, who: str) -
 
 
 # -- privileges -------------------------------------------------------------------------------
+
+
+def test_the_run_migrated_under_the_default_privileges_it_says(fresh_db: Database) -> None:
+    """With VOICESESSIONS_TEST_SUPABASE_DEFAULT_PRIVILEGES the template was migrated under
+    Supabase's defaults (service_role keeps them; the migrations took anon's and
+    authenticated's away); without it, no default privilege names an API role."""
+    rows = owner_rows(
+        fresh_db,
+        "select d.defaclobjtype::text as kind, a.grantee::regrole::text as role"
+        " from pg_default_acl d, aclexplode(d.defaclacl) a"
+        " where d.defaclnamespace = 'public'::regnamespace and a.privilege_type <> 'EXECUTE'",
+    )
+    granted = {(r["kind"], r["role"]) for r in rows}
+    if supabase_defaults():
+        assert {("r", "service_role"), ("S", "service_role")} <= granted
+    assert not {g for g in granted if g[1] in ("anon", "authenticated")}
 
 
 def test_api_roles_hold_no_privilege_on_any_sequence(fresh_db: Database) -> None:
