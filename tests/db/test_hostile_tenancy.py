@@ -572,6 +572,15 @@ def candidates(db: Database, world: World, who: str, ref: str, refcol: str) -> l
     except psycopg.Error:
         visible = set()
     hidden = [r["k"] for r in everything if r["k"] not in visible]
+    if ref == "profiles":
+        # The session's owner may name people of their own company (coach, peer) without
+        # reading their profiles: that is the feature. Other companies' people are probed.
+        me = world.person(who)
+        hidden = [
+            k
+            for k in hidden
+            if k not in {p.id for p in world.people.values() if p.company == me.company}
+        ]
     if ref == "sessions":
         by_status = owner_rows(
             db,
