@@ -48,6 +48,13 @@ def supabase_defaults() -> bool:
     return os.environ.get(SUPABASE_DEFAULTS_ENV, "") not in ("", "0")
 
 
+def apply_supabase_defaults(conn: psycopg.Connection[object]) -> None:
+    """In a run under Supabase's default privileges, set them on this database (the API
+    roles must exist: they are cluster-wide, created by the first bootstrap)."""
+    if supabase_defaults():
+        conn.execute(SUPABASE_DEFAULT_PRIVILEGES)
+
+
 @dataclass
 class Database:
     """A database of the test cluster, with DSNs for its owner and for PostgREST's login."""
@@ -129,7 +136,7 @@ def template_db(pg_server: LocalServerInfo) -> Database:
     with db.connect() as conn:
         if supabase_defaults():
             migrations.bootstrap(conn)  # the API roles must exist first
-            conn.execute(SUPABASE_DEFAULT_PRIVILEGES)
+            apply_supabase_defaults(conn)
         migrations.migrate(conn)
         conn.execute(
             sql.SQL("alter role authenticator with password {}").format(
