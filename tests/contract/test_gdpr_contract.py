@@ -915,3 +915,65 @@ async def test_the_rows_the_sdk_parses_are_what_the_functions_return(catalog: Ca
     assert sorted(set(GDPRRequest.model_fields) - set(listing.result)) == []
     (storage,) = catalog.functions["gdpr_pending_storage"]
     assert {"request_id", "bucket", "path"} <= set(storage.result)
+
+
+# -- invitations (vs.tenants), the same way: bodies checked and replayed on the SQL ----------
+
+
+async def test_invitations_call_their_functions_with_named_arguments(
+    face: Face, project: respx.MockRouter, vs: Any
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    row = {
+        "id": str(REQUEST),
+        "company_id": str(COMPANY),
+        "role": "manager",
+        "email": "new.hire@example.test",
+        "invitee_id": None,
+        "invited_by": None,
+        "created_at": now.isoformat(),
+        "expires_at": (now + datetime.timedelta(days=2)).isoformat(),
+        "accepted_at": None,
+        "accepted_by": None,
+        "revoked_at": None,
+    }
+    create = project.post(RPC + "create_invitation").respond(
+        200, json={**row, "token": "vsi_" + "a" * 64}
+    )
+    revoke = project.post(RPC + "revoke_invitation").respond(200, json=True)
+
+    made = await face.call(
+        vs.tenants.invite,
+        COMPANY,
+        "New.Hire@Example.test",
+        role="manager",
+        expires_in=datetime.timedelta(days=2),
+    )
+    by_user = await face.call(vs.tenants.invite, COMPANY, USER_A)
+    revoked = await face.call(vs.tenants.revoke_invitation, made.id)
+
+    assert made.token == "vsi_" + "a" * 64
+    assert by_user.id == REQUEST
+    assert revoked is True
+    assert [body(c.request) for c in create.calls] == [
+        {
+            "company_id": str(COMPANY),
+            "role": "manager",
+            "expires_in_seconds": 172800,
+            "email": "new.hire@example.test",
+            "invitee_id": None,
+        },
+        {
+            "company_id": str(COMPANY),
+            "role": "trainee",
+            "expires_in_seconds": 604800,
+            "email": None,
+            "invitee_id": str(USER_A),
+        },
+    ]
+    assert body(revoke.calls.last.request) == {"invitation_id": str(REQUEST)}
+    assert calls(project) == [
+        ("POST", RPC + "create_invitation"),
+        ("POST", RPC + "create_invitation"),
+        ("POST", RPC + "revoke_invitation"),
+    ]

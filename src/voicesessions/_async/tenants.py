@@ -196,9 +196,12 @@ class AsyncTenantRepository(Resource):
         retried: each call makes a new token.
         """
         cid = as_uuid(company_id, "company_id")
+        # Every parameter is sent (none left to a database default), exactly one invitee.
         params: dict[str, Any] = {
             "company_id": cid,
             "role": _role(role).value,
+            "email": None,
+            "invitee_id": None,
             "expires_in_seconds": _ttl_seconds(expires_in),
         }
         if isinstance(email_or_user, str) and "@" in email_or_user:
