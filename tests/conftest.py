@@ -32,6 +32,28 @@ if TYPE_CHECKING:
 
 AUTHENTICATOR_PASSWORD = secrets.token_urlsafe(16)
 
+#: Set (to anything but "" or "0") to migrate the test template under Supabase's default
+#: privileges: every new table, sequence and function of schema ``public`` granted to the
+#: API roles, as a Supabase project's ``postgres`` role has it. CI runs tests/db once so.
+SUPABASE_DEFAULTS_ENV = "VOICESESSIONS_TEST_SUPABASE_DEFAULT_PRIVILEGES"
+SUPABASE_DEFAULT_PRIVILEGES = "".join(
+    f"alter default privileges in schema public grant all on {kind}"
+    " to anon, authenticated, service_role;"
+    for kind in ("tables", "sequences", "functions")
+)
+
+
+def supabase_defaults() -> bool:
+    """Whether this run migrates under Supabase's default privileges."""
+    return os.environ.get(SUPABASE_DEFAULTS_ENV, "") not in ("", "0")
+
+
+def apply_supabase_defaults(conn: psycopg.Connection[object]) -> None:
+    """In a run under Supabase's default privileges, set them on this database (the API
+    roles must exist: they are cluster-wide, created by the first bootstrap)."""
+    if supabase_defaults():
+        conn.execute(SUPABASE_DEFAULT_PRIVILEGES)
+
 
 @dataclass
 class Database:
@@ -112,6 +134,9 @@ def template_db(pg_server: LocalServerInfo) -> Database:
     _drop_database(pg_server, "vs_template")
     db = _create_database(pg_server, "vs_template")
     with db.connect() as conn:
+        if supabase_defaults():
+            migrations.bootstrap(conn)  # the API roles must exist first
+            apply_supabase_defaults(conn)
         migrations.migrate(conn)
         conn.execute(
             sql.SQL("alter role authenticator with password {}").format(
@@ -166,9 +191,12 @@ def shared_world_db(
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Say which PostgreSQL the run uses, so a CI log shows what was tested."""
+    defaults = " under Supabase's default privileges" if supabase_defaults() else ""
     if os.environ.get("VOICESESSIONS_TEST_DSN"):
-        return "postgresql: existing server from VOICESESSIONS_TEST_DSN"
+        return f"postgresql: existing server from VOICESESSIONS_TEST_DSN{defaults}"
     from voicesessions.local.server import find_binaries
 
     binaries = find_binaries()
-    return f"postgresql: {binaries.major_version} from {binaries.bindir} ({binaries.source})"
+    return (
+        f"postgresql: {binaries.major_version} from {binaries.bindir} ({binaries.source}){defaults}"
+    )

@@ -130,6 +130,50 @@ class Profile(_Row):
     updated_at: datetime
 
 
+class InvitationStatus(StrEnum):
+    """Where an invitation stands: ``pending`` until accepted, revoked or expired."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class Invitation(_Row):
+    """An invitation to join a company with a role, addressed to an email address or to an
+    existing user (exactly one of ``email`` / ``invitee_id``). The token is never read back:
+    only :class:`CreatedInvitation` (what ``invite`` returns) carries it."""
+
+    id: uuid.UUID
+    company_id: uuid.UUID
+    role: ProfileRole
+    email: str | None = None
+    invitee_id: uuid.UUID | None = None
+    invited_by: uuid.UUID | None = None
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None = None
+    accepted_by: uuid.UUID | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def status(self) -> InvitationStatus:
+        if self.accepted_at is not None:
+            return InvitationStatus.ACCEPTED
+        if self.revoked_at is not None:
+            return InvitationStatus.REVOKED
+        if self.expires_at <= datetime.now(self.expires_at.tzinfo):
+            return InvitationStatus.EXPIRED
+        return InvitationStatus.PENDING
+
+
+class CreatedInvitation(Invitation):
+    """A new invitation and its secret ``token``, shown only once (the database keeps only
+    its SHA-256): hand it to the invitee, who passes it to ``accept_invitation``."""
+
+    token: str = Field(repr=False)
+
+
 # -- sessions -------------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@
  *    company in its own subtransaction: a failure rolls back that company's work only and is
  *    reported under `failures` [{company_id, sqlstate, message}] (for one company the error
  *    is raised). Active sessions are left alone by retention (nothing of a live call is
- *    deleted or anonymized). A null dry_run means a dry run. Before analysis retention deletes
+ *    deleted or anonymized). A null dry_run is refused (22004). Before analysis retention deletes
  *    analyses, the session's analytics figures are kept in session_analytics.retained, so a
  *    later analysis that does not carry a figure (overall_score...) leaves the kept one in
  *    place.
@@ -820,6 +820,13 @@ as $$
 declare
   owner_company uuid;
 begin
+  -- (20261128000200) a user inserting a session for anyone but themself gets RLS's answer
+  -- whether that profile exists or not: no existence oracle.
+  if private.caller_is_end_user()
+     and new.profile_id is distinct from (select auth.uid()) then
+    raise exception 'new row violates row-level security policy for table "sessions"'
+      using errcode = '42501';
+  end if;
   select p.company_id into owner_company from public.profiles p where p.id = new.profile_id;
   if not found then
     raise exception 'profile % does not exist', new.profile_id using errcode = '23503';
@@ -1005,7 +1012,7 @@ alter table public.companies validate constraint companies_retention_days_bounde
  * 20261126001000_gdpr.sql). Changed here: each company in its own subtransaction (with
  * company_id null a failing company is reported under `failures` [{company_id, sqlstate,
  * message}] and the others go on; for one company the error is raised); active sessions are
- * left alone; a null dry_run is a dry run; the analytics figures are kept in
+ * left alone; a null dry_run is refused (22004); the analytics figures are kept in
  * session_analytics.retained before analyses are deleted.
  */
 create or replace function private.gdpr_apply_retention(
@@ -1020,7 +1027,7 @@ security definer
 set search_path = ''
 as $$
 declare
-  is_dry boolean := coalesce(gdpr_apply_retention.dry_run, true);
+  is_dry boolean := gdpr_apply_retention.dry_run;
   budget integer := gdpr_apply_retention.batch_size;
   -- what is left of each category's batch for this call
   left_sessions integer;
@@ -1055,6 +1062,9 @@ declare
   failed_state text;
   failed_message text;
 begin
+  if is_dry is null then
+    raise exception 'dry_run must be true or false, not null' using errcode = '22004';
+  end if;
   if budget is null or budget < 1 or budget > 10000 then
     raise exception 'batch_size must be between 1 and 10000, not %', budget
       using errcode = '22023';
@@ -1284,3 +1294,6 @@ revoke all on function private.gdpr_apply_retention(uuid, boolean, integer)
   from public, anon;
 grant execute on function private.gdpr_apply_retention(uuid, boolean, integer)
   to authenticated, service_role;
+
+-- Bring the value policy of 20261128000100 to any column this migration added.
+select private.apply_value_policy();

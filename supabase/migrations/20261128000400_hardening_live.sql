@@ -350,3 +350,6 @@ begin
   end if;
 end
 $$;
+
+-- Bring the value policy of 20261128000100 to any column this migration added.
+select private.apply_value_policy();

@@ -126,7 +126,10 @@ def replay_failures(catalog: Catalog, db: Database, requests: list[httpx.Request
 
 @pytest.fixture
 def project(api: respx.MockRouter, catalog: Catalog, template_db: Database) -> Iterator[Any]:
-    """The mocked project; afterwards every rpc body sent must fit and run on the real SQL."""
+    """The mocked project; afterwards every rpc body sent must fit and run on the real SQL.
+    gdpr_check_storage_removal answers, unless a test says otherwise, that every path asked
+    about is still pending and the caller may remove it."""
+    api.post(RPC + "gdpr_check_storage_removal").mock(side_effect=checked)
     yield api
     requests = [c.request for c in api.calls if c.request.url.path.startswith(RPC)]
     assert requests, "the test made no rpc call"
@@ -186,6 +189,11 @@ def removed(request: httpx.Request) -> httpx.Response:
     return httpx.Response(
         200, json=[{"name": p, "bucket_id": bucket, "id": str(uuid.uuid4())} for p in paths]
     )
+
+
+def checked(request: httpx.Request) -> httpx.Response:
+    """gdpr_check_storage_removal's answer: every path asked about may be removed."""
+    return httpx.Response(200, json=body(request)["paths"])
 
 
 def confirmed(kind: str) -> Callable[[httpx.Request], httpx.Response]:
@@ -273,6 +281,7 @@ async def test_erasure_calls_the_function_deletes_the_audio_then_confirms(
 
     assert calls(project) == [
         ("POST", RPC + "gdpr_erase_user"),
+        ("POST", RPC + "gdpr_check_storage_removal"),  # authorized before Storage is touched
         ("DELETE", storage_path(AUDIO)),
         ("POST", RPC + "gdpr_confirm_storage_removed"),
     ]
@@ -326,8 +335,8 @@ async def test_an_erasure_as_the_user_sends_the_users_jwt_everywhere(
 
     await face.call(vs.as_user(USER_A).gdpr.delete_user_session_data, USER_A)
 
-    assert len(project.calls) == 3
-    for call in project.calls:  # the function, Storage and the confirmation: all as A
+    assert len(project.calls) == 4
+    for call in project.calls:  # the function, the check, Storage, the confirmation: all as A
         assert sent_as(call.request) == (SERVICE_KEY, str(USER_A))
 
 
@@ -353,7 +362,7 @@ async def test_an_erasure_with_the_users_own_access_token(
     vs = clients(ANON_KEY, access_token=token)
     await face.call(vs.gdpr.delete_user_session_data, USER_A)
 
-    assert len(project.calls) == 3
+    assert len(project.calls) == 4
     for call in project.calls:
         assert call.request.headers["apikey"] == ANON_KEY
         assert call.request.headers["Authorization"] == f"Bearer {token}"
@@ -410,6 +419,7 @@ async def test_anonymization_sends_the_extra_keys_as_a_json_array(
 
     assert calls(project) == [
         ("POST", RPC + "gdpr_anonymize_session"),
+        ("POST", RPC + "gdpr_check_storage_removal"),
         ("DELETE", storage_path(AUDIO)),
         ("POST", RPC + "gdpr_confirm_storage_removed"),
     ]
@@ -546,6 +556,7 @@ async def test_retention_runs_batches_until_nothing_is_left(
 
     assert calls(project) == [
         ("POST", RPC + "gdpr_apply_retention"),
+        ("POST", RPC + "gdpr_check_storage_removal"),
         ("DELETE", storage_path(AUDIO)),
         ("POST", RPC + "gdpr_confirm_storage_removed"),
         ("POST", RPC + "gdpr_apply_retention"),
@@ -813,7 +824,36 @@ async def test_a_storage_failure_leaves_the_request_unconfirmed(
     assert confirm.call_count == 0  # the request stays open; resuming finishes it
     assert calls(project) == [
         ("POST", RPC + "gdpr_erase_user"),
+        ("POST", RPC + "gdpr_check_storage_removal"),
         ("DELETE", storage_path(AUDIO)),
+    ]
+
+
+async def test_a_refused_check_touches_no_storage_object(
+    face: Face, project: respx.MockRouter, vs: Any
+) -> None:
+    """The database refuses the caller for a request (another company's): nothing is
+    deleted, nothing confirmed, and the caller gets PermissionDeniedError."""
+    project.post(RPC + "gdpr_pending_storage").respond(
+        200, json=[pending_row(REQUEST, AUDIO, audio("theirs.webm"))]
+    )
+    project.post(RPC + "gdpr_check_storage_removal").respond(
+        403,
+        json=pgrst(
+            "42501",
+            "not allowed: only the request's subject, an admin of its company or the service"
+            " role may do this",
+        ),
+    )
+    delete = project.delete(storage_path(AUDIO)).mock(side_effect=removed)
+
+    with pytest.raises(errors.PermissionDeniedError):
+        await face.call(vs.as_user(USER_A).gdpr.resume_pending_storage, USER_A)
+
+    assert delete.call_count == 0
+    assert calls(project) == [
+        ("POST", RPC + "gdpr_pending_storage"),
+        ("POST", RPC + "gdpr_check_storage_removal"),
     ]
 
 
@@ -875,3 +915,65 @@ async def test_the_rows_the_sdk_parses_are_what_the_functions_return(catalog: Ca
     assert sorted(set(GDPRRequest.model_fields) - set(listing.result)) == []
     (storage,) = catalog.functions["gdpr_pending_storage"]
     assert {"request_id", "bucket", "path"} <= set(storage.result)
+
+
+# -- invitations (vs.tenants), the same way: bodies checked and replayed on the SQL ----------
+
+
+async def test_invitations_call_their_functions_with_named_arguments(
+    face: Face, project: respx.MockRouter, vs: Any
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    row = {
+        "id": str(REQUEST),
+        "company_id": str(COMPANY),
+        "role": "manager",
+        "email": "new.hire@example.test",
+        "invitee_id": None,
+        "invited_by": None,
+        "created_at": now.isoformat(),
+        "expires_at": (now + datetime.timedelta(days=2)).isoformat(),
+        "accepted_at": None,
+        "accepted_by": None,
+        "revoked_at": None,
+    }
+    create = project.post(RPC + "create_invitation").respond(
+        200, json={**row, "token": "vsi_" + "a" * 64}
+    )
+    revoke = project.post(RPC + "revoke_invitation").respond(200, json=True)
+
+    made = await face.call(
+        vs.tenants.invite,
+        COMPANY,
+        "New.Hire@Example.test",
+        role="manager",
+        expires_in=datetime.timedelta(days=2),
+    )
+    by_user = await face.call(vs.tenants.invite, COMPANY, USER_A)
+    revoked = await face.call(vs.tenants.revoke_invitation, made.id)
+
+    assert made.token == "vsi_" + "a" * 64
+    assert by_user.id == REQUEST
+    assert revoked is True
+    assert [body(c.request) for c in create.calls] == [
+        {
+            "company_id": str(COMPANY),
+            "role": "manager",
+            "expires_in_seconds": 172800,
+            "email": "new.hire@example.test",
+            "invitee_id": None,
+        },
+        {
+            "company_id": str(COMPANY),
+            "role": "trainee",
+            "expires_in_seconds": 604800,
+            "email": None,
+            "invitee_id": str(USER_A),
+        },
+    ]
+    assert body(revoke.calls.last.request) == {"invitation_id": str(REQUEST)}
+    assert calls(project) == [
+        ("POST", RPC + "create_invitation"),
+        ("POST", RPC + "create_invitation"),
+        ("POST", RPC + "revoke_invitation"),
+    ]

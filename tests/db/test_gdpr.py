@@ -402,6 +402,15 @@ def seed_subject(db: Database, world: World) -> Subject:
             " values (%s, %s, 'trainee', %s)",
             (subject_id, company, name),
         )
+        # The invitation they accepted, and one to their email they have not (yet).
+        for accepted in (True, False):
+            conn.execute(
+                "insert into public.company_invitations (company_id, email, token_hash,"
+                " expires_at, accepted_at, accepted_by) values (%s, %s,"
+                " private.invitation_token_hash(gen_random_uuid()::text),"
+                " now() + interval '1 day', case when %s then now() end, %s)",
+                (company, email.lower(), accepted, subject_id if accepted else None),
+            )
     sessions = [
         new_session(
             db,
@@ -776,6 +785,7 @@ EXPORT_SECTIONS = {
     "public.session_analytics": ("session_analytics", "session_id"),
     "public.audit_log": ("audit_log", "id"),
     "public.gdpr_requests": ("gdpr_requests", "id"),
+    "public.company_invitations": ("invitations", "id"),
 }
 
 

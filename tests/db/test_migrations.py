@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
-from tests.conftest import Database
+from tests.conftest import Database, apply_supabase_defaults
 from voicesessions.errors import MigrationError
 from voicesessions.local import migrations
 from voicesessions.local.migrations import Migration
@@ -157,6 +157,7 @@ def test_all_migrations_apply_to_an_empty_database(empty_conn: Conn, template_db
     assert empty_conn.execute(
         "select to_regnamespace('auth') is null, to_regclass('public.sessions') is null"
     ).fetchone() == (True, True)
+    apply_supabase_defaults(empty_conn)  # as the template was made, in such a run
     files = migrations.load_migrations()
     applied = migrations.migrate(empty_conn)
     assert [m.version for m in applied] == [m.version for m in files]

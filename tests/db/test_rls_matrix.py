@@ -80,6 +80,16 @@ class TableSpec:
     update_sql: str
     update_count: Callable[[World, str], int | str]
     delete_count: Callable[[World, str], int | str]
+    # The SQLSTATE of a refused insert: 42501, except where the row names a session the
+    # identity cannot see, which is answered as a missing one would be (23503).
+    insert_refusal: Callable[[World, str], str] = lambda world, who: DENIED
+
+
+def _hidden_session_is_missing(world: World, who: str) -> str:
+    """A1's active session, seen by those who may read it; missing (23503) for the others."""
+    if who == "anon" or world.active_session["A1"] in visible_sessions(world, who):
+        return DENIED
+    return "23503"
 
 
 def _service_only(count: int) -> Callable[[World, str], int | str]:
@@ -104,7 +114,8 @@ SPECS: dict[str, TableSpec] = {
             " values (%s, %s, 'trainee', 'Newcomer')",
             (w.spare_user, w.companies["A"]),
         ),
-        insert_allowed=frozenset({"AA", "service_role"}),
+        # Joining a company takes an invitation the person accepts: end users never insert.
+        insert_allowed=frozenset({"service_role"}),
         update_sql="update profiles set display_name = display_name",
         update_count=lambda w, who: (
             6
@@ -131,6 +142,7 @@ SPECS: dict[str, TableSpec] = {
     ),
     "session_participants": TableSpec(
         key_column="session_id",
+        insert_refusal=_hidden_session_is_missing,
         select=lambda w, who: session_rows(w, who, per_active=2, per_completed=1),
         insert_sql=lambda w: (
             "insert into session_participants (session_id, kind, speaker_label)"
@@ -144,6 +156,7 @@ SPECS: dict[str, TableSpec] = {
     ),
     "transcript_segments": TableSpec(
         key_column="session_id",
+        insert_refusal=_hidden_session_is_missing,
         select=lambda w, who: session_rows(w, who, per_active=3, per_completed=0),
         insert_sql=lambda w: (
             "insert into transcript_segments (session_id, seq, speaker, text, start_ms, end_ms)"
@@ -217,6 +230,19 @@ SPECS: dict[str, TableSpec] = {
         update_count=lambda w, who: DENIED,
         delete_count=lambda w, who: DENIED,
     ),
+    "company_invitations": TableSpec(
+        key_column="company_id",
+        select=lambda w, who: company_scope(w, who, admins_only=True),
+        insert_sql=lambda w: (
+            "insert into company_invitations (company_id, email, token_hash, expires_at)"
+            " values (%s, 'new@example.test', repeat('a', 64), now() + interval '1 day')",
+            (w.companies["A"],),
+        ),
+        insert_allowed=frozenset({"service_role"}),
+        update_sql="update company_invitations set role = role",
+        update_count=lambda w, who: 2 if who == "service_role" else DENIED,
+        delete_count=_service_only(2),
+    ),
 }
 
 
@@ -268,7 +294,7 @@ def test_insert(shared_world_db: tuple[Database, World], table: str, who: str) -
         assert not isinstance(result, str), f"{who} insert into {table} failed with {result}"
         assert result.rowcount == 1
     else:
-        assert result == DENIED
+        assert result == spec.insert_refusal(world, who)
 
 
 @pytest.mark.parametrize("who", IDENTITIES)

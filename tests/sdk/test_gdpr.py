@@ -490,3 +490,89 @@ async def test_retention_over_every_company_reports_a_failing_company_and_goes_o
 async def test_retention_days_are_bounded_before_any_io(gdpr: Gdpr, days: int) -> None:
     with pytest.raises(InvalidInputError):
         await sdk(gdpr.vs.tenants.create_company("Forever", retention={"session_days": days}))
+
+
+# -- a person who moves company; storage touched only once the database has authorized it ---
+
+
+async def _moved_with_pending_audio(gdpr: Gdpr, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """B1 erased by B's admin with the audio deletion failing (B's file stays pending), then
+    invited into company A by A's admin, and joined. Returns B's file."""
+    audio = gdpr.put_audio(gdpr.world.completed_session["B1"])
+    backend = type(gdpr.vs._backend)
+    original = backend.remove_storage_objects
+
+    def broken(self: Any, bucket: str, paths: Any) -> Any:
+        raise PermissionDeniedError("storage says no")
+
+    monkeypatch.setattr(backend, "remove_storage_objects", broken)
+    with pytest.raises(PermissionDeniedError):
+        await sdk(gdpr.user("AB").gdpr.delete_user_session_data(gdpr.id("B1")))
+    monkeypatch.setattr(backend, "remove_storage_objects", original)
+    assert audio.exists()
+    invitation = await sdk(gdpr.user("AA").tenants.invite(gdpr.world.companies["A"], gdpr.id("B1")))
+    joined = await sdk(gdpr.user("B1").tenants.accept_invitation(invitation.token))
+    assert joined.company_id == gdpr.world.companies["A"]
+    return audio
+
+
+async def test_the_new_admin_never_deletes_the_old_companys_audio(
+    gdpr: Gdpr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audio = await _moved_with_pending_audio(gdpr, monkeypatch)
+    admin = gdpr.user("AA")
+    assert await sdk(admin.gdpr.resume_pending_storage(gdpr.id("B1"))) == 0
+    assert await sdk(admin.gdpr.resume_pending_storage()) == 0
+    report = await sdk(admin.gdpr.delete_user_session_data(gdpr.id("B1"), dry_run=True))
+    assert report.pending_storage == []
+    erased = await sdk(admin.gdpr.delete_user_session_data(gdpr.id("B1")))
+    assert erased.storage_removed == 0
+    assert audio.exists()
+    assert not [
+        r
+        for r in await sdk(admin.gdpr.list_requests())
+        if r.company_id != gdpr.world.companies["A"]
+    ]
+    # B's admin still finishes B's erasure.
+    assert await sdk(gdpr.user("AB").gdpr.resume_pending_storage()) == 1
+    assert not audio.exists()
+
+
+async def test_storage_is_untouched_until_the_database_authorizes_the_caller(
+    gdpr: Gdpr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a database answer lists as pending (an older database, a bug), the SDK has
+    the database authorize each request before it deletes anything: another company's
+    request is PermissionDeniedError with every file still there."""
+    audio = await _moved_with_pending_audio(gdpr, monkeypatch)
+    own = gdpr.put_audio(gdpr.world.completed_session["A1"])
+    b_request = gdpr.scalar(
+        "select id from public.gdpr_requests where company_id = %s and kind = 'erasure'",
+        gdpr.world.companies["B"],
+    )
+    b_path = str(audio.relative_to(gdpr.root / BUCKET))
+    backend = type(gdpr.vs._backend)
+    real_rpc = backend.rpc
+    face_is_async = gdpr.face == "async"
+
+    def with_b_entry(rows: Any) -> Any:
+        return [*rows, {"request_id": str(b_request), "bucket": BUCKET, "path": b_path}]
+
+    if face_is_async:
+
+        async def leaky_async(self: Any, function: str, params: Any = None) -> Any:
+            rows = await real_rpc(self, function, params)
+            return with_b_entry(rows) if function == "gdpr_pending_storage" else rows
+
+        monkeypatch.setattr(backend, "rpc", leaky_async)
+    else:
+
+        def leaky(self: Any, function: str, params: Any = None) -> Any:
+            rows = real_rpc(self, function, params)
+            return with_b_entry(rows) if function == "gdpr_pending_storage" else rows
+
+        monkeypatch.setattr(backend, "rpc", leaky)
+    with pytest.raises(PermissionDeniedError):
+        await sdk(gdpr.user("AA").gdpr.resume_pending_storage(gdpr.id("B1")))
+    assert audio.exists()
+    assert own.exists()

@@ -4,13 +4,17 @@ allows them."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from tests.sdk.conftest import Sdk, sdk
 from voicesessions import (
     ConflictError,
+    CreatedInvitation,
     InvalidInputError,
+    InvitationStatus,
     NotFoundError,
     PermissionDeniedError,
     ProfileRole,
@@ -73,15 +77,99 @@ async def test_users_cannot_provision(client: Sdk) -> None:
         await sdk(client.user("AA").tenants.create_user("rogue@example.test"))
 
 
-async def test_admin_adds_profiles_to_their_company_only(client: Sdk) -> None:
+@pytest.mark.parametrize("who", ["AA", "AB", "MA", "A1"])
+async def test_end_users_never_create_profiles(client: Sdk, who: str) -> None:
     world = client.world
     uid = await sdk(client.vs.tenants.create_user("new.hire@example.test"))
-    admin = client.user("AA")
+    company = world.companies[world.person(who).company]
     with pytest.raises(PermissionDeniedError):
-        await sdk(admin.tenants.create_profile(uid, world.companies["B"]))
-    profile = await sdk(admin.tenants.create_profile(uid, world.companies["A"]))
-    assert profile.role is ProfileRole.TRAINEE
-    assert profile.display_name.startswith("user-")
+        await sdk(client.user(who).tenants.create_profile(uid, company))
+
+
+@pytest.mark.parametrize("by", ["email", "user"])
+async def test_an_invited_person_joins_with_the_invitations_role(client: Sdk, by: str) -> None:
+    world = client.world
+    uid = await sdk(client.vs.tenants.create_user("New.Hire@example.test"))
+    admin = client.user("AA").tenants
+    target: Any = "New.Hire@Example.test" if by == "email" else uid
+    made = await sdk(
+        admin.invite(world.companies["A"], target, role="manager", expires_in=timedelta(days=2))
+    )
+    assert isinstance(made, CreatedInvitation)
+    assert made.status is InvitationStatus.PENDING
+    assert made.token not in repr(made)
+    assert (made.email, made.invitee_id) == (
+        ("new.hire@example.test", None) if by == "email" else (None, uid)
+    )
+    assert next(i.id for i in await sdk(admin.list_invitations(status="pending"))) == made.id
+    # The invitee sees it too (without a token); another company's admin does not.
+    assert made.id in [i.id for i in await sdk(client.vs.as_user(uid).tenants.list_invitations())]
+    assert made.id not in [i.id for i in await sdk(client.user("AB").tenants.list_invitations())]
+
+    joined = await sdk(client.vs.as_user(uid).tenants.accept_invitation(made.token))
+    assert (joined.id, joined.company_id, joined.role) == (uid, world.companies["A"], "manager")
+    assert joined.display_name == "new.hire"
+    again = await sdk(client.vs.as_user(uid).tenants.accept_invitation(made.token))
+    assert again == joined
+    listed = await sdk(admin.list_invitations(world.companies["A"], status="accepted"))
+    assert [(i.id, i.accepted_by) for i in listed] == [(made.id, uid)]
+    # They act in their new company at once.
+    session = await sdk(client.vs.as_user(uid).sessions.create(uid, "First call"))
+    assert session.company_id == world.companies["A"]
+
+
+async def test_invitations_refused_and_revoked(client: Sdk) -> None:
+    world = client.world
+    uid = await sdk(client.vs.tenants.create_user("someone@example.test"))
+    invitee = client.vs.as_user(uid).tenants
+    with pytest.raises(PermissionDeniedError):  # not an admin of A
+        await sdk(client.user("AB").tenants.invite(world.companies["A"], uid))
+    with pytest.raises(PermissionDeniedError):
+        await sdk(client.user("MA").tenants.invite(world.companies["A"], uid))
+    made = await sdk(client.user("AA").tenants.invite(world.companies["A"], uid))
+    with pytest.raises(NotFoundError):  # B's admin: the same answer as for no invitation
+        await sdk(client.user("AB").tenants.revoke_invitation(made.id))
+    with pytest.raises(NotFoundError):
+        await sdk(client.user("AB").tenants.revoke_invitation(uuid.uuid4()))
+    with pytest.raises(NotFoundError):  # a token for someone else
+        await sdk(client.user("A1").tenants.accept_invitation(made.token))
+    assert await sdk(client.user("AA").tenants.revoke_invitation(made.id)) is True
+    assert await sdk(client.vs.tenants.revoke_invitation(made.id)) is False
+    with pytest.raises(NotFoundError):
+        await sdk(invitee.accept_invitation(made.token))
+    with pytest.raises(NotFoundError):
+        await sdk(invitee.accept_invitation("vsi_" + "0" * 64))
+    with pytest.raises(PermissionDeniedError):  # the service role provisions directly
+        await sdk(client.vs.tenants.accept_invitation(made.token))
+    # Somebody who already belongs to a company cannot join another one.
+    other = await sdk(client.user("AB").tenants.invite(world.companies["B"], world.person("A1").id))
+    with pytest.raises(ConflictError):
+        await sdk(client.user("A1").tenants.accept_invitation(other.token))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("not an email",), {}),
+        (("a@b@c",), {}),
+        ((uuid.uuid4(),), {"expires_in": 59}),
+        ((uuid.uuid4(),), {"expires_in": timedelta(days=31)}),
+        ((uuid.uuid4(),), {"expires_in": True}),
+        ((uuid.uuid4(),), {"expires_in": "soon"}),
+        ((uuid.uuid4(),), {"role": "overlord"}),
+    ],
+)
+async def test_invitation_input_is_validated_before_any_io(
+    client: Sdk, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInputError):
+        await sdk(client.vs.tenants.invite(client.world.companies["A"], *args, **kwargs))
+
+
+@pytest.mark.parametrize("token", ["", "   ", None, 42, "x" * 201])
+async def test_bad_tokens_are_refused_before_any_io(client: Sdk, token: Any) -> None:
+    with pytest.raises(InvalidInputError):
+        await sdk(client.user("A1").tenants.accept_invitation(token))
 
 
 async def test_role_changes_follow_the_database_rules(client: Sdk) -> None:

@@ -29,6 +29,7 @@ PUBLIC_TABLES = (
     "session_analytics",
     "audit_log",
     "gdpr_requests",
+    "company_invitations",
 )
 
 
@@ -176,6 +177,16 @@ def seed_world(conn: psycopg.Connection[object]) -> World:
                 "insert into public.gdpr_requests (kind, company_id, subject_ref)"
                 " values ('export', %s, private.subject_ref(%s))",
                 (world.companies[company], world.people[f"{company}1"].id),
+            )
+        for company, email, invitee in (
+            ("A", "spare@example.test", None),
+            ("B", None, world.spare_user),
+        ):
+            conn.execute(
+                "insert into public.company_invitations (company_id, email, invitee_id,"
+                " token_hash, expires_at) values (%s, %s, %s,"
+                " private.invitation_token_hash(%s), now() + interval '7 days')",
+                (world.companies[company], email, invitee, f"world-token-{company}"),
             )
     return world
 

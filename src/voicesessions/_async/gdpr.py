@@ -5,9 +5,12 @@ the caller itself (the subject, an admin of their company, or the service role; 
 PermissionDeniedError, for anyone else), does all of its database work in one transaction
 and writes the ``gdpr_requests`` row and the audit entry. What no database function can do
 is delete Storage objects: the functions record them as pending in the request, and this
-manager then deletes them through the backend (Supabase Storage, or the Postgres backend's
-local store) and confirms each request's deletions (``gdpr_confirm_storage_removed``), which
-completes the request. If the deletion fails, the error propagates and the request stays
+manager then has the database authorize the deletion (``gdpr_check_storage_removal``: the
+caller may act on that request, the paths are still pending) *before* touching any object,
+deletes them through the backend (Supabase Storage, or the Postgres backend's local store)
+and confirms each request's deletions (``gdpr_confirm_storage_removed``), which completes
+the request. A request the caller may not act on is PermissionDeniedError with storage
+untouched. If the deletion fails, the error propagates and the request stays
 open with its objects pending: calling the same method again (or
 :meth:`AsyncGDPRSessionManager.resume_pending_storage`) finishes it.
 
@@ -231,6 +234,19 @@ class AsyncGDPRSessionManager(Resource):
         """Delete pending objects and confirm them per request. Returns the number deleted,
         the entries still pending afterwards, and the status of each confirmed request."""
         entries = [e for e in _entries(pending) if e["request_id"] is not None]
+        # The database authorizes every deletion before any object is touched: a request the
+        # caller may not act on raises here (PermissionDeniedError) with storage unchanged,
+        # and only the paths a request is still waiting for are deleted.
+        asked: dict[uuid.UUID, list[str]] = {}
+        for entry in entries:
+            paths = asked.setdefault(entry["request_id"], [])
+            if entry["path"] not in paths:
+                paths.append(entry["path"])
+        allowed: set[tuple[uuid.UUID, str]] = set()
+        for request_id, paths in asked.items():
+            still_pending = await self._check(request_id, paths)
+            allowed.update((request_id, str(p)) for p in still_pending or [])
+        entries = [e for e in entries if (e["request_id"], e["path"]) in allowed]
         by_bucket: dict[str, list[str]] = {}
         for entry in entries:
             paths = by_bucket.setdefault(entry["bucket"], [])
@@ -259,6 +275,14 @@ class AsyncGDPRSessionManager(Resource):
         # Idempotent: deleting an object that is already gone succeeds.
         return await self._call(
             lambda: self._backend.remove_storage_objects(bucket, paths), idempotent=True
+        )
+
+    async def _check(self, request_id: uuid.UUID, paths: list[str]) -> Any:
+        # Read-only: which of these paths the request still waits for, once the database
+        # has authorized the caller to remove them.
+        params = {"request_id": request_id, "paths": paths}
+        return await self._call(
+            lambda: self._backend.rpc("gdpr_check_storage_removal", params), idempotent=True
         )
 
     async def _confirm(self, request_id: uuid.UUID, paths: list[str]) -> Any:

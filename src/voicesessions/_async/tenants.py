@@ -1,13 +1,17 @@
-"""TenantRepository: companies, auth users and profiles (tenant provisioning).
+"""TenantRepository: companies, auth users, profiles and invitations (tenant provisioning).
 
-Creating companies and users needs the service role; an admin of a company may add
-profiles to it and change roles there — the database decides (RLS), not this class.
+Creating companies, users and profiles needs the service role. People join a company by
+invitation: an admin of the company (or the service role) invites an email address or an
+existing user with a role, and the invitee accepts with the token, which is their consent.
+Admins change roles in their company; a person changes only their own display name. The
+database decides (RLS, triggers, functions), not this class.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from voicesessions._arguments import checked_arguments
@@ -21,12 +25,25 @@ from voicesessions.errors import (
     PermissionDeniedError,
     brief,
 )
-from voicesessions.models import Company, Profile, ProfileRole, RetentionPolicy
+from voicesessions.models import (
+    Company,
+    CreatedInvitation,
+    Invitation,
+    InvitationStatus,
+    Profile,
+    ProfileRole,
+    RetentionPolicy,
+)
 
 from .resource import Resource
 
 #: Longest display name and company name the schema accepts.
 MAX_NAME_LENGTH = 200
+#: How long an invitation stays valid unless told otherwise, and the bounds the database
+#: accepts.
+DEFAULT_INVITATION_TTL = timedelta(days=7)
+MIN_INVITATION_TTL = timedelta(seconds=60)
+MAX_INVITATION_TTL = timedelta(days=30)
 
 
 @checked_arguments
@@ -98,7 +115,11 @@ class AsyncTenantRepository(Resource):
         role: ProfileRole | str = ProfileRole.TRAINEE,
         display_name: str | None = None,
     ) -> Profile:
-        """The profile of auth user ``auth_uid`` in ``company_id``, with ``role``."""
+        """The profile of auth user ``auth_uid`` in ``company_id``, with ``role``.
+
+        Service role only (provisioning): end users join a company by accepting an
+        invitation (:meth:`invite`, :meth:`accept_invitation`); for them this is
+        PermissionDeniedError."""
         uid = as_uuid(auth_uid, "auth_uid")
         row = {
             "id": uid,
@@ -163,6 +184,133 @@ class AsyncTenantRepository(Resource):
             return parse_model(Profile, rows[0])
         await self.get_profile(pid)
         raise PermissionDeniedError("only an admin of the company can change roles", code="42501")
+
+    async def invite(
+        self,
+        company_id: uuid.UUID | str,
+        email_or_user: str | uuid.UUID,
+        *,
+        role: ProfileRole | str = ProfileRole.TRAINEE,
+        expires_in: timedelta | int = DEFAULT_INVITATION_TTL,
+    ) -> CreatedInvitation:
+        """Invite a person to join ``company_id`` with ``role``: an email address (whoever
+        signs in with it may accept) or an existing user's id (that user may accept).
+
+        Returns the invitation with its ``token``, shown only here (the database keeps only
+        its SHA-256): hand it to the invitee. ``expires_in`` (a timedelta or seconds) is from
+        1 minute to 30 days, 7 days by default. Admins of the company and the service role
+        only (PermissionDeniedError otherwise, whether or not the company exists). Not
+        retried: each call makes a new token.
+        """
+        cid = as_uuid(company_id, "company_id")
+        # Every parameter is sent (none left to a database default), exactly one invitee.
+        params: dict[str, Any] = {
+            "company_id": cid,
+            "role": _role(role).value,
+            "email": None,
+            "invitee_id": None,
+            "expires_in_seconds": _ttl_seconds(expires_in),
+        }
+        if isinstance(email_or_user, str) and "@" in email_or_user:
+            address = email_or_user.strip().lower()
+            if len(address) > 255 or any(c.isspace() for c in address) or address.count("@") != 1:
+                raise InvalidInputError(f"not an email address: {email_or_user!r}")
+            params["email"] = address
+        else:
+            params["invitee_id"] = as_uuid(email_or_user, "email_or_user")
+        raw = await self._call(
+            lambda: self._backend.rpc("create_invitation", params), idempotent=False
+        )
+        return parse_model(CreatedInvitation, raw)
+
+    async def accept_invitation(self, token: str, *, display_name: str | None = None) -> Profile:
+        """Accept an invitation as the signed-in invitee: join its company with its role,
+        under ``display_name`` (default: the local part of your email). Returns your new
+        profile; accepting the same token again returns it too.
+
+        NotFoundError for a token that is unknown, expired, revoked or addressed to someone
+        else (one answer for all); ConflictError if you already belong to a company;
+        PermissionDeniedError for the service role (it provisions with create_profile).
+        """
+        if not isinstance(token, str) or not token.strip() or len(token) > 200:
+            raise InvalidInputError("token must be the invitation's token (a non-empty string)")
+        params: dict[str, Any] = {"token": token.strip(), "display_name": None}
+        if display_name is not None:
+            params["display_name"] = _name(display_name, "display_name")
+        raw = await self._call(
+            lambda: self._backend.rpc("accept_invitation", params), idempotent=True
+        )
+        return parse_model(Profile, raw)
+
+    async def list_invitations(
+        self,
+        company_id: uuid.UUID | str | None = None,
+        *,
+        status: InvitationStatus | str | None = None,
+    ) -> builtins.list[Invitation]:
+        """Invitations the caller may see, newest first: an admin's company's (or the given
+        company's), for the service role every company's (or the given one's), for anyone
+        else the invitations addressed to them. ``status`` keeps one status (``pending``,
+        ``accepted``, ``revoked``, ``expired``). Tokens are never returned."""
+        wanted = None
+        if status is not None:
+            try:
+                wanted = InvitationStatus(status)
+            except ValueError:
+                allowed = ", ".join(s.value for s in InvitationStatus)
+                raise InvalidInputError(f"status must be one of {allowed}") from None
+        filters = []
+        if company_id is not None:
+            filters.append(eq("company_id", as_uuid(company_id, "company_id")))
+        rows = await self._call(
+            lambda: self._backend.select(
+                "company_invitations",
+                columns=_INVITATION_COLUMNS,
+                filters=filters,
+                order=(Order("created_at", descending=True), Order("id")),
+            ),
+            idempotent=True,
+        )
+        found = [parse_model(Invitation, r) for r in rows]
+        return [i for i in found if wanted is None or i.status is wanted]
+
+    async def revoke_invitation(self, invitation_id: uuid.UUID | str) -> bool:
+        """Revoke an open invitation (its token stops working). True when revoked now, False
+        when it was already accepted or revoked. Admins of its company and the service role;
+        NotFoundError for anyone else and for a missing invitation (one answer)."""
+        iid = as_uuid(invitation_id, "invitation_id")
+        raw = await self._call(
+            lambda: self._backend.rpc("revoke_invitation", {"invitation_id": iid}),
+            idempotent=True,
+        )
+        return bool(raw)
+
+
+_INVITATION_COLUMNS = (
+    "id",
+    "company_id",
+    "role",
+    "email",
+    "invitee_id",
+    "invited_by",
+    "created_at",
+    "expires_at",
+    "accepted_at",
+    "accepted_by",
+    "revoked_at",
+)
+
+
+def _ttl_seconds(value: timedelta | int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int)):
+        raise InvalidInputError("expires_in must be a timedelta or a number of seconds")
+    seconds = value if isinstance(value, int) else value.total_seconds()
+    low, high = MIN_INVITATION_TTL.total_seconds(), MAX_INVITATION_TTL.total_seconds()
+    if not low <= seconds <= high:
+        raise InvalidInputError(
+            f"expires_in must be from {int(low)} seconds to {int(high)} seconds (30 days)"
+        )
+    return int(seconds)
 
 
 def _role(value: ProfileRole | str) -> ProfileRole:
