@@ -547,10 +547,10 @@ def test_retention_leaves_live_calls_alone(world_db: WorldDb) -> None:
             db,
             world,
             "service_role",
-            "select private.gdpr_apply_retention(%s, null, 500) as r",
+            "select private.gdpr_apply_retention(%s, true, 500) as r",
             (world.companies["A"],),
         )
-    assert dry[0]["r"]["dry_run"] is True  # a null dry_run is a dry run
+    assert dry[0]["r"]["dry_run"] is True
     before = owner_rows(
         db, "select * from public.transcript_segments where session_id = %s", (live,)
     )

@@ -483,7 +483,16 @@ def oracle_world(shared_world_db: WorldDb) -> WorldDb:
                 (world.person("B1").id,),
             ).fetchone()[0]  # type: ignore[index]
             conn.execute("update public.sessions set status = 'completed' where id = %s", (sid,))
-            conn.execute("update public.sessions set status = %s where id = %s", (status, sid))
+            # analyzed only by recording an analysis (20261128000300)
+            conn.execute("set role service_role")
+            conn.execute(
+                "select public.record_analysis(%s, 'probe', 'scoring',"
+                " '{\"overall_score\": 50}'::jsonb)",
+                (sid,),
+            )
+            conn.execute("reset role")
+            if status == "archived":
+                conn.execute("update public.sessions set status = 'archived' where id = %s", (sid,))
         for key in ("MA", "AA", "AB"):
             conn.execute(
                 "insert into public.sessions (profile_id, title) values (%s, 'own')",
@@ -784,6 +793,11 @@ EXECUTABLE: Mapping[str, str] = {
     "public.create_invitation": "invoker wrapper",
     "public.accept_invitation": "invoker wrapper",
     "public.revoke_invitation": "invoker wrapper",
+    "private.caller_reads_session": "answers only what the caller's own RLS read would",
+    "private.jsonb_problem": "pure function (CHECK constraints run it as the writer)",
+    "private.transcript_words_problem": "pure function (CHECK constraints run it as the writer)",
+    "private.session_event_problem": "pure function",
+    "private.value_policy_check": "trigger function",
 }
 ANON_EXECUTABLE = frozenset(k for k in EXECUTABLE if k.split(".")[0] in ("auth", "storage"))
 
