@@ -340,6 +340,13 @@ def base_row(table: str, side: Side, world: World) -> dict[str, Any]:
             "company_id": str(s.company_id),
             "subject_ref": "probe",
         },
+        "public.company_invitations": {
+            "company_id": str(s.company_id),
+            "role": "trainee",
+            "email": "probe@example.test",
+            "token_hash": "0" * 64,
+            "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat(),
+        },
         "storage.buckets": {"id": "probe-bucket", "name": "probe-bucket"},
         "storage.objects": {
             "bucket_id": "session-audio",
@@ -372,6 +379,7 @@ def target(table: str, side: Side) -> dict[str, Any]:
         "public.session_analytics": {"session_id": s.completed},
         "public.audit_log": {"company_id": s.company_id},
         "public.gdpr_requests": {"company_id": s.company_id},
+        "public.company_invitations": {"company_id": s.company_id},
         "storage.buckets": {"id": "session-audio"},
         "storage.objects": {"bucket_id": "session-audio", "name": s.object_name},
         "realtime.messages": {"id": s.message},

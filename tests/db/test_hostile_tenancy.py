@@ -798,6 +798,7 @@ EXECUTABLE: Mapping[str, str] = {
     "private.transcript_words_problem": "pure function (CHECK constraints run it as the writer)",
     "private.session_event_problem": "pure function",
     "private.value_policy_check": "trigger function",
+    "private.storage_object_values_ok": "pure function (storage policies run it as the writer)",
 }
 ANON_EXECUTABLE = frozenset(k for k in EXECUTABLE if k.split(".")[0] in ("auth", "storage"))
 
