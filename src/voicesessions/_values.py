@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, PlainValidator
+from pydantic import AfterValidator, PlainValidator, StringConstraints, TypeAdapter
 from pydantic_core import PydanticCustomError
 
 from voicesessions.errors import InvalidInputError
@@ -66,6 +66,16 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError as exc:
         return f"contains a lone surrogate (U+{ord(value[exc.start]):04X}), which is not UTF-8"
     return None
+
+
+_STRIPPED: TypeAdapter[str] = TypeAdapter(Annotated[str, StringConstraints(strip_whitespace=True)])
+
+
+def stripped(value: str) -> str:
+    """``value`` with surrounding whitespace removed exactly as the SDK's input models remove
+    it (pydantic's ``str_strip_whitespace``: Unicode White_Space, which is not Python's
+    ``str.strip``), so that every name the SDK takes is normalized one way."""
+    return _STRIPPED.validate_python(value)
 
 
 def check_text(value: Any, field: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 from voicesessions._arguments import checked_arguments
 from voicesessions._query import Order, eq
 from voicesessions._validation import as_uuid, parse_model, validate_mapping
-from voicesessions._values import check_text
+from voicesessions._values import check_text, stripped
 from voicesessions.errors import (
     ConflictError,
     InvalidInputError,
@@ -320,8 +320,9 @@ def _role(value: ProfileRole | str) -> ProfileRole:
 
 
 def _name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+    name = stripped(check_text(value, field)) if isinstance(value, str) else ""
+    if not name:
         raise InvalidInputError(f"{field} must be a non-empty string")
-    if len(value.strip()) > MAX_NAME_LENGTH:
+    if len(name) > MAX_NAME_LENGTH:
         raise InvalidInputError(f"{field} must be at most {MAX_NAME_LENGTH} characters")
-    return str(check_text(value.strip(), field))
+    return name
