@@ -473,52 +473,10 @@ as $$
 $$;
 revoke all on function private.can_see_session(uuid, uuid) from public;
 
-/**
- * Trigger: a new session takes its owner's company (see 20261126000300_sessions.sql). An end
- * user creates sessions only for themself: any other profile_id, existing or not, gets the
- * answer RLS gives (42501, same message), so that the insert reveals nothing about other
- * people.
- */
-create or replace function private.sessions_before_insert()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  owner_company uuid;
-begin
-  if private.caller_is_end_user()
-     and new.profile_id is distinct from (select auth.uid()) then
-    raise exception 'new row violates row-level security policy for table "sessions"'
-      using errcode = '42501';
-  end if;
-  select p.company_id into owner_company from public.profiles p where p.id = new.profile_id;
-  if not found then
-    raise exception 'profile % does not exist', new.profile_id using errcode = '23503';
-  end if;
-  if new.company_id is not null and new.company_id is distinct from owner_company then
-    raise exception 'company_id must be the company of the session''s owner'
-      using errcode = '42501',
-            hint = 'Omit company_id: the database sets it from the owner''s profile.';
-  end if;
-  new.company_id := owner_company;
-  if new.started_at > now() + interval '5 minutes' then
-    raise exception 'started_at % is in the future', new.started_at
-      using errcode = '22023',
-            hint = 'Omit started_at to use the current time.';
-  end if;
-  if new.status not in ('active', 'completed') then
-    raise exception 'a new session must be active or completed, not %', new.status
-      using errcode = 'VS001';
-  end if;
-  if new.status = 'completed' and new.ended_at is null then
-    new.ended_at := greatest(now(), new.started_at);
-  end if;
-  return new;
-end;
-$$;
-revoke all on function private.sessions_before_insert() from public;
+-- The sessions insert trigger's part of this (an end user creates sessions only for themself:
+-- any other profile_id, existing or not, gets the answer RLS gives, 42501 with the same
+-- message) is in private.sessions_before_insert as 20261128000300_hardening_figures.sql
+-- redefines it, with private.caller_is_end_user from above.
 
 /**
  * Trigger (insert and update) of session_participants (see 20261126000300_sessions.sql). A
@@ -1201,34 +1159,9 @@ revoke all on function public.gdpr_list_requests(public.gdpr_request_status, boo
 grant execute on function public.gdpr_list_requests(public.gdpr_request_status, boolean)
   to authenticated, service_role;
 
--- 4. Storage: nobody makes another person the owner of an object ---------------------------------
-
-drop policy if exists "Owners can upload the recordings of their sessions" on storage.objects;
-create policy "Owners can upload the recordings of their sessions"
-  on storage.objects for insert to authenticated
-  with check (
-    bucket_id = 'session-audio'
-    and (storage.foldername(name))[2] = (select auth.uid()::text)
-    and private.is_own_session_audio_path(name)
-    and (owner is null or owner = (select auth.uid()))
-    and (owner_id is null or owner_id = (select auth.uid()::text))
-  );
-
-drop policy if exists "Owners can replace the recordings of their sessions" on storage.objects;
-create policy "Owners can replace the recordings of their sessions"
-  on storage.objects for update to authenticated
-  using (
-    bucket_id = 'session-audio'
-    and (storage.foldername(name))[2] = (select auth.uid()::text)
-    and private.is_own_session_audio_path(name)
-  )
-  with check (
-    bucket_id = 'session-audio'
-    and (storage.foldername(name))[2] = (select auth.uid()::text)
-    and private.is_own_session_audio_path(name)
-    and (owner is null or owner = (select auth.uid()))
-    and (owner_id is null or owner_id = (select auth.uid()::text))
-  );
+-- 4. Storage: nobody makes another person the owner of an object. The storage.objects insert
+-- and update policies that require `owner`/`owner_id` to be null or the caller are created
+-- by 20261128000500_hardening_storage_values.sql, together with the value policy.
 
 -- Bring the value policy of 20261128000100 to any column this migration added.
 select private.apply_value_policy();

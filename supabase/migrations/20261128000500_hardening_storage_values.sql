@@ -7,7 +7,8 @@
  * per document) in `metadata` and `user_metadata`, and timestamps in the stored window
  * [2000-01-01, 2100-01-01) UTC, so that no reader (the SDK, a GDPR export, the erasure) meets
  * a value it cannot read. A row outside it is refused like any other policy violation
- * (42501). The owner rules of 20261128000200 are kept as they are. `user_metadata` exists
+ * (42501). Nobody makes another person an object's owner (20261128000200, item 4): `owner`
+ * and `owner_id` are null or the caller. `user_metadata` exists
  * only in newer Storage versions: the policies name it only where the column exists.
  */
 

@@ -648,33 +648,3 @@ def test_scores_kept_after_analysis_retention_survive_later_analyses(world_db: W
         (sid, "scorer", "sales_scoring", Jsonb({"overall_score": 60}), "2", None),
     )
     assert owner_rows(db, kept, (sid,))[0]["overall_score"] == 60
-
-
-# -- 7. what `supabase db lint` would say about the functions changed here --------------------
-
-CHECKED = [
-    ("private.gdpr_apply_retention(uuid, boolean, integer)", None),
-    ("private.record_analysis(uuid, text, text, jsonb, text, numeric, integer, numeric)", None),
-    ("private.refresh_session_analytics(uuid, numeric)", None),
-    ("private.conversation_metrics(uuid, text)", None),
-    ("private.check_session_times(timestamptz, timestamptz, boolean, boolean)", None),
-    ("private.record_session_audio(uuid, text, bigint, jsonb, boolean)", None),
-    ("private.sessions_before_insert()", "public.sessions"),
-    ("private.sessions_before_update()", "public.sessions"),
-    ("private.sessions_record_conversation_metrics()", "public.sessions"),
-]
-
-
-@pytest.mark.parametrize(("function", "relation"), CHECKED)
-def test_plpgsql_check_finds_nothing(
-    fresh_db: Database, function: str, relation: str | None
-) -> None:
-    with owner(fresh_db) as conn:
-        conn.execute("create extension if not exists plpgsql_check")
-        findings = conn.execute(
-            "select * from plpgsql_check_function(%s::regprocedure,"
-            " coalesce(%s::regclass, 0::oid::regclass), fatal_errors => false,"
-            " extra_warnings => true)",
-            (function, relation),
-        ).fetchall()
-    assert findings == []
