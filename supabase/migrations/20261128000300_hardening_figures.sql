@@ -775,12 +775,15 @@ set search_path = ''
 as $$
 begin
   -- Before anything computes with them (the generated duration_seconds would fail with
-  -- 22008 on PostgreSQL 15 and 0A000 on 17+, which has infinite intervals).
-  if not isfinite(check_session_times.started_at) or not isfinite(check_session_times.ended_at)
-  then
-    raise exception 'session times must be finite, not % .. %',
-      check_session_times.started_at, check_session_times.ended_at
-      using errcode = '22008';
+  -- 22008 on PostgreSQL 15 and 0A000 on 17+, which has infinite intervals); the window is
+  -- the value policy's (20261128000100).
+  if not isfinite(check_session_times.started_at) then
+    raise exception 'sessions.started_at must be from 2000-01-01 to before 2100-01-01 (UTC), not %',
+      check_session_times.started_at using errcode = '22023';
+  end if;
+  if not isfinite(check_session_times.ended_at) then
+    raise exception 'sessions.ended_at must be from 2000-01-01 to before 2100-01-01 (UTC), not %',
+      check_session_times.ended_at using errcode = '22023';
   end if;
   if check_session_times.started_at > now() + interval '5 minutes' then
     raise exception 'started_at % is in the future (at most 5 minutes after the server''s clock)',
