@@ -32,7 +32,6 @@ has no such package and skips.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from psycopg.rows import TupleRow
 
 from tests.conftest import Database
 from tests.support.db import SYSTEM_SCHEMAS, owner
+from tests.support.extensions import ci_requires_extensions, require_extension
 from tests.support.supabase import AUTH_AUDIT_LOG_DDL, REALTIME_DDL
 from voicesessions.local import migrations
 
@@ -75,32 +75,9 @@ class Function:
     is_trigger: bool
 
 
-def ci_requires_extension() -> bool:
-    """True in CI's main run: the system's PostgreSQL, for which .ci/run installs the package."""
-    if os.environ.get("CI", "").lower() not in ("true", "1"):
-        return False
-    if os.environ.get("VOICESESSIONS_TEST_DSN"):
-        return False
-    from voicesessions.local.server import find_binaries
-
-    return find_binaries().source == "system"
-
-
 def create_extension(conn: psycopg.Connection[TupleRow]) -> None:
     """``create extension plpgsql_check``, or skip (fail in CI's main run) without it."""
-    available = conn.execute(
-        "select exists (select 1 from pg_available_extensions where name = 'plpgsql_check')"
-    ).fetchone()
-    if not (available and available[0]):
-        version = conn.execute("show server_version").fetchone()
-        message = (
-            f"the plpgsql_check extension is not available on this PostgreSQL"
-            f" ({version[0] if version else '?'}): install postgresql-<major>-plpgsql-check"
-        )
-        if ci_requires_extension():
-            pytest.fail(f"{message} (CI=true on the system's PostgreSQL: .ci/run installs it)")
-        pytest.skip(message)
-    conn.execute("create extension if not exists plpgsql_check")
+    require_extension(conn, "plpgsql_check", "postgresql-<major>-plpgsql-check")
 
 
 def plpgsql_functions(conn: psycopg.Connection[TupleRow]) -> dict[str, tuple[str, bool]]:
@@ -276,11 +253,11 @@ def test_ci_requires_the_extension_on_the_system_server(monkeypatch: pytest.Monk
     monkeypatch.delenv("VOICESESSIONS_TEST_DSN", raising=False)
     monkeypatch.delenv("VOICESESSIONS_PG_BINDIR", raising=False)
     monkeypatch.delenv("CI", raising=False)
-    assert not ci_requires_extension()
+    assert not ci_requires_extensions()
     monkeypatch.setenv("CI", "true")
-    assert ci_requires_extension() == (find_binaries().source == "system")
+    assert ci_requires_extensions() == (find_binaries().source == "system")
     monkeypatch.setenv("VOICESESSIONS_PG_BINDIR", str(find_binaries().bindir))
-    assert not ci_requires_extension()
+    assert not ci_requires_extensions()
     monkeypatch.delenv("VOICESESSIONS_PG_BINDIR")
     monkeypatch.setenv("VOICESESSIONS_TEST_DSN", "postgresql://elsewhere")
-    assert not ci_requires_extension()
+    assert not ci_requires_extensions()

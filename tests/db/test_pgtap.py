@@ -1,0 +1,72 @@
+"""The pgTAP tests of supabase/tests/*.sql, run with ``pg_prove`` as ``supabase test db`` does.
+
+Those files are the database layer as a Supabase user runs it (``supabase test db`` on their
+own project): each is one transaction that creates its users and companies as the owner,
+acts as PostgREST does (``set local role`` + ``request.jwt.claims``) and rolls back. Here
+they run in a clone of the migrated template, after ``create extension pgtap`` in schema
+``extensions`` (the compatibility bootstrap creates it, as Supabase has it).
+
+pgTAP and ``pg_prove`` come from Debian's ``pgtap`` and ``postgresql-<major>-pgtap``: without
+them the test skips, except in CI's main run (tests/support/extensions.py), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.conftest import Database
+from tests.support.db import owner
+from tests.support.extensions import ci_requires_extensions, require_extension
+
+PGTAP_DIR = Path(__file__).resolve().parents[2] / "supabase" / "tests"
+PGTAP_FILES = sorted(PGTAP_DIR.glob("*.sql"))
+LIBPQ_ENV = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "dbname": "PGDATABASE",
+}
+
+
+def test_the_pgtap_files_exist() -> None:
+    names = {path.name for path in PGTAP_FILES}
+    assert {"sessions_rls.sql", "lifecycle_gdpr.sql"} <= names, names
+
+
+@pytest.mark.parametrize("path", PGTAP_FILES, ids=lambda p: p.name)
+def test_pgtap_file_passes(fresh_db: Database, path: Path) -> None:
+    pg_prove = shutil.which("pg_prove")
+    if pg_prove is None:
+        message = "pg_prove is not installed: install Debian's pgtap"
+        if ci_requires_extensions():
+            pytest.fail(f"{message} (CI=true on the system's PostgreSQL: .ci/run installs it)")
+        pytest.skip(message)
+    with owner(fresh_db) as conn:
+        require_extension(conn, "pgtap", "postgresql-<major>-pgtap", schema="extensions")
+    from voicesessions.local.server import find_binaries
+
+    psql = find_binaries().bindir / "psql"
+    # pg_prove takes a database name, not a connection string: libpq's variables carry it.
+    env = dict(os.environ)
+    for key, value in conninfo_to_dict(fresh_db.dsn).items():
+        if key in LIBPQ_ENV and value is not None:
+            env[LIBPQ_ENV[key]] = str(value)
+    done = subprocess.run(
+        [pg_prove, "--verbose", "--psql-bin", str(psql), str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"pg_prove failed on {path.name}:\n{output}"
+    assert "not ok" not in output, output
+    assert "All tests successful" in output, output
