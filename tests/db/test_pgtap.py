@@ -37,7 +37,13 @@ LIBPQ_ENV = {
 
 def test_the_pgtap_files_exist() -> None:
     names = {path.name for path in PGTAP_FILES}
-    assert {"sessions_rls.sql", "lifecycle_gdpr.sql", "tenancy_rls.sql"} <= names, names
+    expected = {
+        "sessions_rls.sql",
+        "lifecycle_gdpr.sql",
+        "tenancy_rls.sql",
+        "session_content_rls.sql",
+    }
+    assert expected <= names, names
 
 
 @pytest.mark.parametrize("path", PGTAP_FILES, ids=lambda p: p.name)
