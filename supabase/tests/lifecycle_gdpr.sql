@@ -7,7 +7,7 @@ create extension if not exists pgtap with schema extensions;
 grant execute on all functions in schema extensions to anon, authenticated;
 set local search_path = public, extensions;
 
-select plan(7);
+select plan(13);
 
 -- The world, as the owner: company A (trainees a1, a2, admin aa), company B (admin ab).
 insert into auth.users (id, email, aud, role) values
@@ -57,6 +57,29 @@ select throws_ok(
   'a trainee cannot erase a colleague'
 );
 
+select lives_ok(
+  $$select public.gdpr_export_user('00000000-0000-4000-a000-0000000000a1')$$,
+  'a trainee exports their own data'
+);
+select throws_ok(
+  $$select public.gdpr_export_user('00000000-0000-4000-a000-0000000000a2')$$,
+  '42501', null,
+  'a trainee cannot export a colleague''s data'
+);
+
+-- Trainee A2, a colleague of A1.
+set local request.jwt.claims to '{"sub": "00000000-0000-4000-a000-0000000000a2", "role": "authenticated"}';
+select throws_ok(
+  $$select public.gdpr_anonymize_session('00000000-0000-4000-a000-000000005a11')$$,
+  '42501', null,
+  'a colleague cannot anonymize a trainee''s session'
+);
+select throws_ok(
+  $$select public.gdpr_erase_user('00000000-0000-4000-a000-00000000dead', false, true)$$,
+  '42501', null,
+  'probing an unknown id answers as a refusal, revealing nothing'
+);
+
 -- An admin of another company is refused.
 set local request.jwt.claims to '{"sub": "00000000-0000-4000-b000-0000000000ab", "role": "authenticated"}';
 select throws_ok(
@@ -65,11 +88,26 @@ select throws_ok(
   'an admin of another company cannot erase a user'
 );
 
+select throws_ok(
+  $$select public.gdpr_export_user('00000000-0000-4000-a000-0000000000a2')$$,
+  '42501', null,
+  'an admin of another company cannot export a user''s data'
+);
+
 -- The admin of the user's company may (a dry run: it counts, changes nothing).
 set local request.jwt.claims to '{"sub": "00000000-0000-4000-a000-0000000000aa", "role": "authenticated"}';
 select lives_ok(
   $$select public.gdpr_erase_user('00000000-0000-4000-a000-0000000000a2', false, true)$$,
   'the admin of the user''s company may erase them (dry run)'
+);
+
+-- Anonymous: the GDPR functions are not even executable.
+set local role anon;
+set local request.jwt.claims to '{"role": "anon"}';
+select throws_ok(
+  $$select public.gdpr_erase_user('00000000-0000-4000-a000-0000000000a2', false, true)$$,
+  '42501', null,
+  'anon cannot call the GDPR functions'
 );
 
 reset role;
