@@ -44,7 +44,7 @@ from psycopg.rows import TupleRow
 
 from tests.conftest import Database
 from tests.support.db import SYSTEM_SCHEMAS, owner
-from tests.support.extensions import ci_requires_extensions, require_extension
+from tests.support.extensions import require_extension
 from tests.support.supabase import AUTH_AUDIT_LOG_DDL, REALTIME_DDL
 from voicesessions.local import migrations
 
@@ -244,20 +244,3 @@ def test_the_check_reports_what_it_must(
     )
     assert "lint_unattached(): trigger function attached to no table" in text
     assert len(found) == 6, text
-
-
-def test_ci_requires_the_extension_on_the_system_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CI=true on the system's PostgreSQL fails without the extension; elsewhere it skips."""
-    from voicesessions.local.server import find_binaries
-
-    monkeypatch.delenv("VOICESESSIONS_TEST_DSN", raising=False)
-    monkeypatch.delenv("VOICESESSIONS_PG_BINDIR", raising=False)
-    monkeypatch.delenv("CI", raising=False)
-    assert not ci_requires_extensions()
-    monkeypatch.setenv("CI", "true")
-    assert ci_requires_extensions() == (find_binaries().source == "system")
-    monkeypatch.setenv("VOICESESSIONS_PG_BINDIR", str(find_binaries().bindir))
-    assert not ci_requires_extensions()
-    monkeypatch.delenv("VOICESESSIONS_PG_BINDIR")
-    monkeypatch.setenv("VOICESESSIONS_TEST_DSN", "postgresql://elsewhere")
-    assert not ci_requires_extensions()
