@@ -13,6 +13,7 @@ them the test skips, except in CI's main run (tests/support/extensions.py), wher
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,25 @@ def test_the_pgtap_files_exist() -> None:
         "session_content_rls.sql",
     }
     assert expected <= names, names
+
+
+@pytest.mark.parametrize("path", PGTAP_FILES, ids=lambda p: p.name)
+def test_pgtap_file_follows_the_supabase_convention(path: Path) -> None:
+    """One transaction that leaves nothing behind: begin, the extension in ``extensions``,
+    a plan, finish, rollback (a file that commits would change the user's database)."""
+    statements = [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("--")
+    ]
+    assert statements[0] == "begin;"
+    assert statements[1] == "create extension if not exists pgtap with schema extensions;"
+    assert any(line.startswith("select plan(") for line in statements)
+    assert statements[-2:] == ["select * from finish();", "rollback;"]
+    ends = [
+        line for line in statements if re.fullmatch(r"(?i)(commit|end)( work| transaction)?;", line)
+    ]
+    assert not ends, f"{path.name} ends its transaction: {ends}"
 
 
 @pytest.mark.parametrize("path", PGTAP_FILES, ids=lambda p: p.name)
