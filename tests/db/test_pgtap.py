@@ -3,8 +3,8 @@
 Those files are the database layer as a Supabase user runs it (``supabase test db`` on their
 own project): each is one transaction that creates its users and companies as the owner,
 acts as PostgREST does (``set local role`` + ``request.jwt.claims``) and rolls back. Here
-they run in a clone of the migrated template, after ``create extension pgtap`` in schema
-``extensions`` (the compatibility bootstrap creates it, as Supabase has it).
+they run in a clone of the migrated template; each file creates pgTAP in schema
+``extensions`` (the compatibility bootstrap creates that schema, as Supabase has it).
 
 pgTAP and ``pg_prove`` come from Debian's ``pgtap`` and ``postgresql-<major>-pgtap``: without
 them the test skips, except in CI's main run (tests/support/extensions.py), where it fails.
@@ -76,6 +76,9 @@ def test_pgtap_file_passes(fresh_db: Database, path: Path) -> None:
         pytest.skip(message)
     with owner(fresh_db) as conn:
         require_extension(conn, "pgtap", "postgresql-<major>-pgtap", schema="extensions")
+        # Available: dropped again, so that the file's own `create extension` (rolled back
+        # with the rest) is what runs, as on a project that never had pgTAP.
+        conn.execute("drop extension pgtap")
     from voicesessions.local.server import find_binaries
 
     psql = find_binaries().bindir / "psql"
