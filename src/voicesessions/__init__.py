@@ -9,6 +9,8 @@ surface with ``async`` methods. Besides these, ``voicesessions.local`` (local se
 migrations) and the ``voicesessions`` command line are public.
 """
 
+from importlib import metadata as _metadata
+
 from voicesessions._async.client import AsyncVoiceSessions
 from voicesessions._async.live import AsyncSessionEvents, AsyncSubscription, AsyncTranscriptStream
 from voicesessions._identity import Identity
@@ -83,7 +85,11 @@ from voicesessions.models import (
     UserProgress,
 )
 
-__version__ = "0.1.0"
+try:
+    #: The installed distribution's version: pyproject.toml holds the only literal.
+    __version__ = _metadata.version("voicesessions")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DEFAULT_INITIAL_BACKOFF_S",

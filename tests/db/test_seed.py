@@ -243,3 +243,34 @@ def test_config_declares_private_audio_bucket_and_seed() -> None:
     # Grants are explicit in the migrations; nothing is auto-exposed.
     assert config["api"]["auto_expose_new_tables"] is False
     assert "inbucket" not in config, "[inbucket] is deprecated: use [local_smtp]"
+
+
+#: Keys the Supabase CLI deprecates, with the name it asks for instead (CLI 2.117: "auth.email.
+#: enable_signup is deprecated and will be removed in v4, use auth.email.enabled instead").
+_DEPRECATED_KEYS = {
+    ("auth", "email", "enable_signup"): ("auth", "email", "enabled"),
+    ("inbucket",): ("local_smtp",),
+}
+
+
+def _lookup(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = config
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def test_config_uses_no_deprecated_key() -> None:
+    config = _config()
+    for old, new in _DEPRECATED_KEYS.items():
+        assert _lookup(config, old) is None, f"{'.'.join(old)} is deprecated: use {'.'.join(new)}"
+    assert _lookup(config, ("auth", "email", "enabled")) is True
+
+
+def test_config_comment_does_not_claim_unknown_keys_fail() -> None:
+    """The CLI ignores unknown keys (2.117 silently): the file must not promise otherwise."""
+    text = CONFIG.read_text()
+    assert "decodes this file strictly" not in text
+    assert "ignores it" in text

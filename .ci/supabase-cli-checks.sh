@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The real Supabase CLI against our migrations, without Docker.
+#
+# Starts a local PostgreSQL (`voicesessions local start`, which applies supabase/migrations and
+# records them where the CLI reads its history), adds the Supabase objects the functions use
+# only on Supabase (Realtime's schema, GoTrue's audit log: tests/support/supabase.py), then:
+#   - `supabase migration list`: every file in supabase/migrations is applied;
+#   - `supabase db push --dry-run`: nothing to push;
+#   - `supabase db lint --level warning`: no plpgsql_check finding (the server needs the
+#     plpgsql_check extension: Debian's postgresql-15-plpgsql-check);
+#   - `supabase db advisors --level warn`: no security or performance warning;
+# and fails on any of these, on any CLI warning (about supabase/config.toml: unknown or
+# deprecated keys), and if its own probes (a broken function, an unknown config key) are
+# not caught. The server is stopped and its directory removed on exit.
+#
+# Usage: SUPABASE=/path/to/supabase .ci/supabase-cli-checks.sh   (run from the activated venv)
+# Every command here runs without Docker (checked with CLI 3.1.0); `supabase start`,
+# `supabase db reset` and `supabase test db` need it and are not run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUPABASE="${SUPABASE:-supabase}"
+# The local server listens on 127.0.0.1 without TLS: say so, so the CLI does not warn about it.
+export PGSSLMODE=disable
+
+work="$(mktemp -d)"
+# As root the server runs as an unprivileged user, which must reach its data directory.
+chmod o+x "$work"
+export VOICESESSIONS_HOME="$work/home"
+cleanup() {
+  voicesessions local stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "supabase-cli-checks: $*" >&2
+  exit 1
+}
+
+# Lines of CLI output that are warnings (config keys unknown or deprecated, flags deprecated).
+WARNING_RE='warn|deprecat|not recognize|config\.toml'
+
+# cli NAME ARGS...: runs the CLI, shows its output, fails on a non-zero exit or a warning.
+# The output is left in $work/NAME.out.
+cli() {
+  local name="$1"
+  shift
+  local out="$work/$name.out" rc=0
+  echo "+ supabase $*"
+  "$SUPABASE" "$@" >"$out" 2>&1 || rc=$?
+  cat "$out"
+  [ "$rc" -eq 0 ] || fail "supabase $1 exited with $rc"
+  if grep -Eiv '"level"' "$out" | grep -Eiq "$WARNING_RE"; then
+    fail "supabase $1 printed a warning (see above)"
+  fi
+}
+
+echo "Supabase CLI $("$SUPABASE" --version)"
+
+voicesessions local start >"$work/start.out" || { cat "$work/start.out"; fail "local start failed"; }
+dsn="$(grep -o 'postgresql://[^ ]*' "$work/start.out" | head -n 1)"
+[ -n "$dsn" ] || { cat "$work/start.out"; fail "no DSN in the output of voicesessions local start"; }
+
+DSN="$dsn" python - <<'PY'
+import os
+
+import psycopg
+
+from tests.support.supabase import AUTH_AUDIT_LOG_DDL, REALTIME_DDL
+
+with psycopg.connect(os.environ["DSN"], autocommit=True) as conn:
+    conn.execute(REALTIME_DDL.encode())
+    conn.execute(AUTH_AUDIT_LOG_DDL)
+PY
+
+# 1. Every migration file is applied, as the CLI reads the history.
+cli list migration list --remote "$dsn"
+for file in supabase/migrations/*.sql; do
+  version="$(basename "$file" | cut -d_ -f1)"
+  tr -d '`' <"$work/list.out" | grep -Eq "^\s*$version\s*\|\s*$version\s*\|" \
+    || fail "migration $version is not listed as applied"
+done
+
+# 2. Nothing to push.
+cli push db push --remote "$dsn" --dry-run
+grep -q "Remote database is up to date" "$work/push.out" || fail "db push --dry-run would push"
+
+# 3. plpgsql_check clean at the warning level.
+cli lint db lint --remote "$dsn" --level warning --fail-on warning
+grep -q "No schema errors found" "$work/lint.out" || fail "db lint found something"
+
+# 4. The advisors (security and performance) clean at the warn level.
+cli advisors db advisors --remote "$dsn" --level warn --fail-on warn
+grep -q "No issues found" "$work/advisors.out" || fail "db advisors found something"
+
+# Probes: the checks above must be able to fail.
+psql_probe() {
+  DSN="$dsn" SQL="$1" python -c '
+import os, psycopg
+with psycopg.connect(os.environ["DSN"], autocommit=True) as conn:
+    conn.execute(os.environ["SQL"].encode())
+'
+}
+psql_probe 'create function public.vs_ci_probe() returns int language plpgsql
+  as $$ begin return (select 1 from public.vs_ci_no_such_table); end $$'
+if "$SUPABASE" db lint --remote "$dsn" --level warning --fail-on warning >"$work/probe.out" 2>&1; then
+  cat "$work/probe.out"
+  fail "probe: db lint did not fail on a function reading a missing table"
+fi
+psql_probe 'drop function public.vs_ci_probe()'
+
+mkdir -p "$work/probe/supabase"
+cp supabase/config.toml "$work/probe/supabase/"
+printf '\n[auth.email.vs_ci_probe]\nunknown = true\n' >>"$work/probe/supabase/config.toml"
+"$SUPABASE" --workdir "$work/probe" migration list --remote "$dsn" >"$work/probe.out" 2>&1 || true
+grep -Eiq "$WARNING_RE" "$work/probe.out" \
+  || { cat "$work/probe.out"; fail "probe: no CLI warning for an unknown config key"; }
+
+echo "supabase-cli-checks: all checks passed"
