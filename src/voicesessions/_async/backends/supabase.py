@@ -19,6 +19,13 @@ How the traps of supabase-py 2.34 are handled
   with both its code and its status by :func:`voicesessions.errors.from_postgrest`.
 - Passing ``headers=`` replaces supabase-py's defaults: the backend passes them back, plus the
   identity's ``Authorization``; supabase-py adds ``apikey``.
+- supabase-py sends its key as ``Authorization: Bearer <key>`` whenever no other
+  ``Authorization`` is given, also an ``sb_publishable_`` / ``sb_secret_`` key, which is not
+  a JWT: the gateway and PostgREST then refuse the request (PGRST301 "Expected 3 parts in
+  JWT", supabase-py issue 1230). With such a key and no user JWT the backend removes
+  ``Authorization`` from the client's headers (REST, Storage) and from its Auth and Auth admin
+  clients' copies: the key travels in ``apikey`` alone, and Supabase's gateway turns it into
+  the role's JWT.
 """
 
 from __future__ import annotations
@@ -156,7 +163,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         self._user_id: uuid.UUID | None = None
         self._refresh_at = float("inf")
         self._refresh_lock = threading.Lock()
-        self._client = self._new_client(access_token or key)
+        self._client = self._new_client(access_token or _legacy_jwt_key(key))
 
     # -- the interface -----------------------------------------------------------------
 
@@ -418,23 +425,32 @@ class AsyncSupabaseBackend(AsyncBackend):
 
     # -- internals ---------------------------------------------------------------------
 
-    def _bearer(self) -> str:
-        """The JWT this identity's requests carry now (refreshed first for ``as_user``).
+    def _bearer(self) -> str | None:
+        """The JWT this identity's requests carry now (refreshed first for ``as_user``), or
+        None for a new-style key without a user (the key alone, in ``apikey``).
         Also called from the thread of a sync-face Realtime feed, hence the lock."""
         with self._refresh_lock:
             self._supabase_locked()
             return self._token
 
-    def _new_client(self, bearer: str) -> supabase.AsyncClient:
+    def _new_client(self, bearer: str | None) -> supabase.AsyncClient:
+        """A supabase-py client whose requests carry ``Authorization: Bearer <bearer>``, or
+        no ``Authorization`` at all when ``bearer`` is None (see the module docstring)."""
         self._token = bearer
+        headers = dict(DEFAULT_HEADERS)
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
         options = supabase.AsyncClientOptions(
-            headers={**DEFAULT_HEADERS, "Authorization": f"Bearer {bearer}"},
+            headers=headers,
             auto_refresh_token=False,
             persist_session=False,
             postgrest_client_retry=False,
             httpx_client=self._shared.http,
         )
-        return supabase.AsyncClient(self._shared.url, self._shared.key, options)
+        client = supabase.AsyncClient(self._shared.url, self._shared.key, options)
+        if bearer is None:
+            _drop_authorization(client)
+        return client
 
     def _supabase(self) -> supabase.AsyncClient:
         """This identity's client; for ``as_user``, rebuilt with a new JWT before expiry."""
@@ -573,8 +589,42 @@ def _unverified_claims(token: str) -> dict[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
+def _legacy_jwt_key(key: str) -> str | None:
+    """The key if it is a legacy JWT key (sent as ``Authorization`` too), else None."""
+    return key if _unverified_claims(key) is not None else None
+
+
+def _drop_authorization(client: supabase.AsyncClient) -> None:
+    """Remove the ``Authorization: Bearer <key>`` supabase-py adds for its key from every
+    copy of its headers: the client's (REST and Storage clients are built from them on first
+    use) and those of its Auth and Auth admin clients (each holds a copy)."""
+    client.options.headers.pop("Authorization", None)
+    for api in (client.auth, client.auth.admin):
+        headers = getattr(api, "_headers", None)
+        if not isinstance(headers, dict):
+            raise errors.ConfigurationError(
+                "this supabase-auth version keeps its headers elsewhere: voicesessions cannot"
+                " keep an sb_ key out of the Authorization header"
+            )
+        headers.pop("Authorization", None)
+
+
+#: What a Supabase CLI personal access token starts with (``supabase login``).
+_PERSONAL_ACCESS_TOKEN_PREFIX = "sbp_"
+_KEY_KINDS = (
+    "a publishable key (sb_publishable_...) or a secret key (sb_secret_...), from the"
+    " dashboard (Project Settings > API Keys) or `supabase status`, or a legacy anon or"
+    " service_role JWT key"
+)
+
+
 def _resolve_identity(key: str, access_token: str | None, given: Identity | None) -> Identity:
     derived: Identity | None
+    if key.startswith(_PERSONAL_ACCESS_TOKEN_PREFIX):
+        raise errors.ConfigurationError(
+            "the API key is a Supabase CLI personal access token (sbp_...), which manages"
+            f" your account, not a project's API: pass {_KEY_KINDS}"
+        )
     if access_token is not None:
         derived = _token_identity(access_token)
     elif key.startswith("sb_secret_"):
@@ -587,8 +637,9 @@ def _resolve_identity(key: str, access_token: str | None, given: Identity | None
     if given is None:
         if derived is None:
             raise errors.ConfigurationError(
-                "cannot tell whether this key is the anon or the service_role key: pass"
-                " identity=Identity.anon() or identity=Identity.service_role()"
+                f"the API key is not of a kind voicesessions knows: pass {_KEY_KINDS}"
+                " (a custom key: state its role with identity=Identity.anon() or"
+                " identity=Identity.service_role())"
             )
         return derived
     if derived is not None and (derived.role, derived.user_id) != (given.role, given.user_id):
@@ -600,6 +651,17 @@ def _resolve_identity(key: str, access_token: str | None, given: Identity | None
 
 
 def _token_identity(access_token: str) -> Identity:
+    if access_token.startswith(_PERSONAL_ACCESS_TOKEN_PREFIX):
+        raise errors.ConfigurationError(
+            "the access token is a Supabase CLI personal access token (sbp_..., what"
+            " SUPABASE_ACCESS_TOKEN holds for the CLI), not a signed-in user's JWT: pass the"
+            " access_token of the user's Supabase Auth session"
+        )
+    if access_token.startswith("sb_"):
+        raise errors.ConfigurationError(
+            "the access token is an API key (sb_...), not a signed-in user's JWT: pass the key"
+            " as the key, and the access_token of the user's Supabase Auth session as the token"
+        )
     claims = _unverified_claims(access_token)
     if claims is None:
         raise errors.ConfigurationError("the access token is not a JWT")
