@@ -49,8 +49,8 @@ async def async_session_feed(
     the join then carries no ``access_token`` and Realtime reads the role from ``apikey``,
     where realtime-py would otherwise send the key as ``access_token`` too); it is asked
     again about every second (in the background, whether the iterator is being read or
-    not) and a new one is passed on to Realtime (``access_token``), so a channel outlives the short-lived tokens the SDK mints
-    for ``as_user``."""
+    not) and a new one is passed on to Realtime (``access_token``), so a channel outlives
+    the short-lived tokens the SDK mints for ``as_user``."""
     items: asyncio.Queue[_Item] = asyncio.Queue()
     client = AsyncRealtimeClient(
         f"{url.rstrip('/')}/realtime/v1", apikey, auto_reconnect=False, timeout=JOIN_TIMEOUT_S
