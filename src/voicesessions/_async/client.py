@@ -31,8 +31,18 @@ from voicesessions.local.server import LocalPostgres
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
 ENV_DSN = "VOICESESSIONS_DSN"
 ENV_SUPABASE_URL = "SUPABASE_URL"
-ENV_SUPABASE_KEYS = ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY", "SUPABASE_ANON_KEY")
-ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
+#: The API key: the first of these that is set (the new key names before the legacy ones).
+ENV_SUPABASE_KEYS = (
+    "SUPABASE_SECRET_KEY",
+    "SUPABASE_PUBLISHABLE_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_KEY",
+    "SUPABASE_ANON_KEY",
+)
+#: A signed-in user's JWT (the user every call then runs as).
+ENV_ACCESS_TOKEN = "VOICESESSIONS_ACCESS_TOKEN"
+#: The Supabase CLI's personal access token (``sbp_...``): not ours, never used as a user's.
+ENV_SUPABASE_CLI_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
 
 
@@ -106,20 +116,34 @@ class AsyncVoiceSessions:
     @classmethod
     def from_env(cls, *, retry: RetryPolicy | None = None) -> AsyncVoiceSessions:
         """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
-        with ``SUPABASE_SERVICE_ROLE_KEY`` (or ``SUPABASE_KEY`` / ``SUPABASE_ANON_KEY``),
-        and optionally ``SUPABASE_ACCESS_TOKEN`` and ``SUPABASE_JWT_SECRET``; with none of
-        them set, the local server of ``voicesessions local start`` if it is running
-        (``VOICESESSIONS_HOME`` chooses which)."""
+        with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
+        ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
+        ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT) and ``SUPABASE_JWT_SECRET``; with none
+        of them set, the local server of ``voicesessions local start`` if it is running
+        (``VOICESESSIONS_HOME`` chooses which).
+
+        ``SUPABASE_ACCESS_TOKEN`` is the Supabase CLI's personal access token (``sbp_...``)
+        and is ignored; holding anything else (a user's JWT, as it did before) without
+        ``VOICESESSIONS_ACCESS_TOKEN``, it is refused rather than dropped, since dropping it
+        would act as the key's role instead of that user."""
         dsn = os.environ.get(ENV_DSN)
         if dsn:
             return cls.from_postgres(dsn, retry=retry)
         url = os.environ.get(ENV_SUPABASE_URL)
         key = next((os.environ[k] for k in ENV_SUPABASE_KEYS if os.environ.get(k)), None)
         if url and key:
+            access_token = os.environ.get(ENV_ACCESS_TOKEN) or None
+            cli_token = os.environ.get(ENV_SUPABASE_CLI_ACCESS_TOKEN) or ""
+            if access_token is None and cli_token and not cli_token.startswith("sbp_"):
+                raise ConfigurationError(
+                    f"{ENV_SUPABASE_CLI_ACCESS_TOKEN} is the Supabase CLI's personal access"
+                    " token (sbp_...), and voicesessions no longer reads a user's JWT from it:"
+                    f" put the user's JWT in {ENV_ACCESS_TOKEN}"
+                )
             return cls.from_supabase(
                 url,
                 key,
-                access_token=os.environ.get(ENV_SUPABASE_ACCESS_TOKEN) or None,
+                access_token=access_token,
                 jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
                 retry=retry,
             )
