@@ -96,6 +96,14 @@ def _storage_upload(backend: Any) -> Callable[[], Any]:
     )
 
 
+def _insert(backend: Any) -> Callable[[], Any]:
+    return lambda: backend.insert("sessions", [{"a": 1}])
+
+
+def _storage_sign(backend: Any) -> Callable[[], Any]:
+    return lambda: backend.storage_object_url("audio", "a/b.wav", expires_in=60)
+
+
 def _auth_admin(backend: Any) -> Callable[[], Any]:
     return lambda: backend.create_auth_user("a@example.com", user_id=USER_A)
 
@@ -115,7 +123,13 @@ def _auth_user(user_id: uuid.UUID) -> dict[str, Any]:
 #: request kind -> (route it hits, its response, the backend call)
 REQUESTS: dict[str, tuple[tuple[str, str], httpx.Response, Callable[[Any], Callable[[], Any]]]] = {
     "rest-select": (("GET", "/rest/v1/sessions"), httpx.Response(200, json=[]), _select),
+    "rest-insert": (("POST", "/rest/v1/sessions"), httpx.Response(201, json=[{"a": 1}]), _insert),
     "rpc": (("POST", "/rest/v1/rpc/f"), httpx.Response(200, json=1), _rpc),
+    "storage-sign": (
+        ("POST", "/storage/v1/object/sign/audio/a/b.wav"),
+        httpx.Response(200, json={"signedURL": "/object/sign/audio/a/b.wav?token=t"}),
+        _storage_sign,
+    ),
     "storage-remove": (
         ("DELETE", "/storage/v1/object/audio"),
         httpx.Response(200, json=[]),
