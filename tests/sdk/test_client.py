@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 
 import jwt
@@ -25,6 +26,7 @@ ENV_VARS = (
     "SUPABASE_ACCESS_TOKEN",
     "VOICESESSIONS_ACCESS_TOKEN",
     "SUPABASE_JWT_SECRET",
+    "VOICESESSIONS_SIGNING_KEY",
 )
 SECRET = "s" * 40
 
@@ -181,3 +183,26 @@ async def test_async_client_is_an_async_context_manager(fresh_db: Database) -> N
         page = await vs.sessions.list()
         assert page.items == []
         assert page.next_cursor is None
+
+
+@pytest.mark.parametrize("face", [VoiceSessions, AsyncVoiceSessions])
+def test_from_env_and_from_supabase_take_a_signing_key(
+    clean_env: pytest.MonkeyPatch, face: type[VoiceSessions] | type[AsyncVoiceSessions]
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    jwk = {**json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()))), "kid": "k1"}
+    clean_env.setenv("SUPABASE_URL", "http://supabase.test")
+    clean_env.setenv("SUPABASE_SECRET_KEY", "sb_secret_x")
+    clean_env.setenv("VOICESESSIONS_SIGNING_KEY", json.dumps(jwk))
+    for vs in (
+        face.from_env(),
+        face.from_supabase("http://supabase.test", "sb_secret_x", signing_key=jwk),
+    ):
+        user = uuid.uuid4()
+        assert vs.as_user(user).identity.user_id == user
+        assert vs._backend._shared.signer.kid == "k1"
+    clean_env.setenv("VOICESESSIONS_SIGNING_KEY", "{not json")
+    with pytest.raises(ConfigurationError, match="JSON"):
+        face.from_env()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from voicesessions._arguments import checked_arguments
@@ -44,6 +45,8 @@ ENV_ACCESS_TOKEN = "VOICESESSIONS_ACCESS_TOKEN"
 #: The Supabase CLI's personal access token (``sbp_...``): not ours, never used as a user's.
 ENV_SUPABASE_CLI_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
+#: The private JWK of a signing key the project imported into Supabase Auth (for as_user).
+ENV_SIGNING_KEY = "VOICESESSIONS_SIGNING_KEY"
 
 
 @checked_arguments
@@ -98,18 +101,26 @@ class AsyncVoiceSessions:
         *,
         access_token: str | None = None,
         jwt_secret: str | None = None,
+        signing_key: str | Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
         **options: Any,
     ) -> AsyncVoiceSessions:
         """Talk to a Supabase project through its API with a project key.
 
-        With ``access_token`` (a user's JWT) every call runs as that user. ``jwt_secret``
-        (the project's JWT secret) lets :meth:`as_user` act as any user from a service key.
+        With ``access_token`` (a user's JWT) every call runs as that user. ``signing_key``
+        (the private JWK, ES256 or RS256 with its ``kid``, of a signing key the project
+        imported into Supabase Auth) or ``jwt_secret`` (the legacy HS256 JWT secret) lets
+        :meth:`as_user` act as any user from a service key.
         """
         if not url or not key:
             raise ConfigurationError("a Supabase URL and an API key are required")
         backend = AsyncSupabaseBackend(
-            url, key, access_token=access_token, jwt_secret=jwt_secret, **options
+            url,
+            key,
+            access_token=access_token,
+            jwt_secret=jwt_secret,
+            signing_key=signing_key,
+            **options,
         )
         return cls(backend, retry=retry)
 
@@ -118,7 +129,8 @@ class AsyncVoiceSessions:
         """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
         with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
         ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
-        ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT) and ``SUPABASE_JWT_SECRET``; with none
+        ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT), ``VOICESESSIONS_SIGNING_KEY`` (a private
+        JWK) and ``SUPABASE_JWT_SECRET``; with none
         of them set, the local server of ``voicesessions local start`` if it is running
         (``VOICESESSIONS_HOME`` chooses which).
 
@@ -145,6 +157,7 @@ class AsyncVoiceSessions:
                 key,
                 access_token=access_token,
                 jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
+                signing_key=os.environ.get(ENV_SIGNING_KEY) or None,
                 retry=retry,
             )
         if url and not key:

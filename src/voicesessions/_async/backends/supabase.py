@@ -34,6 +34,7 @@ import contextlib
 import contextvars
 import functools
 import io
+import json
 import threading
 import time
 import uuid
@@ -96,6 +97,59 @@ async def _record_status(response: httpx.Response) -> None:
         exchange.status = response.status_code
 
 
+@dataclass(frozen=True)
+class _Signer:
+    """A project's asymmetric JWT signing key: the private key, its algorithm and ``kid``."""
+
+    key: Any
+    algorithm: str
+    kid: str
+
+
+#: The algorithm of each JWK key type a Supabase project can sign user tokens with.
+_SIGNING_ALGORITHMS = {"EC": "ES256", "RSA": "RS256"}
+
+
+def _signer(signing_key: str | Mapping[str, Any]) -> _Signer:
+    """The signer of a private JWK (a mapping or its JSON text), checked before any use."""
+    jwk: Any = signing_key
+    if isinstance(signing_key, str):
+        try:
+            jwk = json.loads(signing_key)
+        except ValueError as exc:
+            raise errors.ConfigurationError(
+                "the signing key is not JSON: pass the private JWK of the project's signing key"
+            ) from exc
+    if not isinstance(jwk, Mapping):
+        raise errors.ConfigurationError("the signing key must be a JWK (a JSON object)")
+    algorithm = _SIGNING_ALGORITHMS.get(str(jwk.get("kty")))
+    if algorithm is None:
+        raise errors.ConfigurationError(
+            "the signing key must be an ES256 (kty EC, crv P-256) or RS256 (kty RSA) JWK;"
+            " for the legacy HS256 secret pass jwt_secret=..."
+        )
+    if "d" not in jwk:
+        raise errors.ConfigurationError(
+            "the signing key is the public half of a key: pass the private JWK (with 'd')"
+        )
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise errors.ConfigurationError(
+            "the signing key has no 'kid': Supabase finds the public key by it"
+        )
+    if algorithm == "ES256" and jwk.get("crv") != "P-256":
+        raise errors.ConfigurationError("an EC signing key must be on curve P-256 (ES256)")
+    if jwk.get("alg", algorithm) != algorithm:
+        raise errors.ConfigurationError(
+            f"the signing key's alg {jwk.get('alg')!r} does not match its key type ({algorithm})"
+        )
+    try:
+        key = jwt.PyJWK(dict(jwk), algorithm=algorithm).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise errors.ConfigurationError(f"unusable signing key: {errors.brief(str(exc))}") from exc
+    return _Signer(key, algorithm, kid)
+
+
 @dataclass
 class _Shared:
     """What a backend shares with the backends derived from it by ``as_user``."""
@@ -104,6 +158,7 @@ class _Shared:
     key: str
     jwt_secret: str | None
     http: httpx.AsyncClient
+    signer: _Signer | None = None
     closed: bool = False
 
 
@@ -119,7 +174,10 @@ class AsyncSupabaseBackend(AsyncBackend):
     - the user of ``access_token`` (a user's Supabase JWT, decoded without verification only
       to read its ``sub``), with ``Authorization: Bearer <access_token>``.
 
-    ``jwt_secret`` (the project's JWT secret) lets :meth:`as_user` sign tokens for any user.
+    ``signing_key`` (the private JWK, ES256 or RS256 with its ``kid``, of a signing key the
+    project imported into Supabase Auth, as a mapping or JSON text) or ``jwt_secret`` (the
+    legacy HS256 JWT secret) lets :meth:`as_user` sign tokens for any user; with both, the
+    signing key is used.
     ``timeout`` is a number of seconds, an ``httpx.Timeout``, or ``None`` for no timeout.
     ``identity`` states who the backend acts as when the key does not tell (it must agree
     with the key or token when they do).
@@ -135,6 +193,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         *,
         access_token: str | None = None,
         jwt_secret: str | None = None,
+        signing_key: str | Mapping[str, Any] | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         identity: Identity | None = None,
     ) -> None:
@@ -149,6 +208,7 @@ class AsyncSupabaseBackend(AsyncBackend):
                 f"the JWT secret is shorter than {MIN_JWT_SECRET_LENGTH} characters;"
                 " pass the project's JWT secret (Project Settings > API)"
             )
+        signer = _signer(signing_key) if signing_key is not None else None
         self.identity = _resolve_identity(key, access_token, identity)
         http = httpx.AsyncClient(
             timeout=timeout,
@@ -157,10 +217,11 @@ class AsyncSupabaseBackend(AsyncBackend):
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             event_hooks={"response": [_record_status]},
         )
-        self._shared = _Shared(url.rstrip("/"), key, jwt_secret, http)
+        self._shared = _Shared(url.rstrip("/"), key, jwt_secret, http, signer)
         self._owns_shared = True
         self._closed = False
         self._user_id: uuid.UUID | None = None
+        self._session_id = uuid.uuid4()
         self._refresh_at = float("inf")
         self._refresh_lock = threading.Lock()
         self._client = self._new_client(access_token or _legacy_jwt_key(key))
@@ -384,19 +445,23 @@ class AsyncSupabaseBackend(AsyncBackend):
     def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
         """A backend acting as the authenticated user ``user_id``.
 
-        Its requests carry ``Authorization: Bearer <JWT>``, an HS256 token signed with the
-        JWT secret (claims ``sub``, ``role`` and ``aud`` = authenticated, ``iss``, ``iat``,
-        ``exp``), valid :data:`USER_TOKEN_LIFETIME` seconds and replaced before it expires.
+        Its requests carry ``Authorization: Bearer <JWT>``, a token signed with the signing
+        key (ES256/RS256, header ``kid``) or else the legacy JWT secret (HS256), with the
+        claims of a Supabase Auth access token (``sub``, ``role`` and ``aud`` =
+        authenticated, ``iss``, ``iat``, ``exp``, ``session_id``, ``is_anonymous``), valid
+        :data:`USER_TOKEN_LIFETIME` seconds and replaced before it expires.
         It has its own supabase-py client and shares this backend's connections: closing
         this backend closes it.
         """
         self._check_open()
-        if self._shared.jwt_secret is None:
+        if self._shared.jwt_secret is None and self._shared.signer is None:
             raise errors.ConfigurationError(
-                "as_user() signs a token for the user with the project's JWT secret, and none"
-                " was given: pass jwt_secret=... (Project Settings > API > JWT secret), or act"
-                " as a user with their own token: from_supabase(url, key,"
-                " access_token=<the user's JWT>)"
+                "as_user() signs a token for the user, and nothing to sign it with was given."
+                " Act as a user in one of three ways: with the user's own token,"
+                " from_supabase(url, key, access_token=<the user's JWT>); with a signing key"
+                " the project imported into Supabase Auth, signing_key=<its private JWK>"
+                " (or the legacy jwt_secret=...); or through the database,"
+                " from_postgres(dsn).as_user(...)"
             )
         uid = uuid.UUID(str(user_id))
         child = type(self).__new__(type(self))
@@ -405,6 +470,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         child._owns_shared = False
         child._closed = False
         child._user_id = uid
+        child._session_id = uuid.uuid4()  # one sign-in: the same session_id across refreshes
         child._refresh_at = float("-inf")
         child._refresh_lock = threading.Lock()
         child._client = child._supabase()
@@ -464,9 +530,6 @@ class AsyncSupabaseBackend(AsyncBackend):
         return self._client
 
     def _mint_token(self, user_id: uuid.UUID) -> str:
-        secret = self._shared.jwt_secret
-        if secret is None:  # as_user() checked it; kept for the type checker
-            raise errors.ConfigurationError("no JWT secret to sign a user's token with")
         issued_at = int(time.time())
         self._refresh_at = issued_at + USER_TOKEN_LIFETIME - USER_TOKEN_REFRESH_MARGIN
         claims = {
@@ -476,7 +539,17 @@ class AsyncSupabaseBackend(AsyncBackend):
             "role": "authenticated",
             "iat": issued_at,
             "exp": issued_at + USER_TOKEN_LIFETIME,
+            "session_id": str(self._session_id),
+            "is_anonymous": False,
         }
+        signer = self._shared.signer
+        if signer is not None:
+            return jwt.encode(
+                claims, signer.key, algorithm=signer.algorithm, headers={"kid": signer.kid}
+            )
+        secret = self._shared.jwt_secret
+        if secret is None:  # as_user() checked it; kept for the type checker
+            raise errors.ConfigurationError("nothing to sign a user's token with")
         return jwt.encode(claims, secret, algorithm="HS256")
 
     def _check_open(self) -> None:
