@@ -40,15 +40,17 @@ _Item = tuple[str, Any]
 
 @contextlib.asynccontextmanager
 async def async_session_feed(
-    url: str, apikey: str, token: Callable[[], str], session_id: uuid.UUID
+    url: str, apikey: str, token: Callable[[], str | None], session_id: uuid.UUID
 ) -> AsyncIterator[AsyncIterator[dict[str, Any] | None]]:
     """Join ``session:<session_id>`` on the Realtime server of the project at ``url`` and
     yield an iterator of its broadcasts (see ``Backend.session_events``).
 
-    ``token()`` gives the identity's current JWT; it is asked again about every second (in
-    the background, whether the iterator is being read or not) and a new one is passed on to
-    Realtime (``access_token``), so a channel outlives the short-lived tokens the SDK mints
-    for ``as_user``."""
+    ``token()`` gives the identity's current JWT (None for an ``sb_`` key without a user:
+    the join then carries no ``access_token`` and Realtime reads the role from ``apikey``,
+    where realtime-py would otherwise send the key as ``access_token`` too); it is asked
+    again about every second (in the background, whether the iterator is being read or
+    not) and a new one is passed on to Realtime (``access_token``), so a channel outlives
+    the short-lived tokens the SDK mints for ``as_user``."""
     items: asyncio.Queue[_Item] = asyncio.Queue()
     client = AsyncRealtimeClient(
         f"{url.rstrip('/')}/realtime/v1", apikey, auto_reconnect=False, timeout=JOIN_TIMEOUT_S
@@ -109,7 +111,10 @@ async def _shut(client: AsyncRealtimeClient) -> None:
 
 
 async def _keep_token_fresh(
-    client: AsyncRealtimeClient, token: Callable[[], str], current: str, items: asyncio.Queue[_Item]
+    client: AsyncRealtimeClient,
+    token: Callable[[], str | None],
+    current: str | None,
+    items: asyncio.Queue[_Item],
 ) -> None:
     """Every TICK_S, ask for the identity's token and hand a new one to Realtime (an
     ``access_token`` push; later rejoins use it too). It runs beside the feed, so the channel
@@ -239,7 +244,7 @@ def _connection_error(exc: Exception) -> APIError:
 
 @contextlib.contextmanager
 def session_feed(
-    url: str, apikey: str, token: Callable[[], str], session_id: uuid.UUID
+    url: str, apikey: str, token: Callable[[], str | None], session_id: uuid.UUID
 ) -> Iterator[Iterator[dict[str, Any] | None]]:
     """:func:`async_session_feed` for the sync face: the feed runs on an event loop in a
     daemon thread; its events come through a queue. Leaving the context stops the thread."""

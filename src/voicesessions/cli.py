@@ -410,10 +410,10 @@ def gdpr() -> None:
     """Erase, anonymize and export a person's data, apply retention, list GDPR requests.
 
     Every command acts as the service role. The database comes from --dsn, else
-    $VOICESESSIONS_DSN, else $SUPABASE_URL with $SUPABASE_SERVICE_ROLE_KEY, else the running
-    local server. Erasure, anonymization and retention ask for confirmation unless --yes.
-    Exit codes: 0 done, 1 the operation failed, 2 usage error, refused confirmation or not
-    found.
+    $VOICESESSIONS_DSN, else $SUPABASE_URL with $SUPABASE_SECRET_KEY (or the legacy
+    $SUPABASE_SERVICE_ROLE_KEY), else the running local server. Erasure, anonymization and
+    retention ask for confirmation unless --yes. Exit codes: 0 done, 1 the operation failed,
+    2 usage error, refused confirmation or not found.
     """
 
 
@@ -436,7 +436,7 @@ def _gdpr_options(func: F) -> F:
         default=None,
         help=(
             "PostgreSQL connection string. Default: $SUPABASE_URL with "
-            "$SUPABASE_SERVICE_ROLE_KEY, else the running local server."
+            "$SUPABASE_SECRET_KEY (or $SUPABASE_SERVICE_ROLE_KEY), else the running local server."
         ),
     )(func)
 

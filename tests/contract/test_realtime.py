@@ -188,6 +188,36 @@ async def test_the_service_role_joins_with_its_key(service: Any, server: Phoenix
     assert join.payload["config"]["private"] is True
 
 
+SB_SECRET = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"
+
+
+@pytest.mark.parametrize("as_user", [False, True], ids=["secret-key", "secret-key+as_user"])
+async def test_an_sb_key_joins_with_apikey_and_only_a_jwt_as_access_token(
+    face: Face, fast_tick: None, as_user: bool
+) -> None:
+    # Realtime authorizes a join without access_token by the role of the apikey: this
+    # server lets every join in, the test is about what the client sends.
+    with PhoenixServer() as server, respx.mock(base_url=server.url) as rest:
+        rest.get("/rest/v1/sessions").respond(200, json=[session_row()])
+        backend = face.build(SB_SECRET, url=server.url, jwt_secret=SECRET)
+        client = AsyncVoiceSessions(backend) if face.name == "async" else VoiceSessions(backend)
+        try:
+            watcher = client.as_user(USER_A) if as_user else client
+            async with entered(watcher.updates.events(SESSION)):
+                (join,) = server.received("phx_join")
+                (connection,) = server.connections
+        finally:
+            await face.call(client.aclose if face.name == "async" else client.close)
+    assert connection.query == {"apikey": SB_SECRET, "vsn": "1.0.0"}
+    if as_user:
+        claims = user_token(join.payload["access_token"])
+        assert claims is not None
+        assert claims["sub"] == str(USER_A)
+    else:  # no JWT to send: Realtime reads the role from the apikey
+        assert join.payload.get("access_token") is None
+    assert "sb_" not in json.dumps(join.payload)
+
+
 async def test_broadcasts_arrive_as_session_events(service: Any, server: PhoenixServer) -> None:
     other = f"session:{uuid.uuid4()}"
     async with entered(service.as_user(USER_A).updates.events(SESSION)) as events:

@@ -1,11 +1,12 @@
 """The SDK over SupabaseBackend against a real, running Supabase (``supabase start``).
 
-Opt-in: runs only when ``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY`` and
+Opt-in: runs only when ``SUPABASE_URL``, a service key (``SUPABASE_SECRET_KEY``, the
+``sb_secret_...`` key, or else the legacy ``SUPABASE_SERVICE_ROLE_KEY``) and
 ``SUPABASE_JWT_SECRET`` are all set, e.g. for the local stack::
 
     supabase start   # applies supabase/migrations and supabase/seed.sql
     SUPABASE_URL=http://127.0.0.1:54321 \\
-    SUPABASE_SERVICE_ROLE_KEY=<service_role key printed by supabase start> \\
+    SUPABASE_SECRET_KEY=<secret key printed by supabase start> \\
     SUPABASE_JWT_SECRET=super-secret-jwt-token-with-at-least-32-characters-long \\
     pytest tests/live -m live
 
@@ -48,12 +49,16 @@ from voicesessions import (
     VoiceSessions,
 )
 
-LIVE_VARIABLES = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET")
+#: The service key: the new name first, then the legacy one.
+SERVICE_KEY_VARIABLES = ("SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY")
+SERVICE_KEY = next((os.environ[n] for n in SERVICE_KEY_VARIABLES if os.environ.get(n)), "")
 SKIP_REASON = (
-    "skipped: no live Supabase (set SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY and"
-    " SUPABASE_JWT_SECRET to run)"
+    "skipped: no live Supabase (set SUPABASE_URL, SUPABASE_SECRET_KEY or"
+    " SUPABASE_SERVICE_ROLE_KEY, and SUPABASE_JWT_SECRET to run)"
 )
-LIVE = all(os.environ.get(name) for name in LIVE_VARIABLES)
+LIVE = bool(
+    os.environ.get("SUPABASE_URL") and SERVICE_KEY and os.environ.get("SUPABASE_JWT_SECRET")
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(not LIVE, reason=SKIP_REASON)]
 
@@ -73,8 +78,8 @@ class Project:
 
     @classmethod
     def from_env(cls) -> Project:
-        url, key, secret = (os.environ[name] for name in LIVE_VARIABLES)
-        return cls(url.rstrip("/"), key, secret)
+        url, secret = os.environ["SUPABASE_URL"], os.environ["SUPABASE_JWT_SECRET"]
+        return cls(url.rstrip("/"), SERVICE_KEY, secret)
 
     def user_token(self, user_id: uuid.UUID) -> str:
         """A user's access token, as Supabase Auth would sign it."""
@@ -98,7 +103,9 @@ class Created:
     companies: list[uuid.UUID] = field(default_factory=list)
 
     def delete(self, project: Project) -> None:
-        headers = {"apikey": project.key, "Authorization": f"Bearer {project.key}"}
+        headers = {"apikey": project.key}
+        if not project.key.startswith("sb_"):  # an sb_ key is no JWT: never in Authorization
+            headers["Authorization"] = f"Bearer {project.key}"
         with httpx.Client(base_url=project.url, headers=headers, timeout=30) as http:
             for user_id in self.users:
                 response = http.delete(f"/auth/v1/admin/users/{user_id}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from voicesessions._arguments import checked_arguments
@@ -31,9 +32,21 @@ from voicesessions.local.server import LocalPostgres
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
 ENV_DSN = "VOICESESSIONS_DSN"
 ENV_SUPABASE_URL = "SUPABASE_URL"
-ENV_SUPABASE_KEYS = ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY", "SUPABASE_ANON_KEY")
-ENV_SUPABASE_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
+#: The API key: the first of these that is set (the new key names before the legacy ones).
+ENV_SUPABASE_KEYS = (
+    "SUPABASE_SECRET_KEY",
+    "SUPABASE_PUBLISHABLE_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_KEY",
+    "SUPABASE_ANON_KEY",
+)
+#: A signed-in user's JWT (the user every call then runs as).
+ENV_ACCESS_TOKEN = "VOICESESSIONS_ACCESS_TOKEN"
+#: The Supabase CLI's personal access token (``sbp_...``): not ours, never used as a user's.
+ENV_SUPABASE_CLI_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
+#: The private JWK of a signing key the project imported into Supabase Auth (for as_user).
+ENV_SIGNING_KEY = "VOICESESSIONS_SIGNING_KEY"
 
 
 @checked_arguments
@@ -88,39 +101,63 @@ class AsyncVoiceSessions:
         *,
         access_token: str | None = None,
         jwt_secret: str | None = None,
+        signing_key: str | Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
         **options: Any,
     ) -> AsyncVoiceSessions:
         """Talk to a Supabase project through its API with a project key.
 
-        With ``access_token`` (a user's JWT) every call runs as that user. ``jwt_secret``
-        (the project's JWT secret) lets :meth:`as_user` act as any user from a service key.
+        With ``access_token`` (a user's JWT) every call runs as that user. ``signing_key``
+        (the private JWK, ES256 or RS256 with its ``kid``, of a signing key the project
+        imported into Supabase Auth) or ``jwt_secret`` (the legacy HS256 JWT secret) lets
+        :meth:`as_user` act as any user from a service key.
         """
         if not url or not key:
             raise ConfigurationError("a Supabase URL and an API key are required")
         backend = AsyncSupabaseBackend(
-            url, key, access_token=access_token, jwt_secret=jwt_secret, **options
+            url,
+            key,
+            access_token=access_token,
+            jwt_secret=jwt_secret,
+            signing_key=signing_key,
+            **options,
         )
         return cls(backend, retry=retry)
 
     @classmethod
     def from_env(cls, *, retry: RetryPolicy | None = None) -> AsyncVoiceSessions:
         """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
-        with ``SUPABASE_SERVICE_ROLE_KEY`` (or ``SUPABASE_KEY`` / ``SUPABASE_ANON_KEY``),
-        and optionally ``SUPABASE_ACCESS_TOKEN`` and ``SUPABASE_JWT_SECRET``; with none of
-        them set, the local server of ``voicesessions local start`` if it is running
-        (``VOICESESSIONS_HOME`` chooses which)."""
+        with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
+        ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
+        ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT), ``VOICESESSIONS_SIGNING_KEY`` (a private
+        JWK) and ``SUPABASE_JWT_SECRET``; with none
+        of them set, the local server of ``voicesessions local start`` if it is running
+        (``VOICESESSIONS_HOME`` chooses which).
+
+        ``SUPABASE_ACCESS_TOKEN`` is the Supabase CLI's personal access token (``sbp_...``)
+        and is ignored; holding anything else (a user's JWT, as it did before) without
+        ``VOICESESSIONS_ACCESS_TOKEN``, it is refused rather than dropped, since dropping it
+        would act as the key's role instead of that user."""
         dsn = os.environ.get(ENV_DSN)
         if dsn:
             return cls.from_postgres(dsn, retry=retry)
         url = os.environ.get(ENV_SUPABASE_URL)
         key = next((os.environ[k] for k in ENV_SUPABASE_KEYS if os.environ.get(k)), None)
         if url and key:
+            access_token = os.environ.get(ENV_ACCESS_TOKEN) or None
+            cli_token = os.environ.get(ENV_SUPABASE_CLI_ACCESS_TOKEN) or ""
+            if access_token is None and cli_token and not cli_token.startswith("sbp_"):
+                raise ConfigurationError(
+                    f"{ENV_SUPABASE_CLI_ACCESS_TOKEN} is the Supabase CLI's personal access"
+                    " token (sbp_...), and voicesessions no longer reads a user's JWT from it:"
+                    f" put the user's JWT in {ENV_ACCESS_TOKEN}"
+                )
             return cls.from_supabase(
                 url,
                 key,
-                access_token=os.environ.get(ENV_SUPABASE_ACCESS_TOKEN) or None,
+                access_token=access_token,
                 jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
+                signing_key=os.environ.get(ENV_SIGNING_KEY) or None,
                 retry=retry,
             )
         if url and not key:

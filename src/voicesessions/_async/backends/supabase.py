@@ -19,6 +19,13 @@ How the traps of supabase-py 2.34 are handled
   with both its code and its status by :func:`voicesessions.errors.from_postgrest`.
 - Passing ``headers=`` replaces supabase-py's defaults: the backend passes them back, plus the
   identity's ``Authorization``; supabase-py adds ``apikey``.
+- supabase-py sends its key as ``Authorization: Bearer <key>`` whenever no other
+  ``Authorization`` is given, also an ``sb_publishable_`` / ``sb_secret_`` key, which is not
+  a JWT: the gateway and PostgREST then refuse the request (PGRST301 "Expected 3 parts in
+  JWT", supabase-py issue 1230). With such a key and no user JWT the backend removes
+  ``Authorization`` from the client's headers (REST, Storage) and from its Auth and Auth admin
+  clients' copies: the key travels in ``apikey`` alone, and Supabase's gateway turns it into
+  the role's JWT.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import contextlib
 import contextvars
 import functools
 import io
+import json
 import threading
 import time
 import uuid
@@ -89,6 +97,59 @@ async def _record_status(response: httpx.Response) -> None:
         exchange.status = response.status_code
 
 
+@dataclass(frozen=True)
+class _Signer:
+    """A project's asymmetric JWT signing key: the private key, its algorithm and ``kid``."""
+
+    key: Any
+    algorithm: str
+    kid: str
+
+
+#: The algorithm of each JWK key type a Supabase project can sign user tokens with.
+_SIGNING_ALGORITHMS = {"EC": "ES256", "RSA": "RS256"}
+
+
+def _signer(signing_key: str | Mapping[str, Any]) -> _Signer:
+    """The signer of a private JWK (a mapping or its JSON text), checked before any use."""
+    jwk: Any = signing_key
+    if isinstance(signing_key, str):
+        try:
+            jwk = json.loads(signing_key)
+        except ValueError as exc:
+            raise errors.ConfigurationError(
+                "the signing key is not JSON: pass the private JWK of the project's signing key"
+            ) from exc
+    if not isinstance(jwk, Mapping):
+        raise errors.ConfigurationError("the signing key must be a JWK (a JSON object)")
+    algorithm = _SIGNING_ALGORITHMS.get(str(jwk.get("kty")))
+    if algorithm is None:
+        raise errors.ConfigurationError(
+            "the signing key must be an ES256 (kty EC, crv P-256) or RS256 (kty RSA) JWK;"
+            " for the legacy HS256 secret pass jwt_secret=..."
+        )
+    if "d" not in jwk:
+        raise errors.ConfigurationError(
+            "the signing key is the public half of a key: pass the private JWK (with 'd')"
+        )
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise errors.ConfigurationError(
+            "the signing key has no 'kid': Supabase finds the public key by it"
+        )
+    if algorithm == "ES256" and jwk.get("crv") != "P-256":
+        raise errors.ConfigurationError("an EC signing key must be on curve P-256 (ES256)")
+    if jwk.get("alg", algorithm) != algorithm:
+        raise errors.ConfigurationError(
+            f"the signing key's alg {jwk.get('alg')!r} does not match its key type ({algorithm})"
+        )
+    try:
+        key = jwt.PyJWK(dict(jwk), algorithm=algorithm).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise errors.ConfigurationError(f"unusable signing key: {errors.brief(str(exc))}") from exc
+    return _Signer(key, algorithm, kid)
+
+
 @dataclass
 class _Shared:
     """What a backend shares with the backends derived from it by ``as_user``."""
@@ -97,6 +158,7 @@ class _Shared:
     key: str
     jwt_secret: str | None
     http: httpx.AsyncClient
+    signer: _Signer | None = None
     closed: bool = False
 
 
@@ -112,7 +174,10 @@ class AsyncSupabaseBackend(AsyncBackend):
     - the user of ``access_token`` (a user's Supabase JWT, decoded without verification only
       to read its ``sub``), with ``Authorization: Bearer <access_token>``.
 
-    ``jwt_secret`` (the project's JWT secret) lets :meth:`as_user` sign tokens for any user.
+    ``signing_key`` (the private JWK, ES256 or RS256 with its ``kid``, of a signing key the
+    project imported into Supabase Auth, as a mapping or JSON text) or ``jwt_secret`` (the
+    legacy HS256 JWT secret) lets :meth:`as_user` sign tokens for any user; with both, the
+    signing key is used.
     ``timeout`` is a number of seconds, an ``httpx.Timeout``, or ``None`` for no timeout.
     ``identity`` states who the backend acts as when the key does not tell (it must agree
     with the key or token when they do).
@@ -128,6 +193,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         *,
         access_token: str | None = None,
         jwt_secret: str | None = None,
+        signing_key: str | Mapping[str, Any] | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         identity: Identity | None = None,
     ) -> None:
@@ -142,6 +208,7 @@ class AsyncSupabaseBackend(AsyncBackend):
                 f"the JWT secret is shorter than {MIN_JWT_SECRET_LENGTH} characters;"
                 " pass the project's JWT secret (Project Settings > API)"
             )
+        signer = _signer(signing_key) if signing_key is not None else None
         self.identity = _resolve_identity(key, access_token, identity)
         http = httpx.AsyncClient(
             timeout=timeout,
@@ -150,13 +217,14 @@ class AsyncSupabaseBackend(AsyncBackend):
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             event_hooks={"response": [_record_status]},
         )
-        self._shared = _Shared(url.rstrip("/"), key, jwt_secret, http)
+        self._shared = _Shared(url.rstrip("/"), key, jwt_secret, http, signer)
         self._owns_shared = True
         self._closed = False
         self._user_id: uuid.UUID | None = None
+        self._session_id = uuid.uuid4()
         self._refresh_at = float("inf")
         self._refresh_lock = threading.Lock()
-        self._client = self._new_client(access_token or key)
+        self._client = self._new_client(access_token or _legacy_jwt_key(key))
 
     # -- the interface -----------------------------------------------------------------
 
@@ -377,19 +445,23 @@ class AsyncSupabaseBackend(AsyncBackend):
     def as_user(self, user_id: uuid.UUID) -> AsyncSupabaseBackend:
         """A backend acting as the authenticated user ``user_id``.
 
-        Its requests carry ``Authorization: Bearer <JWT>``, an HS256 token signed with the
-        JWT secret (claims ``sub``, ``role`` and ``aud`` = authenticated, ``iss``, ``iat``,
-        ``exp``), valid :data:`USER_TOKEN_LIFETIME` seconds and replaced before it expires.
+        Its requests carry ``Authorization: Bearer <JWT>``, a token signed with the signing
+        key (ES256/RS256, header ``kid``) or else the legacy JWT secret (HS256), with the
+        claims of a Supabase Auth access token (``sub``, ``role`` and ``aud`` =
+        authenticated, ``iss``, ``iat``, ``exp``, ``session_id``, ``is_anonymous``), valid
+        :data:`USER_TOKEN_LIFETIME` seconds and replaced before it expires.
         It has its own supabase-py client and shares this backend's connections: closing
         this backend closes it.
         """
         self._check_open()
-        if self._shared.jwt_secret is None:
+        if self._shared.jwt_secret is None and self._shared.signer is None:
             raise errors.ConfigurationError(
-                "as_user() signs a token for the user with the project's JWT secret, and none"
-                " was given: pass jwt_secret=... (Project Settings > API > JWT secret), or act"
-                " as a user with their own token: from_supabase(url, key,"
-                " access_token=<the user's JWT>)"
+                "as_user() signs a token for the user, and nothing to sign it with was given."
+                " Act as a user in one of three ways: with the user's own token,"
+                " from_supabase(url, key, access_token=<the user's JWT>); with a signing key"
+                " the project imported into Supabase Auth, signing_key=<its private JWK>"
+                " (or the legacy jwt_secret=...); or through the database,"
+                " from_postgres(dsn).as_user(...)"
             )
         uid = uuid.UUID(str(user_id))
         child = type(self).__new__(type(self))
@@ -398,6 +470,7 @@ class AsyncSupabaseBackend(AsyncBackend):
         child._owns_shared = False
         child._closed = False
         child._user_id = uid
+        child._session_id = uuid.uuid4()  # one sign-in: the same session_id across refreshes
         child._refresh_at = float("-inf")
         child._refresh_lock = threading.Lock()
         child._client = child._supabase()
@@ -418,23 +491,32 @@ class AsyncSupabaseBackend(AsyncBackend):
 
     # -- internals ---------------------------------------------------------------------
 
-    def _bearer(self) -> str:
-        """The JWT this identity's requests carry now (refreshed first for ``as_user``).
+    def _bearer(self) -> str | None:
+        """The JWT this identity's requests carry now (refreshed first for ``as_user``), or
+        None for a new-style key without a user (the key alone, in ``apikey``).
         Also called from the thread of a sync-face Realtime feed, hence the lock."""
         with self._refresh_lock:
             self._supabase_locked()
             return self._token
 
-    def _new_client(self, bearer: str) -> supabase.AsyncClient:
+    def _new_client(self, bearer: str | None) -> supabase.AsyncClient:
+        """A supabase-py client whose requests carry ``Authorization: Bearer <bearer>``, or
+        no ``Authorization`` at all when ``bearer`` is None (see the module docstring)."""
         self._token = bearer
+        headers = dict(DEFAULT_HEADERS)
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
         options = supabase.AsyncClientOptions(
-            headers={**DEFAULT_HEADERS, "Authorization": f"Bearer {bearer}"},
+            headers=headers,
             auto_refresh_token=False,
             persist_session=False,
             postgrest_client_retry=False,
             httpx_client=self._shared.http,
         )
-        return supabase.AsyncClient(self._shared.url, self._shared.key, options)
+        client = supabase.AsyncClient(self._shared.url, self._shared.key, options)
+        if bearer is None:
+            _drop_authorization(client)
+        return client
 
     def _supabase(self) -> supabase.AsyncClient:
         """This identity's client; for ``as_user``, rebuilt with a new JWT before expiry."""
@@ -448,9 +530,6 @@ class AsyncSupabaseBackend(AsyncBackend):
         return self._client
 
     def _mint_token(self, user_id: uuid.UUID) -> str:
-        secret = self._shared.jwt_secret
-        if secret is None:  # as_user() checked it; kept for the type checker
-            raise errors.ConfigurationError("no JWT secret to sign a user's token with")
         issued_at = int(time.time())
         self._refresh_at = issued_at + USER_TOKEN_LIFETIME - USER_TOKEN_REFRESH_MARGIN
         claims = {
@@ -460,7 +539,17 @@ class AsyncSupabaseBackend(AsyncBackend):
             "role": "authenticated",
             "iat": issued_at,
             "exp": issued_at + USER_TOKEN_LIFETIME,
+            "session_id": str(self._session_id),
+            "is_anonymous": False,
         }
+        signer = self._shared.signer
+        if signer is not None:
+            return jwt.encode(
+                claims, signer.key, algorithm=signer.algorithm, headers={"kid": signer.kid}
+            )
+        secret = self._shared.jwt_secret
+        if secret is None:  # as_user() checked it; kept for the type checker
+            raise errors.ConfigurationError("nothing to sign a user's token with")
         return jwt.encode(claims, secret, algorithm="HS256")
 
     def _check_open(self) -> None:
@@ -573,8 +662,42 @@ def _unverified_claims(token: str) -> dict[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
+def _legacy_jwt_key(key: str) -> str | None:
+    """The key if it is a legacy JWT key (sent as ``Authorization`` too), else None."""
+    return key if _unverified_claims(key) is not None else None
+
+
+def _drop_authorization(client: supabase.AsyncClient) -> None:
+    """Remove the ``Authorization: Bearer <key>`` supabase-py adds for its key from every
+    copy of its headers: the client's (REST and Storage clients are built from them on first
+    use) and those of its Auth and Auth admin clients (each holds a copy)."""
+    client.options.headers.pop("Authorization", None)
+    for api in (client.auth, client.auth.admin):
+        headers = getattr(api, "_headers", None)
+        if not isinstance(headers, dict):
+            raise errors.ConfigurationError(
+                "this supabase-auth version keeps its headers elsewhere: voicesessions cannot"
+                " keep an sb_ key out of the Authorization header"
+            )
+        headers.pop("Authorization", None)
+
+
+#: What a Supabase CLI personal access token starts with (``supabase login``).
+_PERSONAL_ACCESS_TOKEN_PREFIX = "sbp_"
+_KEY_KINDS = (
+    "a publishable key (sb_publishable_...) or a secret key (sb_secret_...), from the"
+    " dashboard (Project Settings > API Keys) or `supabase status`, or a legacy anon or"
+    " service_role JWT key"
+)
+
+
 def _resolve_identity(key: str, access_token: str | None, given: Identity | None) -> Identity:
     derived: Identity | None
+    if key.startswith(_PERSONAL_ACCESS_TOKEN_PREFIX):
+        raise errors.ConfigurationError(
+            "the API key is a Supabase CLI personal access token (sbp_...), which manages"
+            f" your account, not a project's API: pass {_KEY_KINDS}"
+        )
     if access_token is not None:
         derived = _token_identity(access_token)
     elif key.startswith("sb_secret_"):
@@ -587,8 +710,9 @@ def _resolve_identity(key: str, access_token: str | None, given: Identity | None
     if given is None:
         if derived is None:
             raise errors.ConfigurationError(
-                "cannot tell whether this key is the anon or the service_role key: pass"
-                " identity=Identity.anon() or identity=Identity.service_role()"
+                f"the API key is not of a kind voicesessions knows: pass {_KEY_KINDS}"
+                " (a custom key: state its role with identity=Identity.anon() or"
+                " identity=Identity.service_role())"
             )
         return derived
     if derived is not None and (derived.role, derived.user_id) != (given.role, given.user_id):
@@ -600,6 +724,17 @@ def _resolve_identity(key: str, access_token: str | None, given: Identity | None
 
 
 def _token_identity(access_token: str) -> Identity:
+    if access_token.startswith(_PERSONAL_ACCESS_TOKEN_PREFIX):
+        raise errors.ConfigurationError(
+            "the access token is a Supabase CLI personal access token (sbp_..., what"
+            " SUPABASE_ACCESS_TOKEN holds for the CLI), not a signed-in user's JWT: pass the"
+            " access_token of the user's Supabase Auth session"
+        )
+    if access_token.startswith("sb_"):
+        raise errors.ConfigurationError(
+            "the access token is an API key (sb_...), not a signed-in user's JWT: pass the key"
+            " as the key, and the access_token of the user's Supabase Auth session as the token"
+        )
     claims = _unverified_claims(access_token)
     if claims is None:
         raise errors.ConfigurationError("the access token is not a JWT")
