@@ -9,7 +9,7 @@ public.metrics_timeseries: median and p95 of REPEAT runs. The plans of the queri
 the functions come from auto_explain (log_nested_statements, ANALYZE, BUFFERS), printed in
 full and summarised in BENCHMARKS.md (which scans, index or sequential).
 
-    python benchmarks/analytics_plans.py [--sessions 10000] [--repeat 30] [--no-write]
+    python -m benchmarks.analytics_plans [--sessions 10000] [--repeat 30] [--no-write]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _server import migrated_database
 
+from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def main() -> int:
     lines = [
         "## Dashboards on a company of 10,000 sessions (`benchmarks/analytics_plans.py`)",
         "",
-        f"Command: `python benchmarks/analytics_plans.py --sessions {args.sessions}"
+        f"Command: `python -m benchmarks.analytics_plans --sessions {args.sessions}"
         f" --repeat {args.repeat}`",
         "",
         f"Data: one company with {own:,} sessions ({TRAINEES} trainees) among"

@@ -12,7 +12,7 @@ client-side; the table gives median and p95 per call and per segment, plus what 
 from transcript_segments in its transaction (sequential scans, index entries returned):
 flat numbers across sizes mean the cost does not grow with the session.
 
-    python benchmarks/append_cost.py [--sizes 100,10000,100000] [--batch 50] [--rounds 40]
+    python -m benchmarks.append_cost [--sizes 100,10000,100000] [--batch 50] [--rounds 40]
                                      [--background 100000]
 
 Prints a Markdown section (with the command) to paste into BENCHMARKS.md.
@@ -28,9 +28,9 @@ import uuid
 from typing import Any
 
 import psycopg
-from _server import migrated_database
 from psycopg.types.json import Jsonb
 
+from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
 APPEND = "select public.append_transcript_segments(%s, %s)"
@@ -190,7 +190,7 @@ def main() -> int:
                 rows.append((size, case, numbers))
 
     command = (
-        f"python benchmarks/append_cost.py --sizes {args.sizes} --batch {args.batch}"
+        f"python -m benchmarks.append_cost --sizes {args.sizes} --batch {args.batch}"
         f" --rounds {args.rounds} --background {args.background}"
     )
     lines = [

@@ -8,7 +8,7 @@ buffers included) and the process's peak resident set size (ru_maxrss, which inc
 interpreter, numpy, scipy and FFmpeg's libraries) next to the same process's RSS before
 measuring.
 
-    python benchmarks/audio_measure.py [--minutes 60] [--formats flac,ogg]
+    python -m benchmarks.audio_measure [--minutes 60] [--formats flac,ogg]
 
 Needs espeak-ng (apt-get install -y espeak-ng). Prints the numbers; writes nothing else
 (the files live in a temporary directory).
@@ -100,7 +100,7 @@ def main() -> None:
         directory = Path(tmp)
         speech = gen.speech(directory)
         print(
-            f"command: python benchmarks/audio_measure.py --minutes {args.minutes:g}"
+            f"command: python -m benchmarks.audio_measure --minutes {args.minutes:g}"
             f" --formats {args.formats}"
         )
         print(

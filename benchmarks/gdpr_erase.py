@@ -8,7 +8,7 @@ local PostgreSQL. Then, on REPEAT fresh copies of that database, calls
 PostgREST runs an RPC (role and request.jwt.claims set locally in its transaction), and times
 the call with its commit. The dry run and the export of the same person are timed once.
 
-    python benchmarks/gdpr_erase.py [--sessions 1000] [--segments-per-session 10]
+    python -m benchmarks.gdpr_erase [--sessions 1000] [--segments-per-session 10]
                                     [--background-sessions 50000] [--repeat 3]
 
 Prints the numbers and the command; writes nothing else.
@@ -24,9 +24,9 @@ import uuid
 from typing import Any
 
 import psycopg
-from _server import migrated_database
 from psycopg.conninfo import make_conninfo
 
+from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
 COMPANIES = 10
@@ -177,7 +177,7 @@ def main() -> int:
 
     counts = report["counts"]
     command = (
-        f"python benchmarks/gdpr_erase.py --sessions {args.sessions} --segments-per-session"
+        f"python -m benchmarks.gdpr_erase --sessions {args.sessions} --segments-per-session"
         f" {args.segments_per_session} --background-sessions {args.background_sessions}"
         f" --repeat {args.repeat}"
     )

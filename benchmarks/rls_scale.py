@@ -5,7 +5,7 @@ SEGMENTS_PER_SESSION final segments per session (1,000,000 segments by default) 
 local PostgreSQL, then times each query as a trainee, a manager and service_role: median and
 p95 of REPEAT runs, plus whether the plan uses an index. Results go to BENCHMARKS.md.
 
-    python benchmarks/rls_scale.py [--sessions 100000] [--segments-per-session 10] [--repeat 30]
+    python -m benchmarks.rls_scale [--sessions 100000] [--segments-per-session 10] [--repeat 30]
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _server import migrated_database
 from psycopg.conninfo import make_conninfo
 
+from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def main() -> int:
     lines = [
         "## RLS at scale (`benchmarks/rls_scale.py`)",
         "",
-        f"Command: `python benchmarks/rls_scale.py --sessions {args.sessions}"
+        f"Command: `python -m benchmarks.rls_scale --sessions {args.sessions}"
         f" --segments-per-session {args.segments_per_session} --repeat {args.repeat}`",
         "",
         f"Data: {counts['companies']:,} companies, {counts['profiles']:,} profiles,"

@@ -9,7 +9,7 @@ SESSIONS threads. The pool has POOL connections. Time is wall-clock from the fir
 the last stream closed (every segment stored); then the rows are counted, each session must
 hold exactly SEGMENTS, in order.
 
-    python benchmarks/stream_throughput.py [--sessions 16] [--segments 2000] [--batch 50]
+    python -m benchmarks.stream_throughput [--sessions 16] [--segments 2000] [--batch 50]
                                            [--delay 0.2] [--pool 10] [--repeat 3]
 
 Prints a Markdown section (with the command) to paste into BENCHMARKS.md.
@@ -27,8 +27,8 @@ import uuid
 from typing import Any
 
 import psycopg
-from _server import migrated_database
 
+from benchmarks._server import migrated_database
 from voicesessions import AsyncVoiceSessions, VoiceSessions
 
 
@@ -132,7 +132,7 @@ def main() -> None:
     total = args.sessions * args.segments
     print("## Streaming 16 live sessions (`benchmarks/stream_throughput.py`)\n")
     print(
-        f"Command: `python benchmarks/stream_throughput.py --sessions {args.sessions}"
+        f"Command: `python -m benchmarks.stream_throughput --sessions {args.sessions}"
         f" --segments {args.segments} --batch {args.batch} --delay {args.delay}"
         f" --pool {args.pool} --repeat {args.repeat}`\n"
     )

@@ -1,0 +1,1 @@
+"""Benchmarks of voicesessions: `python -m benchmarks` runs every comparison (BENCHMARKS.md)."""
