@@ -9,13 +9,20 @@
 #   - `supabase db lint --level warning`: no plpgsql_check finding (the server needs the
 #     plpgsql_check extension: Debian's postgresql-15-plpgsql-check);
 #   - `supabase db advisors --level warn`: no security or performance warning;
+#   - `supabase migration up`, on a fresh database of the same server holding only the
+#     Supabase-compatibility bootstrap (src/voicesessions/local/compat.sql), applies every
+#     file; `voicesessions db status` then agrees that each one is applied, the schema is the
+#     one `voicesessions db migrate` builds (pg_dump --schema-only, identical), and the two
+#     tools recorded the same history (versions, names, statements);
 # and fails on any of these, on any CLI warning (about supabase/config.toml: unknown or
 # deprecated keys), and if its own probes (a broken function, an unknown config key) are
 # not caught. The server is stopped and its directory removed on exit.
 #
-# Usage: SUPABASE=/path/to/supabase .ci/supabase-cli-checks.sh   (run from the activated venv)
+# Usage: SUPABASE=/path/to/supabase .ci/supabase-cli-checks.sh   (run from the activated venv;
+# .ci/run installs the CLI from npm into .ci/.supabase-cli first)
 # Every command here runs without Docker (checked with CLI 3.1.0); `supabase start`,
-# `supabase db reset` and `supabase test db` need it and are not run.
+# `supabase db reset` and `supabase test db` need it and are not run (skipped, and said so,
+# at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,17 +69,21 @@ voicesessions local start >"$work/start.out" || { cat "$work/start.out"; fail "l
 dsn="$(grep -o 'postgresql://[^ ]*' "$work/start.out" | head -n 1)"
 [ -n "$dsn" ] || { cat "$work/start.out"; fail "no DSN in the output of voicesessions local start"; }
 
-DSN="$dsn" python - <<'PY'
-import os
+# supabase_only DSN: adds those objects to the database of DSN.
+supabase_only() {
+  python - "$1" <<'PY'
+import sys
 
 import psycopg
 
 from tests.support.supabase import AUTH_AUDIT_LOG_DDL, REALTIME_DDL
 
-with psycopg.connect(os.environ["DSN"], autocommit=True) as conn:
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
     conn.execute(REALTIME_DDL.encode())
     conn.execute(AUTH_AUDIT_LOG_DDL)
 PY
+}
+supabase_only "$dsn"
 
 # 1. Every migration file is applied, as the CLI reads the history.
 cli list migration list --remote "$dsn"
@@ -94,13 +105,84 @@ grep -q "No schema errors found" "$work/lint.out" || fail "db lint found somethi
 cli advisors db advisors --remote "$dsn" --level warn --fail-on warn
 grep -q "No issues found" "$work/advisors.out" || fail "db advisors found something"
 
+# 5. `supabase migration up` applies our files on top of the compat bootstrap alone: a fresh
+#    database on the same server, bootstrapped as `voicesessions db migrate` does on plain
+#    PostgreSQL, then migrated by the CLI and read back by voicesessions.
+fresh="$(python - "$dsn" <<'PY'
+import sys
+
+from urllib.parse import urlsplit
+
+import psycopg
+
+from voicesessions.local import migrations
+
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("create database vs_cli_migration_up")
+# A URL (what --remote takes), naming the new database.
+fresh = urlsplit(sys.argv[1])._replace(path="/vs_cli_migration_up").geturl()
+with psycopg.connect(fresh, autocommit=True) as conn:
+    assert migrations.bootstrap(conn), "the compat bootstrap did not run on plain PostgreSQL"
+print(fresh)
+PY
+)"
+# db_status DSN: "<applied> <known> <unknown>" as `voicesessions db status --json` reports.
+db_status() {
+  voicesessions db status --dsn "$1" --json | python -c '
+import json, sys
+rows = json.load(sys.stdin)
+print(sum(r["applied"] for r in rows), sum(r["known"] for r in rows), sum(not r["known"] for r in rows))'
+}
+total="$(ls supabase/migrations/*.sql | wc -l)"
+[ "$(db_status "$fresh")" = "0 $total 0" ] \
+  || fail "probe: voicesessions db status does not show the fresh database as unmigrated"
+cli up migration up --remote "$fresh" --yes
+[ "$(db_status "$fresh")" = "$total $total 0" ] \
+  || { voicesessions db status --dsn "$fresh"; fail "migration up left migrations pending"; }
+for file in supabase/migrations/*.sql; do
+  grep -q "Applying migration $(basename "$file")" "$work/up.out" \
+    || fail "migration up did not apply $(basename "$file")"
+done
+voicesessions db migrate --dsn "$fresh" --dry-run | tee "$work/dry.out"
+grep -q "Database is up to date ($total migrations applied)" "$work/dry.out" \
+  || fail "voicesessions db migrate would apply something after supabase migration up"
+supabase_only "$fresh"  # as on the first database: after the migrations
+bindir="$(python -c 'from voicesessions.local.server import find_binaries; print(find_binaries().bindir)')"
+# (pg_dump's \restrict lines carry a random key per run: left out of the comparison.)
+"$bindir/pg_dump" --schema-only --no-owner "$dsn" | grep -Ev '^\\(un)?restrict ' >"$work/ours.sql"
+"$bindir/pg_dump" --schema-only --no-owner "$fresh" | grep -Ev '^\\(un)?restrict ' >"$work/cli.sql"
+grep -q 'CREATE TABLE public.sessions ' "$work/ours.sql" || fail "pg_dump printed no schema"
+diff -u "$work/ours.sql" "$work/cli.sql" >"$work/schema.diff" \
+  || { head -n 60 "$work/schema.diff"; fail "migration up built another schema than voicesessions db migrate"; }
+python - "$dsn" "$fresh" <<'PY' || fail "the CLI recorded another history than voicesessions"
+import sys
+
+import psycopg
+
+
+def history(dsn: str) -> list[tuple[str, str, list[str]]]:
+    # The CLI strips each statement's final semicolon, sqlparse keeps it: the same statement.
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select version, name, statements from supabase_migrations.schema_migrations"
+            " order by version"
+        ).fetchall()
+    return [(v, n, [s.strip().removesuffix(";").rstrip() for s in st]) for v, n, st in rows]
+
+
+ours, cli = history(sys.argv[1]), history(sys.argv[2])
+if ours != cli:
+    print("histories differ at", [a[0] for a, b in zip(ours, cli) if a != b], len(ours), len(cli))
+    sys.exit(1)
+PY
+
 # Probes: the checks above must be able to fail.
 psql_probe() {
-  DSN="$dsn" SQL="$1" python -c '
-import os, psycopg
-with psycopg.connect(os.environ["DSN"], autocommit=True) as conn:
-    conn.execute(os.environ["SQL"].encode())
-'
+  python -c '
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(sys.argv[2].encode())
+' "$dsn" "$1"
 }
 psql_probe 'create function public.vs_ci_probe() returns int language plpgsql
   as $$ begin return (select 1 from public.vs_ci_no_such_table); end $$'
@@ -117,4 +199,5 @@ printf '\n[auth.email.vs_ci_probe]\nunknown = true\n' >>"$work/probe/supabase/co
 grep -Eiq "$WARNING_RE" "$work/probe.out" \
   || { cat "$work/probe.out"; fail "probe: no CLI warning for an unknown config key"; }
 
+echo "supabase-cli-checks: skipped (they need Docker): supabase start, supabase db reset, supabase test db"
 echo "supabase-cli-checks: all checks passed"
