@@ -27,6 +27,7 @@ ENV_VARS = (
     "VOICESESSIONS_ACCESS_TOKEN",
     "SUPABASE_JWT_SECRET",
     "VOICESESSIONS_SIGNING_KEY",
+    "VOICESESSIONS_SIGNING_KEY_ID",
 )
 SECRET = "s" * 40
 
@@ -205,4 +206,22 @@ def test_from_env_and_from_supabase_take_a_signing_key(
         assert vs._backend._shared.signer.kid == "k1"
     clean_env.setenv("VOICESESSIONS_SIGNING_KEY", "{not json")
     with pytest.raises(ConfigurationError, match="JSON"):
+        face.from_env()
+
+    # A key set (the current and the next key of a rotation) and the kid to sign with.
+    other = {**json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()))), "kid": "k2"}
+    clean_env.setenv("VOICESESSIONS_SIGNING_KEY", json.dumps({"keys": [jwk, other]}))
+    assert face.from_env()._backend._shared.signer.kid == "k1"  # no kid: the first
+    for kid in ("k1", "k2"):
+        clean_env.setenv("VOICESESSIONS_SIGNING_KEY_ID", kid)
+        assert face.from_env()._backend._shared.signer.kid == kid
+        vs = face.from_supabase(
+            "http://supabase.test", "sb_secret_x", signing_key=[jwk, other], signing_key_id=kid
+        )
+        assert vs._backend._shared.signer.kid == kid
+    clean_env.setenv("VOICESESSIONS_SIGNING_KEY_ID", "k3")
+    with pytest.raises(ConfigurationError, match="'k3'"):
+        face.from_env()
+    clean_env.delenv("VOICESESSIONS_SIGNING_KEY")
+    with pytest.raises(ConfigurationError, match="without a signing key"):
         face.from_env()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voicesessions._arguments import checked_arguments
@@ -45,8 +45,11 @@ ENV_ACCESS_TOKEN = "VOICESESSIONS_ACCESS_TOKEN"
 #: The Supabase CLI's personal access token (``sbp_...``): not ours, never used as a user's.
 ENV_SUPABASE_CLI_ACCESS_TOKEN = "SUPABASE_ACCESS_TOKEN"
 ENV_SUPABASE_JWT_SECRET = "SUPABASE_JWT_SECRET"
-#: The private JWK of a signing key the project imported into Supabase Auth (for as_user).
+#: The private JWK of a signing key the project imported into Supabase Auth (for as_user),
+#: or a JWKS / list of JWKs holding it, as JSON.
 ENV_SIGNING_KEY = "VOICESESSIONS_SIGNING_KEY"
+#: The ``kid`` of the key to sign with, when ``VOICESESSIONS_SIGNING_KEY`` holds several.
+ENV_SIGNING_KEY_ID = "VOICESESSIONS_SIGNING_KEY_ID"
 
 
 @checked_arguments
@@ -101,7 +104,8 @@ class AsyncVoiceSessions:
         *,
         access_token: str | None = None,
         jwt_secret: str | None = None,
-        signing_key: str | Mapping[str, Any] | None = None,
+        signing_key: str | Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        signing_key_id: str | None = None,
         retry: RetryPolicy | None = None,
         **options: Any,
     ) -> AsyncVoiceSessions:
@@ -109,8 +113,10 @@ class AsyncVoiceSessions:
 
         With ``access_token`` (a user's JWT) every call runs as that user. ``signing_key``
         (the private JWK, ES256 or RS256 with its ``kid``, of a signing key the project
-        imported into Supabase Auth) or ``jwt_secret`` (the legacy HS256 JWT secret) lets
-        :meth:`as_user` act as any user from a service key.
+        imported into Supabase Auth, or a JWKS / list of JWKs holding it) or ``jwt_secret``
+        (the legacy HS256 JWT secret) lets :meth:`as_user` act as any user from a service
+        key. From a key set, ``signing_key_id`` names the key to sign with (by ``kid``);
+        without it, the first private key that may sign.
         """
         if not url or not key:
             raise ConfigurationError("a Supabase URL and an API key are required")
@@ -120,6 +126,7 @@ class AsyncVoiceSessions:
             access_token=access_token,
             jwt_secret=jwt_secret,
             signing_key=signing_key,
+            signing_key_id=signing_key_id,
             **options,
         )
         return cls(backend, retry=retry)
@@ -130,7 +137,8 @@ class AsyncVoiceSessions:
         with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
         ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
         ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT), ``VOICESESSIONS_SIGNING_KEY`` (a private
-        JWK) and ``SUPABASE_JWT_SECRET``; with none
+        JWK, or a JWKS / list of JWKs, as JSON) with ``VOICESESSIONS_SIGNING_KEY_ID`` (the
+        ``kid`` to sign with) and ``SUPABASE_JWT_SECRET``; with none
         of them set, the local server of ``voicesessions local start`` if it is running
         (``VOICESESSIONS_HOME`` chooses which).
 
@@ -158,6 +166,7 @@ class AsyncVoiceSessions:
                 access_token=access_token,
                 jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
                 signing_key=os.environ.get(ENV_SIGNING_KEY) or None,
+                signing_key_id=os.environ.get(ENV_SIGNING_KEY_ID) or None,
                 retry=retry,
             )
         if url and not key:

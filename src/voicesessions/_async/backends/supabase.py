@@ -106,26 +106,114 @@ class _Signer:
     kid: str
 
 
+#: What ``signing_key`` may be: one private JWK, a JWKS (``{"keys": [...]}``) or a list of
+#: JWKs (the Supabase CLI's ``signing_keys.json``, GoTrue's ``GOTRUE_JWT_KEYS``), as Python
+#: objects or as their JSON text.
+SigningKey = str | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
 #: The algorithm of each JWK key type a Supabase project can sign user tokens with.
 _SIGNING_ALGORITHMS = {"EC": "ES256", "RSA": "RS256"}
+#: The smallest RSA modulus accepted (Supabase's RS256 signing keys are RSA 2048).
+MIN_RSA_KEY_BITS = 2048
 
 
-def _signer(signing_key: str | Mapping[str, Any]) -> _Signer:
-    """The signer of a private JWK (a mapping or its JSON text), checked before any use."""
-    jwk: Any = signing_key
+def _signer(signing_key: SigningKey, kid: str | None = None) -> _Signer:
+    """The signer of ``signing_key``, checked before any use.
+
+    One JWK is used as it is (and must carry ``kid`` if one is given). From a key set, the
+    key whose ``kid`` is ``kid``; without ``kid``, the first private key whose ``key_ops``
+    include ``"sign"``, else the first private key without ``key_ops`` (public keys, and keys
+    whose ``key_ops`` or ``use`` rule out signing, are passed over): GoTrue signs with the key
+    of ``GOTRUE_JWT_KEYS`` whose ``key_ops`` include ``"sign"``, the Supabase CLI with the
+    first key of its ``signing_keys.json``.
+    """
+    document: Any = signing_key
     if isinstance(signing_key, str):
         try:
-            jwk = json.loads(signing_key)
+            document = json.loads(signing_key)
         except ValueError as exc:
             raise errors.ConfigurationError(
-                "the signing key is not JSON: pass the private JWK of the project's signing key"
+                "the signing key is not JSON: pass the private JWK of the project's signing"
+                " key, or a JWKS / list of JWKs holding it"
             ) from exc
-    if not isinstance(jwk, Mapping):
-        raise errors.ConfigurationError("the signing key must be a JWK (a JSON object)")
-    algorithm = _SIGNING_ALGORITHMS.get(str(jwk.get("kty")))
+    if kid is not None and (not isinstance(kid, str) or not kid):
+        raise errors.ConfigurationError("the signing key id (kid) must be a non-empty string")
+    if isinstance(document, Mapping) and "keys" in document:
+        keys = document["keys"]
+        if not isinstance(keys, list):
+            raise errors.ConfigurationError("the signing key set's 'keys' must be a list of JWKs")
+    elif isinstance(document, Mapping):
+        jwk = document
+        if kid is not None and jwk.get("kid") != kid:
+            raise errors.ConfigurationError(
+                f"the signing key's kid is {errors.brief(jwk.get('kid'))},"
+                f" not {errors.brief(kid)} (the signing key id asked for)"
+            )
+        return _checked_signer(jwk)
+    elif isinstance(document, list | tuple):
+        keys = list(document)
+    else:
+        raise errors.ConfigurationError(
+            "the signing key must be a JWK (a JSON object), a JWKS or a list of JWKs"
+        )
+    for index, entry in enumerate(keys):
+        if not isinstance(entry, Mapping):
+            raise errors.ConfigurationError(
+                f"entry {index} of the signing key set is not a JWK (a JSON object)"
+            )
+    if not keys:
+        raise errors.ConfigurationError("the signing key set holds no key")
+    kids = [entry.get("kid") for entry in keys]
+    if kid is not None:
+        matches = [entry for entry in keys if entry.get("kid") == kid]
+        if not matches:
+            raise errors.ConfigurationError(
+                f"no key of the signing key set has kid {errors.brief(kid)}"
+                f" (the set holds the kids {errors.brief(kids)})"
+            )
+        if len(matches) > 1:
+            raise errors.ConfigurationError(
+                f"{len(matches)} keys of the signing key set have kid {errors.brief(kid)}"
+            )
+        return _checked_signer(matches[0])
+    candidates = [entry for entry in keys if _is_private(entry) and _may_sign(entry)]
+    if not candidates:
+        raise errors.ConfigurationError(
+            "the signing key set holds no private key that may sign (only public or"
+            f" verify-only keys, kids {errors.brief(kids)}): pass the private JWK of the project's"
+            " current signing key"
+        )
+    marked = [entry for entry in candidates if "sign" in (entry.get("key_ops") or ())]
+    return _checked_signer((marked or candidates)[0])
+
+
+def _is_private(jwk: Mapping[str, Any]) -> bool:
+    """True for a JWK with private material (``d``; ``k`` for a shared secret)."""
+    return "d" in jwk or (jwk.get("kty") == "oct" and "k" in jwk)
+
+
+def _may_sign(jwk: Mapping[str, Any]) -> bool:
+    """True unless the JWK's ``key_ops`` / ``use`` say it is not for signing."""
+    key_ops = jwk.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "sign" not in key_ops):
+        return False
+    return bool(jwk.get("use", "sig") == "sig")
+
+
+def _checked_signer(jwk: Mapping[str, Any]) -> _Signer:
+    """The signer of one private JWK; every way it cannot sign Supabase tokens is refused."""
+    kty = jwk.get("kty")
+    if kty == "oct":
+        raise errors.ConfigurationError(
+            "the signing key is an HS256 shared secret (kty 'oct'), not an asymmetric signing"
+            " key: for the legacy JWT secret pass jwt_secret=... (SUPABASE_JWT_SECRET);"
+            " Supabase recommends an ES256 (or RS256) signing key instead"
+        )
+    algorithm = _SIGNING_ALGORITHMS.get(str(kty))
     if algorithm is None:
         raise errors.ConfigurationError(
-            "the signing key must be an ES256 (kty EC, crv P-256) or RS256 (kty RSA) JWK;"
+            f"the signing key's key type (kty) {errors.brief(kty)} is not supported: it must be"
+            " an ES256 (kty EC, crv P-256) or RS256 (kty RSA) JWK;"
             " for the legacy HS256 secret pass jwt_secret=..."
         )
     if "d" not in jwk:
@@ -137,16 +225,27 @@ def _signer(signing_key: str | Mapping[str, Any]) -> _Signer:
         raise errors.ConfigurationError(
             "the signing key has no 'kid': Supabase finds the public key by it"
         )
+    if not _may_sign(jwk):
+        raise errors.ConfigurationError(
+            f"the signing key {errors.brief(kid)} is not for signing (its key_ops or use say"
+            " so): pass the project's current signing key"
+        )
     if algorithm == "ES256" and jwk.get("crv") != "P-256":
         raise errors.ConfigurationError("an EC signing key must be on curve P-256 (ES256)")
     if jwk.get("alg", algorithm) != algorithm:
         raise errors.ConfigurationError(
-            f"the signing key's alg {jwk.get('alg')!r} does not match its key type ({algorithm})"
+            f"the signing key's alg {errors.brief(jwk.get('alg'))} does not match its"
+            f" key type ({algorithm})"
         )
     try:
         key = jwt.PyJWK(dict(jwk), algorithm=algorithm).key
     except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
         raise errors.ConfigurationError(f"unusable signing key: {errors.brief(str(exc))}") from exc
+    if algorithm == "RS256" and key.key_size < MIN_RSA_KEY_BITS:
+        raise errors.ConfigurationError(
+            f"the RSA signing key has {key.key_size} bits; RS256 signing keys have at least"
+            f" {MIN_RSA_KEY_BITS}"
+        )
     return _Signer(key, algorithm, kid)
 
 
@@ -175,9 +274,12 @@ class AsyncSupabaseBackend(AsyncBackend):
       to read its ``sub``), with ``Authorization: Bearer <access_token>``.
 
     ``signing_key`` (the private JWK, ES256 or RS256 with its ``kid``, of a signing key the
-    project imported into Supabase Auth, as a mapping or JSON text) or ``jwt_secret`` (the
+    project imported into Supabase Auth; or a JWKS / list of such JWKs, e.g. the Supabase
+    CLI's ``signing_keys.json``; as Python objects or JSON text) or ``jwt_secret`` (the
     legacy HS256 JWT secret) lets :meth:`as_user` sign tokens for any user; with both, the
-    signing key is used.
+    signing key is used. From a key set, ``signing_key_id`` picks the key by its ``kid``;
+    without it, the first private key that may sign (see :func:`_signer`). Rotating keys is
+    then a change of ``signing_key_id`` once the project has made that key its current one.
     ``timeout`` is a number of seconds, an ``httpx.Timeout``, or ``None`` for no timeout.
     ``identity`` states who the backend acts as when the key does not tell (it must agree
     with the key or token when they do).
@@ -193,7 +295,8 @@ class AsyncSupabaseBackend(AsyncBackend):
         *,
         access_token: str | None = None,
         jwt_secret: str | None = None,
-        signing_key: str | Mapping[str, Any] | None = None,
+        signing_key: SigningKey | None = None,
+        signing_key_id: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         identity: Identity | None = None,
     ) -> None:
@@ -208,7 +311,11 @@ class AsyncSupabaseBackend(AsyncBackend):
                 f"the JWT secret is shorter than {MIN_JWT_SECRET_LENGTH} characters;"
                 " pass the project's JWT secret (Project Settings > API)"
             )
-        signer = _signer(signing_key) if signing_key is not None else None
+        if signing_key is None and signing_key_id is not None:
+            raise errors.ConfigurationError(
+                "a signing key id (kid) was given without a signing key to pick it from"
+            )
+        signer = _signer(signing_key, signing_key_id) if signing_key is not None else None
         self.identity = _resolve_identity(key, access_token, identity)
         http = httpx.AsyncClient(
             timeout=timeout,
