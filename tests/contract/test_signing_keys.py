@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from tests.contract.conftest import BASE, SECRET, USER_A, Face
+from tests.support.jwks import ec_jwk, jwks, public_jwk, rsa_jwk, verify_as_supabase
 from voicesessions import errors
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -34,51 +35,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 SB_SECRET = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"
 
 
-def _ec_jwk(kid: str) -> tuple[dict[str, Any], Any]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    jwk = json.loads(ECAlgorithm.to_jwk(private))
-    return {**jwk, "kid": kid, "alg": "ES256"}, private.public_key()
-
-
-def _rsa_jwk(kid: str) -> tuple[dict[str, Any], Any]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(RSAAlgorithm.to_jwk(private))
-    jwk.pop("key_ops")  # PyJWT marks it ["sign"]: keys here carry no key_ops unless a test says
-    return {**jwk, "kid": kid, "alg": "RS256"}, private.public_key()
-
-
-KEYS = {"ES256": _ec_jwk("ec-key-1"), "RS256": _rsa_jwk("rsa-key-1")}
-#: Members of a JWK that only the private half has.
-PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
-
-
-def _public(jwk: dict[str, Any]) -> dict[str, Any]:
-    """The public half of a private JWK, as the project's JWKS publishes it."""
-    public = {k: v for k, v in jwk.items() if k not in PRIVATE_MEMBERS}
-    return {**public, "use": "sig", "key_ops": ["verify"]}
-
-
-def jwks(*private_jwks: dict[str, Any]) -> dict[str, Any]:
-    """The JWKS a project publishes for these keys (public halves only)."""
-    return {"keys": [_public(jwk) for jwk in private_jwks]}
-
-
-def verify_as_supabase(token: str, trusted: dict[str, Any]) -> dict[str, Any]:
-    """The claims of ``token`` verified as GoTrue and PostgREST verify a user's JWT against
-    the project's JWKS ``trusted``: the key named by the ``kid`` header (a token naming no
-    trusted key is refused), that key's algorithm only, ``aud`` authenticated, ``exp``."""
-    kid = jwt.get_unverified_header(token).get("kid")
-    by_kid = {key.key_id: key for key in jwt.PyJWKSet.from_dict(trusted).keys}
-    if kid not in by_kid:
-        raise jwt.InvalidTokenError(f"no trusted key has kid {kid!r}")
-    key = by_kid[kid]
-    return jwt.decode(
-        token,
-        key,
-        algorithms=[key.algorithm_name],
-        audience="authenticated",
-        options={"require": ["exp", "iat", "sub", "aud", "role"]},
-    )
+KEYS = {"ES256": ec_jwk("ec-key-1"), "RS256": rsa_jwk("rsa-key-1")}
 
 
 async def _minted(face: Face, api: respx.MockRouter, backend: Any) -> str:
@@ -218,7 +175,7 @@ CLI_KEY_OPS = {"use": "sig", "key_ops": ["sign", "verify"], "ext": True}  # `sup
         pytest.param([K1, K2], K1["kid"], id="list-first"),
         pytest.param(json.dumps([K2, K1]), K2["kid"], id="json-list-first"),
         pytest.param(json.dumps({"keys": [K2, K1]}), K2["kid"], id="json-jwks-first"),
-        pytest.param([_public(K1), K2], K2["kid"], id="public-entries-skipped"),
+        pytest.param([public_jwk(K1), K2], K2["kid"], id="public-entries-skipped"),
         pytest.param([{**K1, "key_ops": ["verify"]}, K2], K2["kid"], id="verify-only-skipped"),
         # The Supabase CLI's signing_keys.json: every key may sign; the CLI signs with the first.
         pytest.param([{**K2, **CLI_KEY_OPS}, {**K1, **CLI_KEY_OPS}], K2["kid"], id="cli-file"),
@@ -287,7 +244,7 @@ async def test_a_rotation_changes_only_the_kid_and_works_while_the_project_trust
     [
         pytest.param([K1, K2], "no-such-kid", "no key of the signing key set has kid", id="absent"),
         pytest.param([K1, {**K2, "kid": K1["kid"]}], K1["kid"], "2 keys", id="duplicate-kid"),
-        pytest.param([_public(K1), K2], K1["kid"], "public half", id="named-key-is-public"),
+        pytest.param([public_jwk(K1), K2], K1["kid"], "public half", id="named-key-is-public"),
         pytest.param([_OCT, K1], "oct-1", "HS256 shared secret", id="named-key-is-a-secret"),
         pytest.param(K2, K1["kid"], "not 'rsa-key-1'", id="single-jwk-other-kid"),
         pytest.param(K2, "", "non-empty", id="empty-kid"),

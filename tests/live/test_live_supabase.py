@@ -1,19 +1,31 @@
 """The SDK over SupabaseBackend against a real, running Supabase (``supabase start``).
 
-Opt-in: runs only when ``SUPABASE_URL``, a service key (``SUPABASE_SECRET_KEY``, the
-``sb_secret_...`` key, or else the legacy ``SUPABASE_SERVICE_ROLE_KEY``) and
-``SUPABASE_JWT_SECRET`` are all set, e.g. for the local stack::
+Opt-in: runs only when the environment names a project (what is read, and in which order,
+is in :mod:`tests.support.live_project`, pinned by ``test_live_configuration.py``):
+``SUPABASE_URL``, ``SUPABASE_SECRET_KEY`` and ``SUPABASE_PUBLISHABLE_KEY`` (else the legacy
+``SUPABASE_SERVICE_ROLE_KEY`` and ``SUPABASE_ANON_KEY``), and what ``as_user`` signs users'
+tokens with: ``VOICESESSIONS_SIGNING_KEY`` (a private ES256/RS256 JWK the project trusts, or
+a key set such as the CLI's ``signing_keys.json``, with ``VOICESESSIONS_SIGNING_KEY_ID``),
+else the legacy ``SUPABASE_JWT_SECRET``. For the local stack with an ES256 signing key::
 
+    # supabase/config.toml, under [auth]: signing_keys_path = "./signing_keys.json"
+    echo '[]' > supabase/signing_keys.json        # CLI 3.1 wants the file to exist
+    supabase gen signing-key --algorithm ES256    # writes the private JWK into that list
     supabase start   # applies supabase/migrations and supabase/seed.sql
     SUPABASE_URL=http://127.0.0.1:54321 \\
-    SUPABASE_SECRET_KEY=<secret key printed by supabase start> \\
-    SUPABASE_JWT_SECRET=super-secret-jwt-token-with-at-least-32-characters-long \\
+    SUPABASE_SECRET_KEY=<Secret key printed by supabase start> \\
+    SUPABASE_PUBLISHABLE_KEY=<Publishable key printed by supabase start> \\
+    VOICESESSIONS_SIGNING_KEY="$(cat supabase/signing_keys.json)" \\
     pytest tests/live -m live
 
-Otherwise every test is skipped. Each test runs on both faces (``VoiceSessions`` and
-``AsyncVoiceSessions``) and only through the SDK: two companies, their users and profiles
-are provisioned with ``vs.tenants`` (emails are unique per run), then users act through
-``as_user`` (or their own access token) and RLS, grants and triggers answer for real.
+(or ``SUPABASE_JWT_SECRET=super-secret-jwt-token-with-at-least-32-characters-long`` instead
+of the signing key, for a stack still on the legacy HS256 secret).
+
+Otherwise every test is skipped, and the reason names each missing variable. Each test runs
+on both faces (``VoiceSessions`` and ``AsyncVoiceSessions``) and only through the SDK: two
+companies, their users and profiles are provisioned with ``vs.tenants`` (emails are unique per
+run), then users act through ``as_user`` (or their own access token with the publishable
+key) and RLS, grants and triggers answer for real.
 
 What it leaves behind: the SDK cannot delete anything (users cannot even delete their own
 sessions), so after each test the auth users it made are deleted with the Auth admin API
@@ -27,7 +39,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,9 +46,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
+from tests.support.live_project import LiveProject, skip_reason
 from voicesessions import (
     AsyncVoiceSessions,
     ConflictError,
@@ -49,18 +60,10 @@ from voicesessions import (
     VoiceSessions,
 )
 
-#: The service key: the new name first, then the legacy one.
-SERVICE_KEY_VARIABLES = ("SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY")
-SERVICE_KEY = next((os.environ[n] for n in SERVICE_KEY_VARIABLES if os.environ.get(n)), "")
-SKIP_REASON = (
-    "skipped: no live Supabase (set SUPABASE_URL, SUPABASE_SECRET_KEY or"
-    " SUPABASE_SERVICE_ROLE_KEY, and SUPABASE_JWT_SECRET to run)"
-)
-LIVE = bool(
-    os.environ.get("SUPABASE_URL") and SERVICE_KEY and os.environ.get("SUPABASE_JWT_SECRET")
-)
+#: Why the suite skips here ("" when the environment names a live project).
+SKIP_REASON = skip_reason(os.environ)
 
-pytestmark = [pytest.mark.live, pytest.mark.skipif(not LIVE, reason=SKIP_REASON)]
+pytestmark = [pytest.mark.live, pytest.mark.skipif(bool(SKIP_REASON), reason=SKIP_REASON)]
 
 
 async def call(value: Any) -> Any:
@@ -70,31 +73,6 @@ async def call(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Project:
-    url: str
-    key: str
-    jwt_secret: str
-
-    @classmethod
-    def from_env(cls) -> Project:
-        url, secret = os.environ["SUPABASE_URL"], os.environ["SUPABASE_JWT_SECRET"]
-        return cls(url.rstrip("/"), SERVICE_KEY, secret)
-
-    def user_token(self, user_id: uuid.UUID) -> str:
-        """A user's access token, as Supabase Auth would sign it."""
-        now = int(time.time())
-        claims = {
-            "iss": f"{self.url}/auth/v1",
-            "sub": str(user_id),
-            "aud": "authenticated",
-            "role": "authenticated",
-            "iat": now,
-            "exp": now + 600,
-        }
-        return jwt.encode(claims, self.jwt_secret, algorithm="HS256")
-
-
 @dataclass
 class Created:
     """What a test made, deleted afterwards (see the module docstring)."""
@@ -102,10 +80,11 @@ class Created:
     users: list[uuid.UUID] = field(default_factory=list)
     companies: list[uuid.UUID] = field(default_factory=list)
 
-    def delete(self, project: Project) -> None:
-        headers = {"apikey": project.key}
-        if not project.key.startswith("sb_"):  # an sb_ key is no JWT: never in Authorization
-            headers["Authorization"] = f"Bearer {project.key}"
+    def delete(self, project: LiveProject) -> None:
+        key = project.secret_key
+        headers = {"apikey": key}
+        if not key.startswith("sb_"):  # an sb_ key is no JWT: never in Authorization
+            headers["Authorization"] = f"Bearer {key}"
         with httpx.Client(base_url=project.url, headers=headers, timeout=30) as http:
             for user_id in self.users:
                 response = http.delete(f"/auth/v1/admin/users/{user_id}")
@@ -122,7 +101,7 @@ class World:
     person on the face under test."""
 
     face: str
-    project: Project
+    project: LiveProject
     service: Any  # VoiceSessions | AsyncVoiceSessions, as service_role
     company_a: uuid.UUID
     company_b: uuid.UUID
@@ -143,9 +122,9 @@ class World:
         """The trainee of company B."""
         return self.service.as_user(self.outsider_id)
 
-    def client(self, **options: Any) -> Any:
+    def client(self, key: str, **options: Any) -> Any:
         cls: Any = AsyncVoiceSessions if self.face == "async" else VoiceSessions
-        return cls.from_supabase(self.project.url, self.project.key, **options)
+        return cls.from_supabase(self.project.url, key, **options)
 
 
 def unique(label: str) -> str:
@@ -159,9 +138,9 @@ async def close(vs: Any) -> None:
 @pytest.fixture(params=["sync", "async"])
 async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     """Two fresh companies and three people, provisioned through ``vs.tenants``."""
-    project = Project.from_env()
+    project = LiveProject.from_environ(os.environ)
     cls: Any = AsyncVoiceSessions if request.param == "async" else VoiceSessions
-    service = cls.from_supabase(project.url, project.key, jwt_secret=project.jwt_secret)
+    service = cls.from_supabase(project.url, project.secret_key, **project.signing_options())
     created = Created()
     try:
         tenants = service.tenants
@@ -300,16 +279,24 @@ async def test_search_transcripts_finds_nothing_for_a_fresh_user(world: World) -
 
 
 async def test_a_users_own_access_token_acts_as_that_user(world: World) -> None:
+    """As a browser does: the publishable key, and the user's token from Supabase Auth."""
     session = await new_session(world)
-    by_token = world.client(access_token=world.project.user_token(world.trainee_id))
+    project = world.project
+    by_token = world.client(
+        project.publishable_key, access_token=project.user_token(world.trainee_id)
+    )
+    anonymous = world.client(project.publishable_key)
     try:
         assert by_token.identity.user_id == world.trainee_id
         listed = await call(by_token.sessions.list())
         assert [s.id for s in listed.items] == [session.id]
         completed = await call(by_token.sessions.complete(session.id))
         assert completed.status is SessionStatus.COMPLETED
+        assert anonymous.identity.role == "anon"
+        assert (await call(anonymous.sessions.list())).items == []  # RLS: anon sees nothing
     finally:
         await close(by_token)
+        await close(anonymous)
 
 
 # -- tenants ------------------------------------------------------------------------------
