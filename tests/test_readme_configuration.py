@@ -59,13 +59,14 @@ def python_names(path: Path) -> set[str]:
     found: set[str] = set()
     for statement in tree.body:
         targets: list[ast.expr] = []
+        value: ast.expr | None = None
         if isinstance(statement, ast.Assign):
-            targets = statement.targets
-        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
-            targets = [statement.target]
+            targets, value = statement.targets, statement.value
+        elif isinstance(statement, ast.AnnAssign):
+            targets, value = [statement.target], statement.value
         for target in targets:
-            if isinstance(target, ast.Name) and statement.value is not None:
-                values = list(_strings(statement.value))
+            if isinstance(target, ast.Name) and value is not None:
+                values = list(_strings(value))
                 constants[target.id] = values
                 if ENV_CONSTANT.search(target.id):
                     found.update(values)

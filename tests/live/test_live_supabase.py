@@ -46,8 +46,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
+from tests.support.jwks import verify_as_supabase
 from tests.support.live_project import LiveProject, skip_reason
 from voicesessions import (
     AsyncVoiceSessions,
@@ -276,6 +278,28 @@ async def test_search_transcripts_finds_nothing_for_a_fresh_user(world: World) -
     await new_session(world)
     assert await call(world.trainee.sessions.search_transcripts("pricing")) == []
     assert await call(world.outsider.sessions.search_transcripts('"next steps" OR budget')) == []
+
+
+async def test_the_project_trusts_the_key_as_user_signs_with(world: World) -> None:
+    """The token ``as_user`` sends verifies against the project's own JWKS, as GoTrue and
+    PostgREST verify it (or, on the legacy HS256 secret, with that secret): a signing key the
+    project has not imported, or has revoked, fails here by name instead of as PGRST301."""
+    project = world.project
+    token = world.trainee._backend._bearer()
+    if project.signing_key is None:
+        assert project.jwt_secret is not None
+        claims = jwt.decode(
+            token, project.jwt_secret, algorithms=["HS256"], audience="authenticated"
+        )
+    else:
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.get(
+                f"{project.url}/auth/v1/.well-known/jwks.json",
+                headers={"apikey": project.publishable_key},
+            )
+        response.raise_for_status()
+        claims = verify_as_supabase(token, response.json())
+    assert claims["sub"] == str(world.trainee_id)
 
 
 async def test_a_users_own_access_token_acts_as_that_user(world: World) -> None:
