@@ -129,7 +129,8 @@ class LiveProject:
 
     def _private_jwk(self) -> dict[str, Any]:
         """The JWK to sign with: the one given, or from a set the one named by
-        ``signing_key_id``, else its first private key."""
+        ``signing_key_id``, else (as GoTrue and the CLI pick) the first private key whose
+        ``key_ops`` include ``sign``, else the first private key."""
         assert self.signing_key is not None
         document = json.loads(self.signing_key)
         if isinstance(document, dict) and "keys" not in document:
@@ -137,5 +138,6 @@ class LiveProject:
         keys = document["keys"] if isinstance(document, dict) else document
         private = [key for key in keys if "d" in key]
         if self.signing_key_id is not None:
-            private = [key for key in private if key.get("kid") == self.signing_key_id]
-        return dict(private[0])
+            return dict(next(key for key in private if key.get("kid") == self.signing_key_id))
+        marked = [key for key in private if "sign" in (key.get("key_ops") or ())]
+        return dict((marked or private)[0])
