@@ -137,6 +137,11 @@ SIGNING_SETUPS = [
         {"VOICESESSIONS_SIGNING_KEY": json.dumps([RSA_KEY, EC_KEY])}, "live-rsa", id="cli-list"
     ),
     pytest.param(
+        {"VOICESESSIONS_SIGNING_KEY": json.dumps([RSA_KEY, {**EC_KEY, "key_ops": ["sign"]}])},
+        "live-ec",
+        id="key-ops-sign",
+    ),
+    pytest.param(
         {
             "VOICESESSIONS_SIGNING_KEY": json.dumps({"keys": [RSA_KEY, EC_KEY]}),
             "VOICESESSIONS_SIGNING_KEY_ID": "live-ec",
