@@ -15,8 +15,8 @@
 #     one `voicesessions db migrate` builds (pg_dump --schema-only, identical), and the two
 #     tools recorded the same history (versions, names, statements);
 # and fails on any of these, on any CLI warning (about supabase/config.toml: unknown or
-# deprecated keys), and if its own probes (a broken function, an unknown config key) are
-# not caught. The server is stopped and its directory removed on exit.
+# deprecated keys), and if its own probes (a broken function, an unknown config key, a
+# function more in the database `migration up` built, an unmigrated database) are not caught. The server is stopped and its directory removed on exit.
 #
 # Usage: SUPABASE=/path/to/supabase .ci/supabase-cli-checks.sh   (run from the activated venv;
 # .ci/run installs the CLI from npm into .ci/.supabase-cli first)
@@ -61,6 +61,15 @@ cli() {
   if grep -Eiv '"level"' "$out" | grep -Eiq "$WARNING_RE"; then
     fail "supabase $1 printed a warning (see above)"
   fi
+}
+
+# run_sql DSN SQL: runs SQL on the database of DSN.
+run_sql() {
+  python -c '
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(sys.argv[2].encode())
+' "$1" "$2"
 }
 
 echo "Supabase CLI $("$SUPABASE" --version)"
@@ -148,12 +157,23 @@ grep -q "Database is up to date ($total migrations applied)" "$work/dry.out" \
   || fail "voicesessions db migrate would apply something after supabase migration up"
 supabase_only "$fresh"  # as on the first database: after the migrations
 bindir="$(python -c 'from voicesessions.local.server import find_binaries; print(find_binaries().bindir)')"
-# (pg_dump's \restrict lines carry a random key per run: left out of the comparison.)
-"$bindir/pg_dump" --schema-only --no-owner "$dsn" | grep -Ev '^\\(un)?restrict ' >"$work/ours.sql"
-"$bindir/pg_dump" --schema-only --no-owner "$fresh" | grep -Ev '^\\(un)?restrict ' >"$work/cli.sql"
+# schema DSN FILE: the schema of DSN (pg_dump's \restrict lines carry a random key per run:
+# left out of the comparison).
+schema() {
+  "$bindir/pg_dump" --schema-only --no-owner "$1" | grep -Ev '^\\(un)?restrict ' >"$2"
+}
+schema "$dsn" "$work/ours.sql"
+schema "$fresh" "$work/cli.sql"
 grep -q 'CREATE TABLE public.sessions ' "$work/ours.sql" || fail "pg_dump printed no schema"
 diff -u "$work/ours.sql" "$work/cli.sql" >"$work/schema.diff" \
   || { head -n 60 "$work/schema.diff"; fail "migration up built another schema than voicesessions db migrate"; }
+# Probe: one more function in either database is a difference.
+run_sql "$fresh" 'create function public.vs_ci_probe() returns int language sql return 1'
+schema "$fresh" "$work/probe.sql"
+if diff -q "$work/ours.sql" "$work/probe.sql" >/dev/null; then
+  fail "probe: the schema comparison did not see an added function"
+fi
+run_sql "$fresh" 'drop function public.vs_ci_probe()'
 python - "$dsn" "$fresh" <<'PY' || fail "the CLI recorded another history than voicesessions"
 import sys
 
@@ -178,11 +198,7 @@ PY
 
 # Probes: the checks above must be able to fail.
 psql_probe() {
-  python -c '
-import sys, psycopg
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    conn.execute(sys.argv[2].encode())
-' "$dsn" "$1"
+  run_sql "$dsn" "$1"
 }
 psql_probe 'create function public.vs_ci_probe() returns int language plpgsql
   as $$ begin return (select 1 from public.vs_ci_no_such_table); end $$'
