@@ -1,7 +1,7 @@
 /**
  * voicesessions — foundation
  * ==========================
- * Schemas, default privileges, enums and the small helpers every later migration uses.
+ * Schemas, enums and the small helpers every later migration uses.
  *
  * Conventions for every migration in this folder
  * ----------------------------------------------
@@ -34,11 +34,11 @@ revoke all on schema private from public;
 grant usage on schema private to authenticated, service_role;
 grant usage on schema public to anon, authenticated, service_role;
 
--- No function is executable by PUBLIC unless granted explicitly. (Per-schema default
--- privileges can only add to the global ones, so the revoke from PUBLIC must be global.)
--- Hosted Supabase also grants new functions in `public` to the API roles by default.
-alter default privileges revoke execute on functions from public;
-alter default privileges in schema public revoke execute on functions from anon, authenticated;
+-- Default privileges stay the project's own: PostgreSQL's (functions executable by PUBLIC)
+-- or Supabase's (new objects in `public` granted to anon, authenticated, service_role), for
+-- the user's objects as for ours. So every object below revokes, one by one, what those
+-- defaults give (functions: PUBLIC, anon, authenticated, service_role; relations in `public`:
+-- anon, authenticated, service_role) and then grants exactly what each role needs.
 
 -- Enums ----------------------------------------------------------------------------------
 
