@@ -1,7 +1,7 @@
 """Databases shaped by a project's default privileges, and what their catalogs grant.
 
-- :func:`scratch_database`: a new, empty database (from ``template0``) on the test server,
-  dropped afterwards;
+- :func:`scratch_dsn`, :func:`scratch_database`: a new, empty database (from ``template0``)
+  on the test server, dropped afterwards;
 - :func:`prepare`: the Supabase-compatibility bootstrap, then a project's default
   privileges: PostgreSQL's own (``"postgresql"``) or Supabase's (``"supabase"``: new tables,
   sequences and functions of ``public`` granted to anon, authenticated and service_role);
@@ -35,21 +35,27 @@ Acls = dict[tuple[str, str], frozenset[str]]
 
 
 @contextmanager
-def scratch_database(server: Database) -> Iterator[Conn]:
-    """An autocommit connection, as the server's superuser, to a new empty database of
-    ``server``'s cluster (cluster-wide roles included), dropped afterwards."""
+def scratch_dsn(server: Database) -> Iterator[str]:
+    """The superuser's DSN of a new empty database (from ``template0``) of ``server``'s
+    cluster (cluster-wide roles included), dropped afterwards."""
     name = f"vs_scratch_{uuid.uuid4().hex[:12]}"
     maintenance = make_conninfo(server.dsn, dbname="postgres")
     with psycopg.connect(maintenance, autocommit=True) as admin:
         admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
     try:
-        with psycopg.connect(make_conninfo(server.dsn, dbname=name), autocommit=True) as conn:
-            yield conn
+        yield make_conninfo(server.dsn, dbname=name)
     finally:
         with psycopg.connect(maintenance, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
             )
+
+
+@contextmanager
+def scratch_database(server: Database) -> Iterator[Conn]:
+    """An autocommit connection to a :func:`scratch_dsn` database."""
+    with scratch_dsn(server) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
 
 
 def prepare(conn: Conn, shape: Shape) -> None:
