@@ -1,16 +1,18 @@
 /**
  * voicesessions — foundation
  * ==========================
- * Schemas, default privileges, enums and the small helpers every later migration uses.
+ * Schemas, enums and the small helpers every later migration uses.
  *
  * Conventions for every migration in this folder
  * ----------------------------------------------
  * - Tables live in `public` (exposed through PostgREST); internals live in `private`, a schema
  *   the API never exposes. Security-definer functions are in `private`, have
  *   `set search_path = ''` and schema-qualify every name.
- * - Nothing is granted by default: each table and function below revokes everything from the
- *   API roles and then grants exactly what each role needs (Supabase stops auto-granting new
- *   objects to anon/authenticated/service_role in 2026).
+ * - Nothing is granted by default, and default privileges are the project's (never changed
+ *   here outside `private`): each table, sequence and function revokes what PostgreSQL's or
+ *   Supabase's defaults give (functions: PUBLIC; objects in `public`: anon, authenticated,
+ *   service_role) and then grants exactly what each role needs (Supabase stops
+ *   auto-granting new objects to anon/authenticated/service_role in 2026).
  * - Every RLS policy is `to authenticated`, wraps auth.uid() and the helpers in `(select ...)`
  *   so they are evaluated once per statement, and reads only indexed columns.
  * - Every `raise` carries an errcode. Standard codes where one fits (42501 permission denied,
@@ -34,11 +36,8 @@ revoke all on schema private from public;
 grant usage on schema private to authenticated, service_role;
 grant usage on schema public to anon, authenticated, service_role;
 
--- No function is executable by PUBLIC unless granted explicitly. (Per-schema default
--- privileges can only add to the global ones, so the revoke from PUBLIC must be global.)
--- Hosted Supabase also grants new functions in `public` to the API roles by default.
-alter default privileges revoke execute on functions from public;
-alter default privileges in schema public revoke execute on functions from anon, authenticated;
+-- No `alter default privileges` here: they would change how the project's own objects are
+-- granted. Every object below revokes and grants its own privileges (see the conventions).
 
 -- Enums ----------------------------------------------------------------------------------
 

@@ -285,7 +285,7 @@ revoke all on function private.inherit_session_owner() from public;
 alter table public.sessions enable row level security;
 alter table public.session_participants enable row level security;
 
-create policy "Owners, and managers and admins of the company, can read sessions"
+create policy "Owners and company managers and admins read sessions"
   on public.sessions for select to authenticated
   using (
     profile_id = (select auth.uid())

@@ -141,7 +141,7 @@ create trigger transcripts_set_updated_at before update on public.transcripts
 alter table public.transcript_segments enable row level security;
 alter table public.transcripts enable row level security;
 
-create policy "Owners, and managers and admins of the company, can read segments"
+create policy "Owners and company managers and admins read segments"
   on public.transcript_segments for select to authenticated
   using (
     profile_id = (select auth.uid())
@@ -152,7 +152,7 @@ create policy "Session owners can add segments"
   on public.transcript_segments for insert to authenticated
   with check (profile_id = (select auth.uid()));
 
-create policy "Owners, and managers and admins of the company, can read transcripts"
+create policy "Owners and company managers and admins read transcripts"
   on public.transcripts for select to authenticated
   using (
     profile_id = (select auth.uid())

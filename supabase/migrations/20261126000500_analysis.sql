@@ -117,14 +117,14 @@ create trigger session_analytics_set_updated_at before update on public.session_
 alter table public.analysis_results enable row level security;
 alter table public.session_analytics enable row level security;
 
-create policy "Owners, and managers and admins of the company, can read analyses"
+create policy "Owners and company managers and admins read analyses"
   on public.analysis_results for select to authenticated
   using (
     profile_id = (select auth.uid())
     or company_id = (select private.managed_company_id())
   );
 
-create policy "Owners, and managers and admins of the company, can read analytics"
+create policy "Owners and company managers and admins read analytics"
   on public.session_analytics for select to authenticated
   using (
     profile_id = (select auth.uid())

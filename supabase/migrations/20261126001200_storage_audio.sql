@@ -270,7 +270,7 @@ grant execute on function public.clear_session_audio(uuid, text, boolean)
 
 -- Storage policies -------------------------------------------------------------------------
 
-create policy "Owners, and managers and admins of the company, can read session audio"
+create policy "Owners and company managers and admins read session audio"
   on storage.objects for select to authenticated
   using (
     bucket_id = 'session-audio'

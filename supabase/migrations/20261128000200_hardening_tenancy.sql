@@ -22,7 +22,7 @@
  *      paths).
  *   5. A null safety flag is refused (22004) by every function the API roles can execute.
  *   6. Sequences (and every other object kind) carry no privilege for anon/authenticated,
- *      also under Supabase's default privileges, now and for objects created later.
+ *      also under Supabase's default privileges (revoked object by object).
  *   7. Only the person themself (or the service role) changes their display name.
  *
  * Invitation caps: a token lives from 60 seconds to 30 days (default 7 days); at most 1,000
@@ -32,18 +32,17 @@
 -- 6. Privileges of object kinds a table revoke does not cover -----------------------------
 
 -- Identity sequences: inserts never need a privilege on them (PostgreSQL checks none for
--- identity columns), and setval/nextval by an API role breaks every writer.
-revoke all on all sequences in schema public from anon, authenticated;
-revoke all on all sequences in schema private from anon, authenticated;
--- Objects created later by the migration owner (Supabase's defaults grant them to the API
--- roles): nothing for anon/authenticated unless a migration grants it explicitly.
-alter default privileges in schema public revoke all on sequences from anon, authenticated;
-alter default privileges in schema public revoke all on tables from anon, authenticated;
-alter default privileges in schema public revoke all on functions from anon, authenticated;
+-- identity columns), and setval/nextval by an API role breaks every writer. Revoked one by
+-- one: the user's own sequences in `public` keep whatever their project grants.
+revoke all on sequence public.audit_log_id_seq, public.transcript_segments_id_seq
+  from public, anon, authenticated, service_role;
+revoke all on all sequences in schema private from public, anon, authenticated, service_role;
+-- Objects created later in `private` (ours alone): nothing for anon/authenticated unless a
+-- migration grants it explicitly. Schema `public` and the global defaults belong to the
+-- project: each of our objects there revokes what those defaults give, object by object.
 alter default privileges in schema private revoke all on sequences from anon, authenticated;
 alter default privileges in schema private revoke all on tables from anon, authenticated;
 alter default privileges in schema private revoke all on functions from anon, authenticated;
-alter default privileges revoke execute on functions from public;
 
 -- 1. Invitations -----------------------------------------------------------------------------
 
@@ -351,7 +350,7 @@ set search_path = ''
 as $$
   select private.accept_invitation(accept_invitation.token, accept_invitation.display_name);
 $$;
-revoke all on function public.accept_invitation(text, text) from public, anon;
+revoke all on function public.accept_invitation(text, text) from public, anon, service_role;
 grant execute on function public.accept_invitation(text, text) to authenticated;
 
 /** Implementation of public.revoke_invitation (which see). */

@@ -2,9 +2,6 @@
 -- Run with `supabase test db` (or pg_prove): one transaction, rolled back.
 begin;
 create extension if not exists pgtap with schema extensions;
--- The API roles run pgTAP's functions below (the foundation migration revokes execute on new
--- functions from public); granted inside this transaction only.
-grant execute on all functions in schema extensions to anon, authenticated;
 set local search_path = public, extensions;
 
 select plan(12);

@@ -143,18 +143,23 @@ def test_no_security_definer_function_in_public_is_executable_by_api_users(
     assert found == []
 
 
-def test_no_function_in_private_is_executable_by_public(
+def test_no_function_of_ours_is_executable_by_public(
     catalog: psycopg.Connection[TupleRow],
 ) -> None:
+    """The migrations leave default privileges to the project (PostgreSQL's make a new
+    function executable by PUBLIC; see test_default_privileges.py), so each function revokes
+    it itself."""
     functions = rows(
         catalog,
         "select p.oid::regprocedure::text, p.proacl is null"
         " or exists (select 1 from aclexplode(p.proacl) a"
         "            where a.grantee = 0 and a.privilege_type = 'EXECUTE')"
         " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
-        f" where n.nspname = 'private' and {NOT_EXTENSION_MEMBER} order by 1",
+        f" where n.nspname = any(%s) and {NOT_EXTENSION_MEMBER} order by 1",
+        (list(OUR_SCHEMAS),),
     )
     assert len(functions) >= 10
+    assert {str(name).split("(")[0] for name, _ in functions} >= {"accept_invitation"}
     assert [name for name, to_public in functions if to_public] == []
 
 
@@ -169,27 +174,6 @@ def test_anon_has_no_privilege_in_private(catalog: psycopg.Connection[TupleRow])
         "      or has_any_column_privilege(r.rolname, c.oid, 'select,insert,update'))",
     )
     assert exposed == []
-
-
-def test_functions_created_later_are_not_executable_by_public(fresh_db: Database) -> None:
-    """The foundation migration promises "No function is executable by PUBLIC unless granted
-    explicitly" through default privileges, so a function a later migration forgets to
-    revoke stays closed."""
-    with psycopg.connect(fresh_db.dsn) as conn:
-        try:
-            conn.execute("create function public.vs_later() returns int language sql as 'select 1'")
-            conn.execute(
-                "create function private.vs_later() returns int language sql as 'select 1'"
-            )
-            executable = rows(
-                conn,
-                "select p.oid::regprocedure::text, has_function_privilege('anon', p.oid,"
-                " 'execute') from pg_proc p where p.proname = 'vs_later'"
-                " and has_function_privilege('public', p.oid, 'execute') order by 1",
-            )
-        finally:
-            conn.rollback()
-    assert executable == []
 
 
 # -- 0010 security_definer_view, 0016 materialized_view_in_api, 0002 auth_users_exposed -----

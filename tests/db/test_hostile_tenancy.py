@@ -971,18 +971,21 @@ def test_a_null_safety_flag_is_refused_everywhere(world_db: WorldDb, who: str) -
 
 def test_the_run_migrated_under_the_default_privileges_it_says(fresh_db: Database) -> None:
     """With VOICESESSIONS_TEST_SUPABASE_DEFAULT_PRIVILEGES the template was migrated under
-    Supabase's defaults (service_role keeps them; the migrations took anon's and
-    authenticated's away); without it, no default privilege names an API role."""
+    Supabase's defaults, and keeps them: the migrations leave default privileges to the
+    project and revoke per object (tests/db/test_default_privileges.py); without it, no
+    default privilege names an API role."""
     rows = owner_rows(
         fresh_db,
         "select d.defaclobjtype::text as kind, a.grantee::regrole::text as role"
         " from pg_default_acl d, aclexplode(d.defaclacl) a"
-        " where d.defaclnamespace = 'public'::regnamespace and a.privilege_type <> 'EXECUTE'",
+        " where d.defaclnamespace = 'public'::regnamespace",
     )
     granted = {(r["kind"], r["role"]) for r in rows}
+    api_roles = ("anon", "authenticated", "service_role")
     if supabase_defaults():
-        assert {("r", "service_role"), ("S", "service_role")} <= granted
-    assert not {g for g in granted if g[1] in ("anon", "authenticated")}
+        assert granted >= {(kind, role) for kind in ("r", "S", "f") for role in api_roles}
+    else:
+        assert not {g for g in granted if g[1] in api_roles}
 
 
 def test_api_roles_hold_no_privilege_on_any_sequence(fresh_db: Database) -> None:

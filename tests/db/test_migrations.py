@@ -8,18 +8,16 @@ never held open) and dropped afterwards.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from tests.conftest import Database, apply_supabase_defaults
+from tests.support.privileges import scratch_dsn
 from voicesessions.errors import MigrationError
 from voicesessions.local import migrations
 from voicesessions.local.migrations import Migration
@@ -33,17 +31,8 @@ Conn = psycopg.Connection[TupleRow]
 @pytest.fixture
 def empty_dsn(template_db: Database) -> Iterator[str]:
     """DSN of a brand-new database cloned from template0: no schemas, roles aside."""
-    name = f"vs_empty_{uuid.uuid4().hex[:12]}"
-    maintenance = make_conninfo(template_db.dsn, dbname="postgres")
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(template_db.dsn, dbname=name)
-    finally:
-        with psycopg.connect(maintenance, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+    with scratch_dsn(template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -50,7 +50,10 @@ def test_the_pgtap_files_exist() -> None:
 @pytest.mark.parametrize("path", PGTAP_FILES, ids=lambda p: p.name)
 def test_pgtap_file_follows_the_supabase_convention(path: Path) -> None:
     """One transaction that leaves nothing behind: begin, the extension in ``extensions``,
-    a plan, finish, rollback (a file that commits would change the user's database)."""
+    a plan, finish, rollback (a file that commits would change the user's database). No
+    grant or revoke of its own: the migrations leave default privileges alone, so the API
+    roles run pgTAP's functions as PostgreSQL grants them, and a grant here could only hide
+    one the migrations forgot."""
     statements = [
         line.strip()
         for line in path.read_text().splitlines()
@@ -64,6 +67,8 @@ def test_pgtap_file_follows_the_supabase_convention(path: Path) -> None:
         line for line in statements if re.fullmatch(r"(?i)(commit|end)( work| transaction)?;", line)
     ]
     assert not ends, f"{path.name} ends its transaction: {ends}"
+    privileges = [line for line in statements if re.match(r"(?i)(grant|revoke)\b", line)]
+    assert privileges == [], f"{path.name} changes privileges: {privileges}"
 
 
 @pytest.mark.parametrize("path", PGTAP_FILES, ids=lambda p: p.name)
