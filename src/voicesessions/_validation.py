@@ -61,9 +61,12 @@ def as_uuid(value: Any, name: str) -> uuid.UUID:
 def parse_model(model: type[M], row: Any) -> M:
     """A row model from a database row or API answer. One that does not fit (a schema this
     SDK version does not know, or stored data outside the contract) is
-    UnexpectedResponseError saying what did not fit, never pydantic's ValidationError."""
+    UnexpectedResponseError saying what did not fit, never pydantic's ValidationError.
+
+    Calls the model's validator directly (what ``model_validate`` does, without its
+    per-call keyword handling: a page of rows calls this once per row)."""
     try:
-        return model.model_validate(row)
+        parsed: M = model.__pydantic_validator__.validate_python(row)
     except ValidationError as exc:
         raise UnexpectedResponseError(
             f"cannot read the answer as {model.__name__}: " + _summary(exc, prefix=""),
@@ -73,6 +76,7 @@ def parse_model(model: type[M], row: Any) -> M:
         raise UnexpectedResponseError(
             f"cannot read the answer as {model.__name__}: nested too deeply"
         ) from None
+    return parsed
 
 
 @contextlib.contextmanager

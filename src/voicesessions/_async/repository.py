@@ -77,6 +77,10 @@ DEFAULT_AUDIO_URL_EXPIRY_S = 3600
 
 logger = logging.getLogger("voicesessions")
 
+#: The page class of sessions, made once: pydantic keeps parametrized generics only weakly,
+#: so ``Page[Session]`` written in a method may rebuild the class on a later call.
+_SessionPage = Page[Session]
+
 _CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9][a-z0-9.+-]*")
 
 
@@ -171,7 +175,7 @@ class AsyncSessionRepository(Resource):
         if len(items) > limit:
             items = items[:limit]
             next_cursor = encode_cursor(items[-1].started_at, items[-1].id)
-        return Page[Session](items=items, next_cursor=next_cursor)
+        return _SessionPage(items=items, next_cursor=next_cursor)
 
     async def update_status(
         self, session_id: uuid.UUID | str, status: SessionStatus | str

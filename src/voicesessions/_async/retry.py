@@ -48,13 +48,16 @@ async def call_with_retry(
     Only :class:`~voicesessions.errors.TransientError` is retried, and never when
     ``idempotent`` is False. When attempts run out, the last error is raised as it was.
     """
-    if not idempotent or policy.max_attempts == 1:
-        try:
-            return await fn()
-        except TransientError as exc:
+    # The first attempt runs here, outside tenacity: most calls succeed at once, and
+    # tenacity's machinery (built per call) would cost them more than the call's own work.
+    try:
+        return await fn()
+    except TransientError as exc:
+        if not idempotent or policy.max_attempts == 1:
             reason = "the call is not idempotent" if not idempotent else "one attempt allowed"
             logger.debug("not retrying after %s: %s", _describe(exc), reason)
             raise
+        first_failure = exc
 
     def log_retry(state: RetryCallState) -> None:
         outcome = state.outcome
@@ -83,9 +86,14 @@ async def call_with_retry(
         retry_error_callback=give_up,
     )
 
+    replayed: list[TransientError] = [first_failure]
+
     async def attempt() -> T:
-        # tenacity awaits only coroutine functions; ``fn`` may be a lambda returning a
-        # coroutine, so await it here.
+        # tenacity's first attempt is the one made above: its failure is replayed, so that
+        # attempt numbers, backoffs and logs count it. tenacity awaits only coroutine
+        # functions; ``fn`` may be a lambda returning a coroutine, so await it here.
+        if replayed:
+            raise replayed.pop()
         return await fn()
 
     result: T = await retrying(attempt)

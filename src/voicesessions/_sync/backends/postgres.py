@@ -43,9 +43,9 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import platformdirs
 import psycopg
@@ -391,30 +391,34 @@ class PostgresBackend(Backend):
         order: Sequence[Order] = (),
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction."""
-        target = _table(table)
+        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction.
+
+        The statement of each shape of call (table, columns, filter columns and operators,
+        order, limit) is composed once and reused: only the parameters change per call."""
         if isinstance(columns, str):
             raise InvalidInputError("columns must be a sequence of column names")
-        column_names = list(columns)
-        if column_names == ["*"]:
-            selected: sql.Composable = sql.SQL("*")
-        elif column_names:
-            selected = sql.SQL(", ").join(_identifier(c, "column") for c in column_names)
-        else:
-            raise InvalidInputError("select at least one column")
-        where, params = _where(filters)
-        query = sql.SQL("select {} from {}").format(selected, target) + where
-        if order:
-            query += sql.SQL(" order by ") + sql.SQL(", ").join(
-                sql.SQL("{} desc" if o.descending else "{} asc").format(
-                    _identifier(o.column, "column")
-                )
-                for o in order
-            )
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise InvalidInputError("limit must be an integer >= 0")
-            query += sql.SQL(" limit {}").format(sql.Literal(limit))
+        for f in filters:
+            if not isinstance(f, Filter):
+                raise InvalidInputError(f"not a Filter: {f!r}")
+        # Typed where values compare equal across types (True == 1 == 1.0), so that a valid
+        # shape never stands for an invalid one.
+        shape = (
+            table,
+            tuple(columns),
+            tuple(
+                (f.column, f.op, (type(f.value), f.value) if f.op == "is" else None)
+                for f in filters
+            ),
+            tuple((o.column, bool(o.descending)) for o in order),
+            (type(limit), limit),
+        )
+        try:
+            query = _SELECT_STATEMENTS[shape]
+        except (KeyError, TypeError):  # new, or not hashable (then invalid: refused below)
+            query = _select_statement(table, columns, filters, order, limit)
+            with contextlib.suppress(TypeError):
+                _remember(_SELECT_STATEMENTS, shape, query)
+        params = _where_params(filters)
         return self._fetch("GET", f"/{table}", query, params, read_only=True)
 
     def insert(
@@ -692,7 +696,8 @@ class PostgresBackend(Backend):
         try:
             shared.ensure_open()
             with shared.pool.connection() as conn:
-                conn.set_read_only(read_only)
+                if conn.read_only is not read_only:  # BEGIN [READ ONLY] is rebuilt on a change
+                    conn.set_read_only(read_only)
                 with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
                     if method is not None:
                         cur.execute(
@@ -713,7 +718,7 @@ class PostgresBackend(Backend):
         self,
         method: str,
         path: str,
-        query: sql.Composed,
+        query: str | sql.Composed,
         params: Sequence[Any],
         *,
         read_only: bool = False,
@@ -957,7 +962,6 @@ def _json_dumps(value: Any) -> str:
 def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:
     """`` where a = %s and b = any(%s) ...`` and its parameters (empty without filters)."""
     conditions: list[sql.Composable] = []
-    params: list[Any] = []
     for f in filters:
         if not isinstance(f, Filter):
             raise InvalidInputError(f"not a Filter: {f!r}")
@@ -967,13 +971,73 @@ def _where(filters: Sequence[Filter]) -> tuple[sql.Composable, list[Any]]:
             conditions.append(sql.SQL("{} {} {}").format(column, operator, sql.Literal(f.value)))
         elif f.op == "in":  # = any(array)
             conditions.append(sql.SQL("{} {}({})").format(column, operator, sql.Placeholder()))
-            params.append(list(f.value))
         else:
             conditions.append(sql.SQL("{} {} {}").format(column, operator, sql.Placeholder()))
-            params.append(_param(f.value))
+    params = _where_params(filters)
     if not conditions:
         return sql.SQL(""), []
     return sql.SQL(" where ") + sql.SQL(" and ").join(conditions), params
+
+
+def _where_params(filters: Sequence[Filter]) -> list[Any]:
+    """The parameters of :func:`_where`'s conditions, in order."""
+    params: list[Any] = []
+    for f in filters:
+        if f.op == "in":
+            params.append(list(f.value))
+        elif f.op != "is":
+            params.append(_param(f.value))
+    return params
+
+
+#: Most statements kept by each cache of composed statements (a cache that fills up is
+#: emptied: the SDK's calls have a few dozen shapes, so this happens only to odd callers).
+MAX_CACHED_STATEMENTS = 512
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+#: The text of each shape of ``select`` (see :meth:`AsyncPostgresBackend.select`). Names are
+#: checked against :data:`_IDENTIFIER` before a statement is composed, so a statement's text
+#: does not depend on the connection (quoting such names needs no server settings).
+_SELECT_STATEMENTS: dict[Any, str] = {}
+
+
+def _remember(cache: dict[_K, _V], key: _K, statement: _V) -> None:
+    if len(cache) >= MAX_CACHED_STATEMENTS:
+        cache.clear()
+    cache[key] = statement
+
+
+def _select_statement(
+    table: str,
+    columns: Sequence[str],
+    filters: Sequence[Filter],
+    order: Sequence[Order],
+    limit: int | None,
+) -> str:
+    """The text of ``select <columns> from public.<table> where ... order by ... limit n``
+    (InvalidInputError for a name or limit that is not valid)."""
+    target = _table(table)
+    column_names = list(columns)
+    if column_names == ["*"]:
+        selected: sql.Composable = sql.SQL("*")
+    elif column_names:
+        selected = sql.SQL(", ").join(_identifier(c, "column") for c in column_names)
+    else:
+        raise InvalidInputError("select at least one column")
+    where, _ = _where(filters)
+    query = sql.SQL("select {} from {}").format(selected, target) + where
+    if order:
+        query += sql.SQL(" order by ") + sql.SQL(", ").join(
+            sql.SQL("{} desc" if o.descending else "{} asc").format(_identifier(o.column, "column"))
+            for o in order
+        )
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidInputError("limit must be an integer >= 0")
+        query += sql.SQL(" limit {}").format(sql.Literal(limit))
+    return query.as_string(None)
 
 
 # -- rpc: overloads, arguments and results as PostgREST handles them -----------------------
@@ -1005,6 +1069,11 @@ class _Overload:
     returns_scalar: bool
     returns_void: bool
     read_only: bool  # STABLE or IMMUTABLE: PostgREST runs the call READ ONLY
+    #: The text of the call for each set of argument names (:func:`_rpc_query`), composed
+    #: once: the overloads are looked up again, with empty caches, when the function changes.
+    statements: dict[frozenset[str], tuple[str, bool]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> _Overload:
@@ -1085,15 +1154,28 @@ def _resolve_overload(
 
 def _rpc_query(
     function: str, overload: _Overload, names: frozenset[str], body: str
-) -> tuple[sql.Composed, list[Any]]:
+) -> tuple[str, list[Any]]:
     """The statement calling ``overload`` with the JSON ``body``, and its parameters."""
+    cached = overload.statements.get(names)
+    if cached is None:
+        composed, takes_body = _rpc_statement(function, overload, names)
+        cached = (composed.as_string(None), takes_body)
+        _remember(overload.statements, names, cached)
+    statement, takes_body = cached
+    return statement, [body] if takes_body else []
+
+
+def _rpc_statement(
+    function: str, overload: _Overload, names: frozenset[str]
+) -> tuple[sql.Composed, bool]:
+    """The statement of :func:`_rpc_query`, and whether the JSON body is its parameter."""
     target = sql.Identifier("public", function)
     if overload.takes_the_body and not overload.fits(names):
         argument = sql.SQL("%s::{}").format(overload.params[0].type)
-        return sql.SQL(_RPC_CALL).format(function=target, argument=argument), [body]
+        return sql.SQL(_RPC_CALL).format(function=target, argument=argument), True
     given = [p for p in overload.params if p.name in names]  # in declaration order
     if not given:
-        return sql.SQL(_RPC_CALL).format(function=target, argument=sql.SQL("")), []
+        return sql.SQL(_RPC_CALL).format(function=target, argument=sql.SQL("")), False
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(p.name), p.type) for p in given
     )
@@ -1108,7 +1190,7 @@ def _rpc_query(
     query = sql.SQL(_RPC_CALL_WITH_ARGUMENTS).format(
         columns=columns, function=target, arguments=arguments
     )
-    return query, [body]
+    return query, True
 
 
 def _rpc_result(rows: Sequence[Mapping[str, Any]], overload: _Overload) -> Any:
