@@ -49,9 +49,9 @@ def realtime_tasks(client: AsyncRealtimeClient) -> list[asyncio.Task[Any]]:
     ]
     channels = _read("realtime", client, "channels", (dict,), "the client's channels")
     for channel in list(channels.values()):
-        timer = _read("realtime", channel, "rejoin_timer", (object,), "the rejoin timer")
+        timer = _read("realtime", channel, "rejoin_timer", "AsyncTimer", "the rejoin timer")
         found.append(_task(_read("realtime", timer, "timer", _TASK, "a scheduled rejoin")))
-        join = _read("realtime", channel, "join_push", (object,), "the join push")
+        join = _read("realtime", channel, "join_push", "AsyncPush", "the join push")
         waiting = _read(
             "realtime", channel, "messages_waiting_for_ack", (dict,), "pushes awaiting a reply"
         )
@@ -81,12 +81,19 @@ def auth_header_copies(client: Any) -> list[dict[str, str]]:
 _TASK = (asyncio.Task, type(None))
 
 
-def _read(distribution: str, owner: object, name: str, kinds: tuple[type, ...], what: str) -> Any:
-    """``owner.<name>``, which must be one of ``kinds``; else a ConfigurationError that
-    says what changed (``what`` says what the attribute holds)."""
+def _read(
+    distribution: str, owner: object, name: str, kind: tuple[type, ...] | str, what: str
+) -> Any:
+    """``owner.<name>``, which must be of a type in ``kind`` or, for a class the package
+    does not export, of the class so named; else a ConfigurationError that says what changed
+    (``what`` says what the attribute holds)."""
     missing = object()
     value = getattr(owner, name, missing)
-    if value is missing or not isinstance(value, kinds):
+    if isinstance(kind, str):
+        fits = any(cls.__name__ == kind for cls in type(value).__mro__)
+    else:
+        fits = isinstance(value, kind)
+    if value is missing or not fits:
         found = "is missing" if value is missing else f"is a {type(value).__name__}"
         raise _changed(distribution, f"{type(owner).__name__}.{name} ({what}) {found}")
     return value
