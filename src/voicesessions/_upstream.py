@@ -17,7 +17,7 @@ functions below read attributes those packages do not document (most of them pri
 Every read is checked: an attribute that is missing or of another type raises
 :class:`~voicesessions.errors.ConfigurationError` naming it and the installed version, instead
 of leaking tasks or sending a key where it must not go.
-``tests/sdk/test_upstream.py`` pins each read against the installed packages, so an upgrade
+``tests/contract/test_upstream.py`` pins each read against the installed packages, so an upgrade
 that renames or removes one fails there, by name, before it reaches a user.
 """
 
