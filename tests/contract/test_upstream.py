@@ -56,8 +56,11 @@ def server() -> Iterator[PhoenixServer]:
 async def joined(
     server: PhoenixServer,
 ) -> AsyncIterator[tuple[AsyncRealtimeClient, AsyncRealtimeChannel]]:
-    """A client connected to the local Realtime server, with one channel joined."""
-    client = AsyncRealtimeClient(f"{server.url}/realtime/v1", SERVICE_KEY, auto_reconnect=False)
+    """A client connected to the local Realtime server, with one channel joined. Its pushes
+    wait 300 s for a reply (10 by default), so none times out while a test looks at it."""
+    client = AsyncRealtimeClient(
+        f"{server.url}/realtime/v1", SERVICE_KEY, auto_reconnect=False, timeout=300
+    )
     await client.connect()
     channel = client.channel(TOPIC)
     await channel.subscribe()
