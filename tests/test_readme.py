@@ -54,7 +54,8 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert second, "the README's quick start has no second command"
     command = second.group(1)
     assert command.startswith(
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev,local]' && pytest"
+        "python3 -m venv .venv && . .venv/bin/activate"
+        " && pip install -e '.[dev,binary,local]' && pytest"
     )
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
 
@@ -63,6 +64,6 @@ def test_readme_first_command_installs_and_runs_the_demo() -> None:
     first = re.search(r"```bash\n# 1\.[^\n]*\n([^\n]+)\n", README)
     assert first, "the README's quick start has no first command"
     assert first.group(1) == (
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[local]'"
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[binary,local]'"
         " && voicesessions demo"
     )

@@ -28,6 +28,7 @@ from typing import Any
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import RealtimeChannelConfig, RealtimeChannelOptions
 
+from voicesessions._upstream import realtime_listener, realtime_tasks
 from voicesessions.errors import APIError, PermissionDeniedError, TransientError
 
 #: Seconds to wait for the socket and for the channel join.
@@ -89,22 +90,13 @@ async def async_session_feed(
 async def _shut(client: AsyncRealtimeClient) -> None:
     """Close the socket and end every task the client and its channel started: ``close()``
     leaves the channel's rejoin timer and the reply timeouts of its pushes (10 s) running,
-    which would outlive the feed (and, on the sync face, its event loop)."""
-    tasks: list[asyncio.Task[Any] | None] = [
-        getattr(client, "_listen_task", None),
-        getattr(client, "_heartbeat_task", None),
-    ]
-    for channel in list(client.channels.values()):
-        pushes = [
-            channel.join_push,
-            *channel.messages_waiting_for_ack.values(),
-            *getattr(channel, "_push_buffer", ()),
-        ]
-        tasks.append(channel.rejoin_timer.timer)
-        tasks.extend(push.timeout_task for push in pushes)
-        tasks.extend(getattr(channel, "_background_tasks", ()))
-    await client.close()
-    pending = [t for t in tasks if t is not None and not t.done()]
+    which would outlive the feed (and, on the sync face, its event loop). Which tasks those
+    are is read by :func:`voicesessions._upstream.realtime_tasks` (no public API tells)."""
+    try:
+        tasks = realtime_tasks(client)
+    finally:
+        await client.close()
+    pending = [t for t in tasks if not t.done()]
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -217,9 +209,10 @@ def _listener_failure(client: AsyncRealtimeClient) -> str | None:
     """Why the client's listening task ended, if it did. It normally ends by erroring the
     channel (which the feed hears of), but an exception inside it (e.g. a warning turned
     into an error by ``-W error``) ends it silently: without this check the feed would wait
-    for events forever."""
-    task = getattr(client, "_listen_task", None)
-    if not isinstance(task, asyncio.Task) or not task.done():
+    for events forever. (``client.is_connected`` stays true then: the task is read by
+    :func:`voicesessions._upstream.realtime_listener`.)"""
+    task = realtime_listener(client)
+    if task is None or not task.done():
         return None
     if task.cancelled():
         return "the listener was cancelled"

@@ -61,6 +61,7 @@ from voicesessions._query import Filter, Order, conflict_target
 from voicesessions._query import json_scalar as _scalar
 from voicesessions._query import jsonable as _jsonable
 from voicesessions._realtime import async_session_feed
+from voicesessions._upstream import auth_header_copies
 
 #: Timeout of one HTTP request (connect, read, write, pool) unless the caller picks another.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -777,15 +778,10 @@ def _legacy_jwt_key(key: str) -> str | None:
 def _drop_authorization(client: supabase.AsyncClient) -> None:
     """Remove the ``Authorization: Bearer <key>`` supabase-py adds for its key from every
     copy of its headers: the client's (REST and Storage clients are built from them on first
-    use) and those of its Auth and Auth admin clients (each holds a copy)."""
+    use) and those of its Auth and Auth admin clients (each holds a copy, which only
+    :func:`voicesessions._upstream.auth_header_copies` reaches)."""
     client.options.headers.pop("Authorization", None)
-    for api in (client.auth, client.auth.admin):
-        headers = getattr(api, "_headers", None)
-        if not isinstance(headers, dict):
-            raise errors.ConfigurationError(
-                "this supabase-auth version keeps its headers elsewhere: voicesessions cannot"
-                " keep an sb_ key out of the Authorization header"
-            )
+    for headers in auth_header_copies(client):
         headers.pop("Authorization", None)
 
 
