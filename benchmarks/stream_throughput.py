@@ -1,18 +1,26 @@
-"""How many transcript segments per second do `vs.updates.stream` writers store, with 16
-live sessions streaming at once?
+"""How many transcript segments per second do `vs.updates.stream` writers store, next to a
+`COPY` of the same rows?
 
 A throwaway PostgreSQL; one company, SESSIONS trainees with one active session each. Every
-trainee (through ``as_user``, so RLS and the request context apply as behind PostgREST)
-streams SEGMENTS final segments into its session as fast as it can produce them, all
-sessions at once: on the async face as SESSIONS tasks of one event loop, on the sync face as
-SESSIONS threads. The pool has POOL connections. Time is wall-clock from the first ``add`` to
-the last stream closed (every segment stored); then the rows are counted, each session must
-hold exactly SEGMENTS, in order.
+round, interleaved in the same run:
 
-    python -m benchmarks.stream_throughput [--sessions 16] [--segments 2000] [--batch 50]
-                                           [--delay 0.2] [--pool 10] [--repeat 3]
+- *ours*: every trainee (through ``as_user``, so RLS and the request context apply as behind
+  PostgREST) streams SEGMENTS final segments into its session as fast as it can produce
+  them, all sessions at once, as SESSIONS tasks of one event loop (the async face) with a
+  pool of POOL connections. Time is wall-clock from the first ``add`` to the last stream
+  closed (every segment stored).
+- *COPY*: the same rows into fresh sessions with one ``COPY transcript_segments FROM STDIN``
+  per session, SESSIONS at once on as many connections (capped at POOL), each committed;
+  the table's triggers, constraints and FK fire as for any insert.
 
-Prints a Markdown section (with the command) to paste into BENCHMARKS.md.
+and the same with one session. Then the rows are counted: each session must hold exactly
+SEGMENTS, in order. ``--face sync`` streams on the sync face (SESSIONS threads) instead.
+
+    python -m benchmarks.stream_throughput [--quick] [--sessions 16] [--segments 2000]
+                                           [--batch 50] [--pool 10] [--rounds 3]
+
+Prints a Markdown section (with the command) to paste into BENCHMARKS.md;
+``comparisons(quick)`` returns it as a :class:`benchmarks._compare.Report`.
 """
 
 from __future__ import annotations
@@ -24,12 +32,24 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from benchmarks._compare import Comparison, Goal, Report
 from benchmarks._server import migrated_database
 from voicesessions import AsyncVoiceSessions, VoiceSessions
+
+
+@dataclass(frozen=True)
+class Settings:
+    sessions: int
+    segments: int
+    batch: int
+    pool: int
+    rounds: int
+    face: str = "async"
 
 
 def segment(seq: int) -> dict[str, Any]:
@@ -44,9 +64,9 @@ def segment(seq: int) -> dict[str, Any]:
     }
 
 
-def setup(dsn: str, sessions: int, pool: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """(trainee, new session) pairs for one run."""
-    with VoiceSessions.from_postgres(dsn, max_size=pool) as vs:
+def setup(dsn: str, sessions: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(trainee, new active session) pairs for one run."""
+    with VoiceSessions.from_postgres(dsn, max_size=2) as vs:
         company = vs.tenants.create_company(f"Bench {uuid.uuid4().hex[:6]}")
         pairs = []
         for i in range(sessions):
@@ -56,31 +76,27 @@ def setup(dsn: str, sessions: int, pool: int) -> list[tuple[uuid.UUID, uuid.UUID
         return pairs
 
 
-async def run_async(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], args: Any) -> float:
-    async with AsyncVoiceSessions.from_postgres(dsn, max_size=args.pool) as vs:
+async def stream_async(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -> float:
+    async with AsyncVoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
 
         async def one(uid: uuid.UUID, sid: uuid.UUID) -> None:
-            stream = vs.as_user(uid).updates.stream(
-                sid, max_batch=args.batch, max_delay_s=args.delay
-            )
-            async with stream as s:
-                for seq in range(args.segments):
-                    await s.add(segment(seq))
+            stream = vs.as_user(uid).updates.stream(sid, max_batch=s.batch, max_delay_s=0.2)
+            async with stream as writer:
+                for seq in range(s.segments):
+                    await writer.add(segment(seq))
 
         start = time.perf_counter()
         await asyncio.gather(*(one(uid, sid) for uid, sid in pairs))
         return time.perf_counter() - start
 
 
-def run_sync(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], args: Any) -> float:
-    with VoiceSessions.from_postgres(dsn, max_size=args.pool) as vs:
+def stream_sync(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -> float:
+    with VoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
 
         def one(uid: uuid.UUID, sid: uuid.UUID) -> None:
-            with vs.as_user(uid).updates.stream(
-                sid, max_batch=args.batch, max_delay_s=args.delay
-            ) as s:
-                for seq in range(args.segments):
-                    s.add(segment(seq))
+            with vs.as_user(uid).updates.stream(sid, max_batch=s.batch, max_delay_s=0.2) as w:
+                for seq in range(s.segments):
+                    w.add(segment(seq))
 
         threads = [threading.Thread(target=one, args=pair) for pair in pairs]
         start = time.perf_counter()
@@ -89,6 +105,47 @@ def run_sync(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], args: Any) -> f
         for thread in threads:
             thread.join()
         return time.perf_counter() - start
+
+
+COPY = (
+    "copy public.transcript_segments"
+    " (session_id, seq, speaker, text, start_ms, end_ms, confidence, segment_id) from stdin"
+)
+
+
+def copy_rows(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -> float:
+    """Seconds to COPY every session's rows, sessions in parallel (connections opened
+    beforehand, not timed)."""
+    conns = [psycopg.connect(dsn) for _ in range(min(len(pairs), s.pool))]
+    try:
+        work = list(pairs)
+        lock = threading.Lock()
+
+        def worker(conn: psycopg.Connection[Any]) -> None:
+            while True:
+                with lock:
+                    if not work:
+                        return
+                    _, sid = work.pop()
+                with conn.cursor() as cur, cur.copy(COPY) as copy:
+                    for seq in range(s.segments):
+                        row = segment(seq)
+                        copy.write_row(
+                            (sid, seq, row["speaker"], row["text"], row["start_ms"],
+                             row["end_ms"], row["confidence"], row["segment_id"])
+                        )
+                conn.commit()
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - start
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def check(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], segments: int) -> None:
@@ -106,51 +163,107 @@ def check(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], segments: int) -> 
                 sys.exit(f"session {sid}: {len(seqs)} segments stored, expected {segments}")
 
 
+def one_round(dsn: str, way: str, sessions: int, s: Settings) -> float:
+    """Segments per second of one round of ``way`` ("ours" or "copy") with ``sessions``."""
+    pairs = setup(dsn, sessions)
+    if way == "copy":
+        elapsed = copy_rows(dsn, pairs, s)
+    elif s.face == "sync":
+        elapsed = stream_sync(dsn, pairs, s)
+    else:
+        elapsed = asyncio.run(stream_async(dsn, pairs, s))
+    check(dsn, pairs, s.segments)
+    return sessions * s.segments / elapsed
+
+
+def run(s: Settings) -> tuple[dict[tuple[str, int], list[float]], str]:
+    rates: dict[tuple[str, int], list[float]] = {}
+    with migrated_database() as (info, dsn):
+        for warm in ("ours", "copy"):  # plans, caches and the pool's first connections
+            one_round(dsn, warm, 1, Settings(1, min(200, s.segments), s.batch, s.pool, 1, s.face))
+        for r in range(s.rounds):
+            for sessions in (s.sessions, 1):
+                order = ("ours", "copy") if r % 2 == 0 else ("copy", "ours")
+                for way in order:
+                    rates.setdefault((way, sessions), []).append(one_round(dsn, way, sessions, s))
+            print(f"  round {r + 1}/{s.rounds} done", file=sys.stderr)
+        return rates, str(info.major_version)
+
+
+def report(rates: dict[tuple[str, int], list[float]], version: str, s: Settings, command: str) -> Report:
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    comparisons = [
+        Comparison(
+            question=f"ingest: `vs.updates.stream` {n} session{'s' if n > 1 else ''}"
+            f" / `COPY` of the same rows (triggers firing)",
+            ours=med[("ours", n)],
+            baseline=med[("copy", n)],
+            unit="segments/s",
+            goal=Goal("min", 0.5 if n > 1 else 0.4),
+            baseline_name="COPY into transcript_segments",
+        )
+        for n in (s.sessions, 1)
+    ]
+    lines = ["| way | sessions | median segments/s | every round |", "|---|---:|---:|---|"]
+    for (way, n), values in sorted(rates.items()):
+        lines.append(
+            f"| {way} | {n} | {med[(way, n)]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |"
+        )
+    return Report(
+        title="Ingest: streaming sessions vs COPY (`benchmarks/stream_throughput.py`)",
+        command=command,
+        data=(
+            f"{s.sessions} sessions (and 1) each storing {s.segments:,} final segments as fast as"
+            f" the producer adds them: ours = `vs.updates.stream` ({s.face} face, batches of"
+            f" {s.batch}, pool of {s.pool}) as each trainee; COPY = one `COPY` per session of"
+            f" the same rows, up to {s.pool} at once, triggers firing. {s.rounds} interleaved"
+            f" rounds, medians; every round checked (each session holds exactly its"
+            f" segments, in order). PostgreSQL {version}, SDK and server on the same machine."
+        ),
+        comparisons=comparisons,
+        details="\n".join(lines),
+    )
+
+
+def comparisons(quick: bool) -> Report:
+    s = Settings(16, 200, 50, 10, 1, "async") if quick else Settings(16, 2000, 50, 10, 3, "async")
+    rates, version = run(s)
+    command = "python -m benchmarks.stream_throughput" + (" --quick" if quick else "")
+    return report(rates, version, s, command)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 segments, 1 round")
     parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--segments", type=int, default=2000)
+    parser.add_argument("--segments", type=int, default=None)
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--pool", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--face", choices=("async", "sync"), default="async")
     args = parser.parse_args()
-
-    results: dict[str, list[float]] = {"async": [], "sync": []}
-    with migrated_database() as (info, dsn):
-        version = f"{info.major_version}"
-        for _ in range(args.repeat):
-            for face in ("async", "sync"):
-                pairs = setup(dsn, args.sessions, args.pool)
-                if face == "async":
-                    elapsed = asyncio.run(run_async(dsn, pairs, args))
-                else:
-                    elapsed = run_sync(dsn, pairs, args)
-                check(dsn, pairs, args.segments)
-                results[face].append(elapsed)
-
-    total = args.sessions * args.segments
-    print("## Streaming 16 live sessions (`benchmarks/stream_throughput.py`)\n")
-    print(
-        f"Command: `python -m benchmarks.stream_throughput --sessions {args.sessions}"
-        f" --segments {args.segments} --batch {args.batch} --delay {args.delay}"
-        f" --pool {args.pool} --repeat {args.repeat}`\n"
+    s = Settings(
+        args.sessions,
+        args.segments or (200 if args.quick else 2000),
+        args.batch,
+        args.pool,
+        args.rounds or (1 if args.quick else 3),
+        args.face,
     )
-    print(
-        f"{args.sessions} sessions streaming at once, each {args.segments:,} final segments"
-        f" ({total:,} in all) as fast as the producers can add them, batches of up to"
-        f" {args.batch}, pool of {args.pool} connections; PostgreSQL {version.split()[0]},"
-        f" the SDK and the server on the same 2 cores. Every run checked: each session holds"
-        f" exactly its segments, in order. Median (and best) of {args.repeat} runs.\n"
+    rates, version = run(s)
+    command = (
+        f"python -m benchmarks.stream_throughput --sessions {s.sessions} --segments {s.segments}"
+        f" --batch {s.batch} --pool {s.pool} --rounds {s.rounds} --face {s.face}"
     )
-    print("| face | wall s | segments/s | sessions x segments |")
-    print("|---|---:|---:|---|")
-    for face, times in results.items():
-        median = statistics.median(times)
+    rep = report(rates, version, s, command)
+    print(f"## {rep.title}\n\nCommand: `{rep.command}`\n\n{rep.data}\n")
+    print("| question | ours | baseline | ratio | goal | met |\n|---|---:|---:|---:|---|---|")
+    for c in rep.comparisons:
         print(
-            f"| {face} | {median:.2f} (best {min(times):.2f}) | {total / median:,.0f}"
-            f" | {args.sessions} x {args.segments:,} |"
+            f"| {c.question} | {c.ours:,.0f} {c.unit} | {c.baseline:,.0f} {c.unit} | {c.ratio:.2f}"
+            f" | {c.goal} | {'yes' if c.met else 'no'} |"
         )
+    print(f"\n{rep.details}")
 
 
 if __name__ == "__main__":
