@@ -143,7 +143,8 @@ def timed(conn: psycopg.Connection[Any], way: str, ids: dict[str, Any], batch: l
             cur.execute(APPEND, (ids["session"], Jsonb(batch)))
             elapsed = time.perf_counter() - start
             row = cur.fetchone()
-            assert row is not None and row[0] == {"inserted": len(batch), "duplicates": 0}, row
+            assert row is not None
+            assert row[0] == {"inserted": len(batch), "duplicates": 0}, row
         elif way == "seed":
             start = time.perf_counter()
             cur.execute(SEED_APPEND, (Jsonb(batch), ids["session"]))
@@ -173,7 +174,9 @@ class Measured:
     median: dict[str, float]
 
 
-def measure(dsn: str, ids: dict[str, Any], size: int, batches: list[int], rounds: int) -> list[Measured]:
+def measure(
+    dsn: str, ids: dict[str, Any], size: int, batches: list[int], rounds: int
+) -> list[Measured]:
     with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         session_id = conn.execute(
             "insert into public.sessions (profile_id, title) values (%s, 'Bench call')"
@@ -201,7 +204,9 @@ def measure(dsn: str, ids: dict[str, Any], size: int, batches: list[int], rounds
     return out
 
 
-def run(sizes: list[int], batches: list[int], rounds: int, background: int) -> tuple[list[Measured], str]:
+def run(
+    sizes: list[int], batches: list[int], rounds: int, background: int
+) -> tuple[list[Measured], str]:
     results: list[Measured] = []
     with migrated_database() as (info, dsn):
         ids = {"company": uuid.uuid4(), "trainee": uuid.uuid4()}
@@ -320,10 +325,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--background", type=int, default=None)
     args = parser.parse_args()
-    sizes = [int(s) for s in (args.sizes or ("100,10000" if args.quick else "100,10000,100000")).split(",")]
+    sizes = [
+        int(s)
+        for s in (args.sizes or ("100,10000" if args.quick else "100,10000,100000")).split(",")
+    ]
     batches = [int(b) for b in args.batches.split(",")]
     rounds = args.rounds or (15 if args.quick else 60)
-    background = args.background if args.background is not None else (10_000 if args.quick else 100_000)
+    background = (
+        args.background if args.background is not None else (10_000 if args.quick else 100_000)
+    )
     if max(batches) > 1000 or any(s < max(batches) for s in sizes):
         parser.error("a batch must be at most 1000 and at most every size")
     results, version = run(sizes, batches, rounds, background)

@@ -131,8 +131,16 @@ def copy_rows(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -
                     for seq in range(s.segments):
                         row = segment(seq)
                         copy.write_row(
-                            (sid, seq, row["speaker"], row["text"], row["start_ms"],
-                             row["end_ms"], row["confidence"], row["segment_id"])
+                            (
+                                sid,
+                                seq,
+                                row["speaker"],
+                                row["text"],
+                                row["start_ms"],
+                                row["end_ms"],
+                                row["confidence"],
+                                row["segment_id"],
+                            )
                         )
                 conn.commit()
 
@@ -190,7 +198,9 @@ def run(s: Settings) -> tuple[dict[tuple[str, int], list[float]], str]:
         return rates, str(info.major_version)
 
 
-def report(rates: dict[tuple[str, int], list[float]], version: str, s: Settings, command: str) -> Report:
+def report(
+    rates: dict[tuple[str, int], list[float]], version: str, s: Settings, command: str
+) -> Report:
     med = {k: statistics.median(v) for k, v in rates.items()}
     comparisons = [
         Comparison(
