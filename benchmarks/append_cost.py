@@ -133,22 +133,37 @@ def segments(first_seq: int, count: int) -> list[dict[str, Any]]:
     ]
 
 
-def timed(conn: psycopg.Connection[Any], way: str, ids: dict[str, Any], batch: list[Any]) -> float:
-    """Milliseconds of one append of ``batch`` the ``way`` given; rolled back."""
+def server_cpu_ns(pid: int) -> int | None:
+    """CPU time the server process ``pid`` has run, in ns (Linux ``/proc/<pid>/schedstat``,
+    when this client runs on the server's machine and may read it), else None. Unlike
+    wall-clock time it hardly depends on what else the machine is running."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timed(
+    conn: psycopg.Connection[Any], way: str, ids: dict[str, Any], batch: list[Any]
+) -> tuple[float, float | None]:
+    """Milliseconds of one append of ``batch`` the ``way`` given, wall-clock and server CPU
+    (None where it cannot be read); rolled back."""
+    pid = conn.info.backend_pid
     with conn.cursor() as cur:
         if way == "ours":
             claims = {"sub": str(ids["trainee"]), "role": "authenticated", "aud": "authenticated"}
             cur.execute(*request_context("authenticated", claims))
-            start = time.perf_counter()
+            cpu, start = server_cpu_ns(pid), time.perf_counter()
             cur.execute(APPEND, (ids["session"], Jsonb(batch)))
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_after = time.perf_counter() - start, server_cpu_ns(pid)
             row = cur.fetchone()
             assert row is not None
             assert row[0] == {"inserted": len(batch), "duplicates": 0}, row
         elif way == "seed":
-            start = time.perf_counter()
+            cpu, start = server_cpu_ns(pid), time.perf_counter()
             cur.execute(SEED_APPEND, (Jsonb(batch), ids["session"]))
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_after = time.perf_counter() - start, server_cpu_ns(pid)
             assert cur.rowcount == 1
         else:
             params = {
@@ -157,21 +172,24 @@ def timed(conn: psycopg.Connection[Any], way: str, ids: dict[str, Any], batch: l
                 "company": ids["company"],
                 "batch": Jsonb(batch),
             }
-            start = time.perf_counter()
+            cpu, start = server_cpu_ns(pid), time.perf_counter()
             cur.execute(RAW_INSERT, params)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_after = time.perf_counter() - start, server_cpu_ns(pid)
             assert cur.rowcount == len(batch)
     conn.rollback()
-    return elapsed * 1000
+    used = None if cpu is None or cpu_after is None else (cpu_after - cpu) / 1e6
+    return elapsed * 1000, used
 
 
 @dataclass
 class Measured:
-    """Median ms per call of each way, for one size and batch."""
+    """Median ms per call of each way, for one size and batch: wall-clock, and server CPU
+    (empty where it could not be read)."""
 
     size: int
     batch: int
     median: dict[str, float]
+    cpu: dict[str, float]
 
 
 def measure(
@@ -194,13 +212,24 @@ def measure(
                 for way in WAYS:
                     timed(conn, way, ids, segments(size + (rounds + r) * batch, batch))
             times: dict[str, list[float]] = {way: [] for way in WAYS}
+            cpus: dict[str, list[float]] = {way: [] for way in WAYS}
             for r in range(rounds):
                 rows = segments(size + r * batch, batch)
                 # Alternate the order too, so that no way always runs right after another.
                 order = WAYS if r % 2 == 0 else WAYS[::-1]
                 for way in order:
-                    times[way].append(timed(conn, way, ids, rows))
-            out.append(Measured(size, batch, {w: statistics.median(t) for w, t in times.items()}))
+                    wall, cpu = timed(conn, way, ids, rows)
+                    times[way].append(wall)
+                    if cpu is not None:
+                        cpus[way].append(cpu)
+            out.append(
+                Measured(
+                    size,
+                    batch,
+                    {w: statistics.median(t) for w, t in times.items()},
+                    {w: statistics.median(c) for w, c in cpus.items() if c},
+                )
+            )
     return out
 
 
@@ -223,6 +252,14 @@ def report(
     results: list[Measured], version: str, command: str, rounds: int, background: int
 ) -> Report:
     by = {(m.size, m.batch): m.median for m in results}
+    cpu = {(m.size, m.batch): m.cpu for m in results}
+
+    def cpu_ratio(key: tuple[int, int], ours: str, base: str) -> str:
+        c = cpu[key]
+        if not c.get(ours) or not c.get(base):
+            return ""
+        return f"; server CPU ratio {c[ours] / c[base]:.3f}"
+
     sizes = sorted({m.size for m in results})
     batches = sorted({m.batch for m in results})
     big = 10_000 if 10_000 in sizes else sizes[-1]
@@ -238,7 +275,8 @@ def report(
                 unit="ms/call",
                 goal=Goal("max", round(keep.get(batch, 1.0), 4)),
                 baseline_name="seed: structured_content || batch",
-                note=f"{m['seed'] / m['ours']:.0f}x cheaper",
+                note=f"{m['seed'] / m['ours']:.0f}x cheaper"
+                + cpu_ratio((big, batch), "ours", "seed"),
             )
         )
     if len(sizes) > 1:
@@ -264,19 +302,26 @@ def report(
             unit="µs/segment",
             goal=Goal("max", 2.0),
             baseline_name="raw insert into a copy without triggers/FK/RLS",
+            note=cpu_ratio((big, batch), "ours", "raw").lstrip("; "),
         )
     )
     lines = [
         "| segments stored | batch | ours ms/call | seed ms/call | raw ms/call"
-        " | ours µs/segment | raw µs/segment | seed / ours | ours / raw |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | ours µs/segment | raw µs/segment | seed / ours | ours / raw"
+        " | server CPU: seed / ours | server CPU: ours / raw |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m2 in results:
-        d = m2.median
+        d, c = m2.median, m2.cpu
+        cpu = (
+            f" | {c['seed'] / c['ours']:.1f} | {c['ours'] / c['raw']:.2f} |"
+            if len(c) == len(WAYS) and all(c.values())
+            else " | n/a | n/a |"
+        )
         lines.append(
             f"| {m2.size:,} | {m2.batch} | {d['ours']:.3f} | {d['seed']:.3f} | {d['raw']:.3f}"
             f" | {d['ours'] * 1000 / m2.batch:.1f} | {d['raw'] * 1000 / m2.batch:.1f}"
-            f" | {d['seed'] / d['ours']:.1f} | {d['ours'] / d['raw']:.2f} |"
+            f" | {d['seed'] / d['ours']:.1f} | {d['ours'] / d['raw']:.2f}{cpu}"
         )
     return Report(
         title="Appending live transcript segments (`benchmarks/append_cost.py`)",

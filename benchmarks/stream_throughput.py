@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import threading
@@ -76,8 +77,61 @@ def setup(dsn: str, sessions: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
         return pairs
 
 
-async def stream_async(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -> float:
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_ns(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Cpu:
+    """CPU time used by this process (all threads) and by the PostgreSQL server (postmaster
+    and every child: backends, writers), read from Linux's /proc: what a round costs in
+    CPU whatever else the machine runs. ``None`` where /proc cannot tell."""
+
+    def __init__(self, dsn: str) -> None:
+        with psycopg.connect(dsn) as conn:
+            backend = conn.info.backend_pid
+            self.postmaster = _ppid(backend)
+
+    def server_ns(self) -> int | None:
+        if self.postmaster is None:
+            return None
+        total = _cpu_ns(self.postmaster)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and _ppid(int(entry)) == self.postmaster:
+                total += _cpu_ns(int(entry))
+        return total
+
+    def now(self) -> tuple[float, int | None]:
+        return time.process_time(), self.server_ns()
+
+    @staticmethod
+    def used(before: tuple[float, int | None], after: tuple[float, int | None]) -> float | None:
+        """Seconds of client plus server CPU between two readings."""
+        if before[1] is None or after[1] is None:
+            return None
+        return after[0] - before[0] + (after[1] - before[1]) / 1e9
+
+
+CPU: Cpu | None = None
+
+
+async def stream_async(
+    dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
+) -> tuple[float, float | None]:
     async with AsyncVoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
+        # Open the pool's connections first: the COPY side gets its connections untimed too.
+        await asyncio.gather(*(vs.as_user(uid).sessions.get(sid) for uid, sid in pairs))
 
         async def one(uid: uuid.UUID, sid: uuid.UUID) -> None:
             stream = vs.as_user(uid).updates.stream(sid, max_batch=s.batch, max_delay_s=0.2)
@@ -85,13 +139,23 @@ async def stream_async(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Se
                 for seq in range(s.segments):
                     await writer.add(segment(seq))
 
-        start = time.perf_counter()
+        assert CPU is not None
+        cpu, start = CPU.now(), time.perf_counter()
         await asyncio.gather(*(one(uid, sid) for uid, sid in pairs))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, Cpu.used(cpu, CPU.now())
 
 
-def stream_sync(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -> float:
+def stream_sync(
+    dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
+) -> tuple[float, float | None]:
     with VoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
+        warm = [
+            threading.Thread(target=vs.as_user(uid).sessions.get, args=(sid,)) for uid, sid in pairs
+        ]
+        for thread in warm:
+            thread.start()
+        for thread in warm:
+            thread.join()
 
         def one(uid: uuid.UUID, sid: uuid.UUID) -> None:
             with vs.as_user(uid).updates.stream(sid, max_batch=s.batch, max_delay_s=0.2) as w:
@@ -99,12 +163,13 @@ def stream_sync(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings)
                     w.add(segment(seq))
 
         threads = [threading.Thread(target=one, args=pair) for pair in pairs]
-        start = time.perf_counter()
+        assert CPU is not None
+        cpu, start = CPU.now(), time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, Cpu.used(cpu, CPU.now())
 
 
 COPY = (
@@ -113,7 +178,9 @@ COPY = (
 )
 
 
-def copy_rows(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -> float:
+def copy_rows(
+    dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
+) -> tuple[float, float | None]:
     """Seconds to COPY every session's rows, sessions in parallel (connections opened
     beforehand, not timed)."""
     conns = [psycopg.connect(dsn) for _ in range(min(len(pairs), s.pool))]
@@ -145,12 +212,13 @@ def copy_rows(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings) -
                 conn.commit()
 
         threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
-        start = time.perf_counter()
+        assert CPU is not None
+        cpu, start = CPU.now(), time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, Cpu.used(cpu, CPU.now())
     finally:
         for conn in conns:
             conn.close()
@@ -171,37 +239,57 @@ def check(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], segments: int) -> 
                 sys.exit(f"session {sid}: {len(seqs)} segments stored, expected {segments}")
 
 
-def one_round(dsn: str, way: str, sessions: int, s: Settings) -> float:
-    """Segments per second of one round of ``way`` ("ours" or "copy") with ``sessions``."""
+def one_round(dsn: str, way: str, sessions: int, s: Settings) -> tuple[float, float | None]:
+    """Segments per second of one round of ``way`` ("ours" or "copy") with ``sessions``,
+    and its CPU (client and server) in µs per segment."""
     pairs = setup(dsn, sessions)
     if way == "copy":
-        elapsed = copy_rows(dsn, pairs, s)
+        elapsed, cpu = copy_rows(dsn, pairs, s)
     elif s.face == "sync":
-        elapsed = stream_sync(dsn, pairs, s)
+        elapsed, cpu = stream_sync(dsn, pairs, s)
     else:
-        elapsed = asyncio.run(stream_async(dsn, pairs, s))
+        elapsed, cpu = asyncio.run(stream_async(dsn, pairs, s))
     check(dsn, pairs, s.segments)
-    return sessions * s.segments / elapsed
+    total = sessions * s.segments
+    return total / elapsed, None if cpu is None else cpu * 1e6 / total
 
 
-def run(s: Settings) -> tuple[dict[tuple[str, int], list[float]], str]:
-    rates: dict[tuple[str, int], list[float]] = {}
+Rates = dict[tuple[str, int], list[float]]
+
+
+def run(s: Settings) -> tuple[Rates, Rates, str]:
+    """Segments/s and CPU µs/segment of every round, by (way, sessions)."""
+    global CPU
+    rates: Rates = {}
+    cpus: Rates = {}
     with migrated_database() as (info, dsn):
+        CPU = Cpu(dsn)
         for warm in ("ours", "copy"):  # plans, caches and the pool's first connections
             one_round(dsn, warm, 1, Settings(1, min(200, s.segments), s.batch, s.pool, 1, s.face))
         for r in range(s.rounds):
             for sessions in (s.sessions, 1):
                 order = ("ours", "copy") if r % 2 == 0 else ("copy", "ours")
                 for way in order:
-                    rates.setdefault((way, sessions), []).append(one_round(dsn, way, sessions, s))
+                    rate, cpu = one_round(dsn, way, sessions, s)
+                    rates.setdefault((way, sessions), []).append(rate)
+                    if cpu is not None:
+                        cpus.setdefault((way, sessions), []).append(cpu)
             print(f"  round {r + 1}/{s.rounds} done", file=sys.stderr)
-        return rates, str(info.major_version)
+        return rates, cpus, str(info.major_version)
 
 
-def report(
-    rates: dict[tuple[str, int], list[float]], version: str, s: Settings, command: str
-) -> Report:
+def report(rates: Rates, cpus: Rates, version: str, s: Settings, command: str) -> Report:
     med = {k: statistics.median(v) for k, v in rates.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+
+    def cpu_note(n: int) -> str:
+        if ("ours", n) not in cpu or ("copy", n) not in cpu:
+            return ""
+        return (
+            f"CPU per segment (client + server): ours {cpu[('ours', n)]:.0f} µs, COPY"
+            f" {cpu[('copy', n)]:.0f} µs: COPY / ours {cpu[('copy', n)] / cpu[('ours', n)]:.2f}"
+        )
+
     comparisons = [
         Comparison(
             question=f"ingest: `vs.updates.stream` {n} session{'s' if n > 1 else ''}"
@@ -211,13 +299,19 @@ def report(
             unit="segments/s",
             goal=Goal("min", 0.5 if n > 1 else 0.4),
             baseline_name="COPY into transcript_segments",
+            note=cpu_note(n),
         )
         for n in (s.sessions, 1)
     ]
-    lines = ["| way | sessions | median segments/s | every round |", "|---|---:|---:|---|"]
+    lines = [
+        "| way | sessions | median segments/s | every round | median CPU µs/segment |",
+        "|---|---:|---:|---|---:|",
+    ]
     for (way, n), values in sorted(rates.items()):
+        used = f"{cpu[(way, n)]:.0f}" if (way, n) in cpu else "n/a"
         lines.append(
-            f"| {way} | {n} | {med[(way, n)]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |"
+            f"| {way} | {n} | {med[(way, n)]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)}"
+            f" | {used} |"
         )
     return Report(
         title="Ingest: streaming sessions vs COPY (`benchmarks/stream_throughput.py`)",
@@ -237,9 +331,9 @@ def report(
 
 def comparisons(quick: bool) -> Report:
     s = Settings(16, 200, 50, 10, 1, "async") if quick else Settings(16, 2000, 50, 10, 3, "async")
-    rates, version = run(s)
+    rates, cpus, version = run(s)
     command = "python -m benchmarks.stream_throughput" + (" --quick" if quick else "")
-    return report(rates, version, s, command)
+    return report(rates, cpus, version, s, command)
 
 
 def main() -> None:
@@ -260,18 +354,19 @@ def main() -> None:
         args.rounds or (1 if args.quick else 3),
         args.face,
     )
-    rates, version = run(s)
+    rates, cpus, version = run(s)
     command = (
         f"python -m benchmarks.stream_throughput --sessions {s.sessions} --segments {s.segments}"
         f" --batch {s.batch} --pool {s.pool} --rounds {s.rounds} --face {s.face}"
     )
-    rep = report(rates, version, s, command)
+    rep = report(rates, cpus, version, s, command)
     print(f"## {rep.title}\n\nCommand: `{rep.command}`\n\n{rep.data}\n")
-    print("| question | ours | baseline | ratio | goal | met |\n|---|---:|---:|---:|---|---|")
+    print("| question | ours | baseline | ratio | goal | met | note |")
+    print("|---|---:|---:|---:|---|---|---|")
     for c in rep.comparisons:
         print(
             f"| {c.question} | {c.ours:,.0f} {c.unit} | {c.baseline:,.0f} {c.unit} | {c.ratio:.2f}"
-            f" | {c.goal} | {'yes' if c.met else 'no'} |"
+            f" | {c.goal} | {'yes' if c.met else 'no'} | {c.note} |"
         )
     print(f"\n{rep.details}")
 

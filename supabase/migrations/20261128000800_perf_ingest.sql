@@ -369,7 +369,11 @@ begin
   end if;
 
   payload := pg_catalog.jsonb_build_object('final', finals, 'interim', interims);
-  if pg_catalog.octet_length(payload::text) <= 200000 then
+  -- No JSON token prints in more than 6 times its stored size (a 1-byte control character
+  -- prints as the 6 bytes \u00XX; keys, strings, numbers, literals and containers less),
+  -- so a small payload is not printed just to learn that it fits.
+  if pg_catalog.pg_column_size(payload) * 6 <= 200000
+     or pg_catalog.octet_length(payload::text) <= 200000 then
     perform private.send_session_broadcast(append_transcript_segments.session_id, 'transcript',
                                            payload);
     return result;
@@ -408,3 +412,70 @@ $$;
 revoke all on function public.append_transcript_segments(uuid, jsonb, jsonb) from public, anon;
 grant execute on function public.append_transcript_segments(uuid, jsonb, jsonb)
   to authenticated, service_role;
+
+-- 4. The per-call checks of a broadcast -----------------------------------------------------
+
+/**
+ * private.caller_reads_session and private.session_event_signature
+ * (20261128000400_hardening_live.sql), unchanged in what they answer, as PL/pgSQL instead of
+ * SQL: a SQL function with its own search_path is neither inlined nor cached, so each call
+ * planned its queries again (about 185 µs and 85 µs of server CPU per call, the largest
+ * part of broadcasting a chunk); PL/pgSQL keeps its plans for the session.
+ */
+create or replace function private.caller_reads_session(session_id uuid)
+returns boolean
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  trusted boolean;
+begin
+  select r.rolname = 'service_role' or r.rolsuper or r.rolname = current_user
+  into trusted
+  from pg_catalog.pg_roles r
+  where r.rolname = coalesce(
+    nullif(pg_catalog.current_setting('role'), 'none'), session_user::text
+  );
+  if not found then
+    return null;
+  end if;
+  if trusted then
+    return exists (select 1 from public.sessions s where s.id = caller_reads_session.session_id);
+  end if;
+  return exists (
+    select 1 from public.sessions s
+    where s.id = caller_reads_session.session_id
+      and (s.profile_id = (select auth.uid())
+           or s.company_id = (select private.managed_company_id()))
+  );
+end;
+$$;
+revoke all on function private.caller_reads_session(uuid) from public, anon;
+grant execute on function private.caller_reads_session(uuid) to authenticated, service_role;
+
+create or replace function private.session_event_signature(message text)
+returns text
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  ipad bytea;
+  opad bytea;
+begin
+  select decode(i.value, 'hex'), decode(o.value, 'hex') into ipad, opad
+  from private.secrets i, private.secrets o
+  where i.name = 'session_events_ipad' and o.name = 'session_events_opad';
+  return encode(
+    pg_catalog.sha256(
+      opad || pg_catalog.sha256(ipad || convert_to(session_event_signature.message, 'UTF8'))
+    ),
+    'hex'
+  );
+end;
+$$;
+revoke all on function private.session_event_signature(text) from public, anon, authenticated,
+  service_role;
