@@ -313,7 +313,7 @@ def report(
     ]
     for m2 in results:
         d, c = m2.median, m2.cpu
-        cpu = (
+        cpu_cells = (
             f" | {c['seed'] / c['ours']:.1f} | {c['ours'] / c['raw']:.2f} |"
             if len(c) == len(WAYS) and all(c.values())
             else " | n/a | n/a |"
@@ -321,7 +321,7 @@ def report(
         lines.append(
             f"| {m2.size:,} | {m2.batch} | {d['ours']:.3f} | {d['seed']:.3f} | {d['raw']:.3f}"
             f" | {d['ours'] * 1000 / m2.batch:.1f} | {d['raw'] * 1000 / m2.batch:.1f}"
-            f" | {d['seed'] / d['ours']:.1f} | {d['ours'] / d['raw']:.2f}{cpu}"
+            f" | {d['seed'] / d['ours']:.1f} | {d['ours'] / d['raw']:.2f}{cpu_cells}"
         )
     return Report(
         title="Appending live transcript segments (`benchmarks/append_cost.py`)",
