@@ -1,21 +1,29 @@
-"""What does appending live transcript segments cost as a session grows?
+"""What does appending live transcript segments cost, next to its baselines, as a session grows?
 
 For each size N, one active session of a trainee holds N final segments (bulk-loaded). Then
-ROUNDS times, the trainee appends a batch of BATCH new segments with
-``public.append_transcript_segments`` exactly as PostgREST would run the RPC (role
-``authenticated`` and the user's JWT claims set locally in the request's transaction), and
-once more replays a batch of BATCH segments the session already holds. Each append is rolled
-back after it is timed, so the session holds exactly N segments for every round (each round
-uses new seqs, so no round meets another's dead index entries). The table also holds
-BACKGROUND segments of 100 other sessions, as a real one would. Time is the statement alone,
-client-side; the table gives median and p95 per call and per segment, plus what the call read
-from transcript_segments in its transaction (sequential scans, index entries returned):
-flat numbers across sizes mean the cost does not grow with the session.
+ROUNDS times, interleaved in the same run, three ways of storing the same BATCH new
+segments are timed (client-side, the statement alone), each rolled back afterwards so that
+every round starts from exactly N stored segments:
 
-    python -m benchmarks.append_cost [--sizes 100,10000,100000] [--batch 50] [--rounds 40]
-                                     [--background 100000]
+- *ours*: ``public.append_transcript_segments`` exactly as PostgREST runs the RPC (role
+  ``authenticated`` and the trainee's JWT claims set locally in the transaction): the value
+  policy, the ownership and status checks, RLS, the FK and the idempotence on (session_id,
+  seq) all apply;
+- *seed*: the seed design (``/work/shared/seed/voice-session-data-model.md``): one
+  ``transcripts`` row per session whose ``structured_content`` jsonb array holds every
+  segment, appended to with ``structured_content = structured_content || <batch>`` (the
+  whole document is rewritten at every append);
+- *raw*: the same rows inserted (``insert ... select from jsonb_to_recordset``) into a copy
+  of ``transcript_segments`` (same columns, CHECKs and indexes) without triggers, FK or RLS,
+  the owner columns given: the floor of what storing the rows costs.
 
-Prints a Markdown section (with the command) to paste into BENCHMARKS.md.
+The table also holds BACKGROUND segments of 100 other sessions, as a real one would.
+
+    python -m benchmarks.append_cost [--quick] [--sizes 100,10000] [--batches 1,50]
+                                     [--rounds 40] [--background 100000]
+
+Prints a Markdown section (with the command) to paste into BENCHMARKS.md;
+``comparisons(quick)`` returns it as a :class:`benchmarks._compare.Report`.
 """
 
 from __future__ import annotations
@@ -25,20 +33,31 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from benchmarks._compare import Comparison, Goal, Report
 from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
 APPEND = "select public.append_transcript_segments(%s, %s)"
-READS = (
-    "select pg_stat_get_xact_numscans('public.transcript_segments'::regclass),"
-    " (select coalesce(sum(pg_stat_get_xact_tuples_returned(i.indexrelid)), 0)"
-    "  from pg_index i where i.indrelid = 'public.transcript_segments'::regclass)"
+SEED_APPEND = (
+    "update bench_seed.transcripts"
+    " set structured_content = structured_content || %s, updated_at = now()"
+    " where session_id = %s"
 )
+RAW_INSERT = """
+insert into bench_raw.transcript_segments
+  (session_id, profile_id, company_id, seq, speaker, text, start_ms, end_ms, confidence,
+   words, segment_id)
+select %(session)s, %(profile)s, %(company)s, r.seq, r.speaker, r.text, r.start_ms, r.end_ms,
+       r.confidence, r.words, r.segment_id
+from jsonb_to_recordset(%(batch)s) as r(seq integer, speaker text, text text, start_ms integer,
+     end_ms integer, confidence real, words jsonb, segment_id text)
+"""
 
 SETUP_SQL = """
 insert into public.companies (id, name) values (%(company)s, 'Bench Co');
@@ -57,6 +76,21 @@ select s.id, s.profile_id, s.company_id, g, 'trainee', 'earlier words', g * 3000
        g * 3000 + 2500, 0.9
 from public.sessions s, generate_series(0, %(background)s / 100 - 1) g;
 set session_replication_role = origin;
+-- The baselines' tables.
+create schema bench_seed;
+create table bench_seed.transcripts (
+  id uuid primary key default gen_random_uuid(),
+  session_id uuid references public.sessions (id) on delete cascade,
+  structured_content jsonb,
+  updated_at timestamptz default now()
+);
+create index on bench_seed.transcripts (session_id);
+create schema bench_raw;
+create table bench_raw.transcript_segments (like public.transcript_segments including all);
+insert into bench_raw.transcript_segments
+  (session_id, profile_id, company_id, seq, speaker, text, start_ms, end_ms, confidence)
+select session_id, profile_id, company_id, seq, speaker, text, start_ms, end_ms, confidence
+from public.transcript_segments;
 """
 
 # Bulk load without row triggers (they would only copy the owner, which is given here).
@@ -70,7 +104,18 @@ select %(session)s, %(trainee)s, %(company)s, g,
        0.93
 from generate_series(0, %(size)s - 1) g;
 set session_replication_role = origin;
+insert into bench_raw.transcript_segments
+  (session_id, profile_id, company_id, seq, speaker, text, start_ms, end_ms, confidence)
+select session_id, profile_id, company_id, seq, speaker, text, start_ms, end_ms, confidence
+from public.transcript_segments where session_id = %(session)s;
+insert into bench_seed.transcripts (session_id, structured_content)
+select %(session)s, coalesce(jsonb_agg(jsonb_build_object(
+         'seq', seq, 'speaker', speaker, 'text', text, 'start_ms', start_ms, 'end_ms', end_ms,
+         'confidence', confidence) order by seq), '[]')
+from public.transcript_segments where session_id = %(session)s;
 """
+
+WAYS = ("ours", "seed", "raw")
 
 
 def segments(first_seq: int, count: int) -> list[dict[str, Any]]:
@@ -88,40 +133,68 @@ def segments(first_seq: int, count: int) -> list[dict[str, Any]]:
     ]
 
 
-def timed_append(
-    conn: psycopg.Connection[Any],
-    claims: dict[str, Any],
-    session_id: uuid.UUID,
-    batch: list[dict[str, Any]],
-) -> tuple[float, dict[str, int], int, int]:
-    """Milliseconds of one append as the trainee, its result and what it read; rolled back."""
+def server_cpu_ns(pid: int) -> int | None:
+    """CPU time the server process ``pid`` has run, in ns (Linux ``/proc/<pid>/schedstat``,
+    when this client runs on the server's machine and may read it), else None. Unlike
+    wall-clock time it hardly depends on what else the machine is running."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timed(
+    conn: psycopg.Connection[Any], way: str, ids: dict[str, Any], batch: list[Any]
+) -> tuple[float, float | None]:
+    """Milliseconds of one append of ``batch`` the ``way`` given, wall-clock and server CPU
+    (None where it cannot be read); rolled back."""
+    pid = conn.info.backend_pid
     with conn.cursor() as cur:
-        cur.execute(*request_context("authenticated", claims))
-        # The backend's table counters accumulate until they are reported: use the difference.
-        before = cur.execute(READS).fetchone()
-        start = time.perf_counter()
-        cur.execute(APPEND, (session_id, Jsonb(batch)))
-        elapsed = (time.perf_counter() - start) * 1000
-        row = cur.fetchone()
-        assert row is not None
-        result: dict[str, int] = row[0]
-        after = cur.execute(READS).fetchone()
-        assert before is not None
-        assert after is not None
+        if way == "ours":
+            claims = {"sub": str(ids["trainee"]), "role": "authenticated", "aud": "authenticated"}
+            cur.execute(*request_context("authenticated", claims))
+            cpu, start = server_cpu_ns(pid), time.perf_counter()
+            cur.execute(APPEND, (ids["session"], Jsonb(batch)))
+            elapsed, cpu_after = time.perf_counter() - start, server_cpu_ns(pid)
+            row = cur.fetchone()
+            assert row is not None
+            assert row[0] == {"inserted": len(batch), "duplicates": 0}, row
+        elif way == "seed":
+            cpu, start = server_cpu_ns(pid), time.perf_counter()
+            cur.execute(SEED_APPEND, (Jsonb(batch), ids["session"]))
+            elapsed, cpu_after = time.perf_counter() - start, server_cpu_ns(pid)
+            assert cur.rowcount == 1
+        else:
+            params = {
+                "session": ids["session"],
+                "profile": ids["trainee"],
+                "company": ids["company"],
+                "batch": Jsonb(batch),
+            }
+            cpu, start = server_cpu_ns(pid), time.perf_counter()
+            cur.execute(RAW_INSERT, params)
+            elapsed, cpu_after = time.perf_counter() - start, server_cpu_ns(pid)
+            assert cur.rowcount == len(batch)
     conn.rollback()
-    return elapsed, result, int(after[0] - before[0]), int(after[1] - before[1])
+    used = None if cpu is None or cpu_after is None else (cpu_after - cpu) / 1e6
+    return elapsed * 1000, used
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+@dataclass
+class Measured:
+    """Median ms per call of each way, for one size and batch: wall-clock, and server CPU
+    (empty where it could not be read)."""
+
+    size: int
+    batch: int
+    median: dict[str, float]
+    cpu: dict[str, float]
 
 
 def measure(
-    dsn: str, ids: dict[str, Any], size: int, batch: int, rounds: int
-) -> dict[str, tuple[float, float, int, int]]:
-    """Per case ("new", "replay"): median ms, p95 ms, max seq scans, max index entries."""
-    # Client-side binding: the load is several statements in one call.
+    dsn: str, ids: dict[str, Any], size: int, batches: list[int], rounds: int
+) -> list[Measured]:
     with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         session_id = conn.execute(
             "insert into public.sessions (profile_id, title) values (%s, 'Bench call')"
@@ -129,93 +202,191 @@ def measure(
             (ids["trainee"],),
         ).fetchone()[0]  # type: ignore[index]
         conn.execute(LOAD_SQL.encode(), {**ids, "session": session_id, "size": size})
-        conn.execute("analyze public.transcript_segments")
-        stored = conn.execute(
-            "select count(*) from public.transcript_segments where session_id = %s",
-            (session_id,),
-        ).fetchone()[0]  # type: ignore[index]
-        assert stored == size, (stored, size)
-    claims = {"sub": str(ids["trainee"]), "role": "authenticated", "aud": "authenticated"}
-    results: dict[str, tuple[float, float, int, int]] = {}
+        conn.execute("analyze")
+    ids = {**ids, "session": session_id}
+    out: list[Measured] = []
     with psycopg.connect(dsn) as conn:
-        # Warm up: plans and caches, as on a server that has been running.
-        for r in range(3):
-            timed_append(conn, claims, session_id, segments(size + (rounds + r) * batch, batch))
-        for case in ("new", "replay"):
-            times, scans, entries = [], [], []
+        for batch in batches:
+            # Warm up: plans and caches, as on a server that has been running.
+            for r in range(3):
+                for way in WAYS:
+                    timed(conn, way, ids, segments(size + (rounds + r) * batch, batch))
+            times: dict[str, list[float]] = {way: [] for way in WAYS}
+            cpus: dict[str, list[float]] = {way: [] for way in WAYS}
             for r in range(rounds):
-                if case == "new":
-                    first = size + r * batch
-                    expected = {"inserted": batch, "duplicates": 0}
-                else:
-                    first = (r * 7919) % max(1, size - batch)
-                    expected = {"inserted": 0, "duplicates": batch}
-                elapsed, result, seq_scans, index_entries = timed_append(
-                    conn, claims, session_id, segments(first, batch)
+                rows = segments(size + r * batch, batch)
+                # Alternate the order too, so that no way always runs right after another.
+                order = WAYS if r % 2 == 0 else WAYS[::-1]
+                for way in order:
+                    wall, cpu = timed(conn, way, ids, rows)
+                    times[way].append(wall)
+                    if cpu is not None:
+                        cpus[way].append(cpu)
+            out.append(
+                Measured(
+                    size,
+                    batch,
+                    {w: statistics.median(t) for w, t in times.items()},
+                    {w: statistics.median(c) for w, c in cpus.items() if c},
                 )
-                assert result == expected, (case, result)
-                times.append(elapsed)
-                scans.append(seq_scans)
-                entries.append(index_entries)
-            results[case] = (statistics.median(times), p95(times), max(scans), max(entries))
-    return results
+            )
+    return out
+
+
+def run(
+    sizes: list[int], batches: list[int], rounds: int, background: int
+) -> tuple[list[Measured], str]:
+    results: list[Measured] = []
+    with migrated_database() as (info, dsn):
+        ids = {"company": uuid.uuid4(), "trainee": uuid.uuid4()}
+        with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+            conn.execute(SETUP_SQL.encode(), {**ids, "background": background})
+        for size in sizes:
+            t0 = time.perf_counter()
+            results.extend(measure(dsn, ids, size, batches, rounds))
+            print(f"  {size:>9,} stored: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        return results, str(info.major_version)
+
+
+def report(
+    results: list[Measured], version: str, command: str, rounds: int, background: int
+) -> Report:
+    by = {(m.size, m.batch): m.median for m in results}
+    cpu = {(m.size, m.batch): m.cpu for m in results}
+
+    def cpu_ratio(key: tuple[int, int], ours: str, base: str) -> str:
+        c = cpu[key]
+        if not c.get(ours) or not c.get(base):
+            return ""
+        return f"; server CPU ratio {c[ours] / c[base]:.3f}"
+
+    sizes = sorted({m.size for m in results})
+    batches = sorted({m.batch for m in results})
+    big = 10_000 if 10_000 in sizes else sizes[-1]
+    comparisons: list[Comparison] = []
+    keep = {50: 1 / 25, 1: 1 / 76}
+    for batch in batches:
+        m = by[(big, batch)]
+        comparisons.append(
+            Comparison(
+                question=f"append vs the seed's JSONB rewrite, {big:,} stored, batch {batch}",
+                ours=m["ours"],
+                baseline=m["seed"],
+                unit="ms/call",
+                goal=Goal("max", round(keep.get(batch, 1.0), 4)),
+                baseline_name="seed: structured_content || batch",
+                note=f"{m['seed'] / m['ours']:.0f}x cheaper"
+                + cpu_ratio((big, batch), "ours", "seed"),
+            )
+        )
+    if len(sizes) > 1:
+        batch = 50 if 50 in batches else batches[-1]
+        comparisons.append(
+            Comparison(
+                question=f"append at {sizes[-1]:,} vs {sizes[0]:,} stored, batch {batch}",
+                ours=by[(sizes[-1], batch)]["ours"],
+                baseline=by[(sizes[0], batch)]["ours"],
+                unit="ms/call",
+                goal=Goal("max", 1.1),
+                baseline_name=f"ours at {sizes[0]:,} stored",
+                note="flat: the cost does not grow with the session (1.00x recorded; noise ~5%)",
+            )
+        )
+    batch = 50 if 50 in batches else batches[-1]
+    m = by[(big, batch)]
+    comparisons.append(
+        Comparison(
+            question=f"append, our function vs the same rows with no triggers/FK, batch {batch}",
+            ours=m["ours"] * 1000 / batch,
+            baseline=m["raw"] * 1000 / batch,
+            unit="µs/segment",
+            goal=Goal("max", 2.0),
+            baseline_name="raw insert into a copy without triggers/FK/RLS",
+            note=cpu_ratio((big, batch), "ours", "raw").lstrip("; "),
+        )
+    )
+    lines = [
+        "| segments stored | batch | ours ms/call | seed ms/call | raw ms/call"
+        " | ours µs/segment | raw µs/segment | seed / ours | ours / raw"
+        " | server CPU: seed / ours | server CPU: ours / raw |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m2 in results:
+        d, c = m2.median, m2.cpu
+        cpu_cells = (
+            f" | {c['seed'] / c['ours']:.1f} | {c['ours'] / c['raw']:.2f} |"
+            if len(c) == len(WAYS) and all(c.values())
+            else " | n/a | n/a |"
+        )
+        lines.append(
+            f"| {m2.size:,} | {m2.batch} | {d['ours']:.3f} | {d['seed']:.3f} | {d['raw']:.3f}"
+            f" | {d['ours'] * 1000 / m2.batch:.1f} | {d['raw'] * 1000 / m2.batch:.1f}"
+            f" | {d['seed'] / d['ours']:.1f} | {d['ours'] / d['raw']:.2f}{cpu_cells}"
+        )
+    return Report(
+        title="Appending live transcript segments (`benchmarks/append_cost.py`)",
+        command=command,
+        data=(
+            f"One session of a trainee holding N segments; each round stores the same new batch"
+            f" three ways, interleaved, each rolled back ({rounds} rounds, medians): ours ="
+            " `append_transcript_segments` as the trainee through PostgREST's request context;"
+            " seed = the seed design's `structured_content || batch` on one jsonb document per"
+            " session; raw = the same rows into a copy of transcript_segments without"
+            f" triggers/FK/RLS. {background:,} segments of 100 other sessions in the table."
+            f" PostgreSQL {version}."
+        ),
+        comparisons=comparisons,
+        details="\n".join(lines),
+    )
+
+
+def comparisons(quick: bool) -> Report:
+    if quick:
+        sizes, batches, rounds, background = [100, 10_000], [1, 50], 15, 10_000
+    else:
+        sizes, batches, rounds, background = [100, 10_000, 100_000], [1, 50], 60, 100_000
+    results, version = run(sizes, batches, rounds, background)
+    command = "python -m benchmarks.append_cost" + (" --quick" if quick else "")
+    return report(results, version, command, rounds, background)
+
+
+def render(rep: Report) -> str:
+    lines = [f"## {rep.title}", "", f"Command: `{rep.command}`", "", rep.data, ""]
+    lines += ["| question | ours | baseline | ratio | goal | met |", "|---|---:|---:|---:|---|---|"]
+    for c in rep.comparisons:
+        lines.append(
+            f"| {c.question} | {c.ours:.3f} {c.unit} | {c.baseline:.3f} {c.unit}"
+            f" ({c.baseline_name}) | {c.ratio:.3f} | {c.goal} | {'yes' if c.met else 'no'}"
+            f"{' — ' + c.note if c.note else ''} |"
+        )
+    return "\n".join([*lines, "", rep.details])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,10000,100000")
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument(
-        "--background",
-        type=int,
-        default=100_000,
-        help="segments of 100 other sessions already in the table",
-    )
+    parser.add_argument("--quick", action="store_true", help="the quick-mode defaults")
+    parser.add_argument("--sizes", default=None)
+    parser.add_argument("--batches", default="1,50")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--background", type=int, default=None)
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if args.batch > 1000 or any(s < args.batch for s in sizes):
-        parser.error("--batch must be at most 1000 and at most every size")
-
-    rows: list[tuple[int, str, tuple[float, float, int, int]]] = []
-    with migrated_database() as (info, dsn):
-        ids = {"company": uuid.uuid4(), "trainee": uuid.uuid4()}
-        with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
-            conn.execute(SETUP_SQL.encode(), {**ids, "background": args.background})
-        for size in sizes:
-            t0 = time.perf_counter()
-            measured = measure(dsn, ids, size, args.batch, args.rounds)
-            print(f"  {size:>9,} stored: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            for case, numbers in measured.items():
-                rows.append((size, case, numbers))
-
-    command = (
-        f"python -m benchmarks.append_cost --sizes {args.sizes} --batch {args.batch}"
-        f" --rounds {args.rounds} --background {args.background}"
-    )
-    lines = [
-        "## Appending live transcript segments (`benchmarks/append_cost.py`)",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"One call of `append_transcript_segments` with {args.batch} segments, as the session's"
-        f" trainee through PostgREST's request context, {args.rounds} rounds per row (each"
-        f" rolled back, so the session holds exactly the stated number of segments)."
-        f" The table also holds {args.background:,} segments of 100 other sessions."
-        f" PostgreSQL {info.major_version}. *new*: {args.batch} new segments; *replay*:"
-        f" {args.batch} segments already stored (a retried batch). Reads: the most sequential"
-        " scans and index entries of transcript_segments one call needed.",
-        "",
-        "| segments stored | batch | median ms/call | p95 ms/call | median µs/segment"
-        " | seq scans | index entries read |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+    sizes = [
+        int(s)
+        for s in (args.sizes or ("100,10000" if args.quick else "100,10000,100000")).split(",")
     ]
-    for size, case, (median, high, scans, entries) in rows:
-        lines.append(
-            f"| {size:,} | {case} | {median:.2f} | {high:.2f}"
-            f" | {median * 1000 / args.batch:.0f} | {scans} | {entries} |"
-        )
-    print("\n".join(lines))
+    batches = [int(b) for b in args.batches.split(",")]
+    rounds = args.rounds or (15 if args.quick else 60)
+    background = (
+        args.background if args.background is not None else (10_000 if args.quick else 100_000)
+    )
+    if max(batches) > 1000 or any(s < max(batches) for s in sizes):
+        parser.error("a batch must be at most 1000 and at most every size")
+    results, version = run(sizes, batches, rounds, background)
+    command = (
+        f"python -m benchmarks.append_cost --sizes {','.join(map(str, sizes))}"
+        f" --batches {args.batches} --rounds {rounds} --background {background}"
+    )
+    print(render(report(results, version, command, rounds, background)))
     return 0
 
 

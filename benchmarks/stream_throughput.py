@@ -1,35 +1,56 @@
-"""How many transcript segments per second do `vs.updates.stream` writers store, with 16
-live sessions streaming at once?
+"""How many transcript segments per second do `vs.updates.stream` writers store, next to a
+`COPY` of the same rows?
 
 A throwaway PostgreSQL; one company, SESSIONS trainees with one active session each. Every
-trainee (through ``as_user``, so RLS and the request context apply as behind PostgREST)
-streams SEGMENTS final segments into its session as fast as it can produce them, all
-sessions at once: on the async face as SESSIONS tasks of one event loop, on the sync face as
-SESSIONS threads. The pool has POOL connections. Time is wall-clock from the first ``add`` to
-the last stream closed (every segment stored); then the rows are counted, each session must
-hold exactly SEGMENTS, in order.
+round, interleaved in the same run:
 
-    python -m benchmarks.stream_throughput [--sessions 16] [--segments 2000] [--batch 50]
-                                           [--delay 0.2] [--pool 10] [--repeat 3]
+- *ours*: every trainee (through ``as_user``, so RLS and the request context apply as behind
+  PostgREST) streams SEGMENTS final segments into its session as fast as it can produce
+  them, all sessions at once, as SESSIONS tasks of one event loop (the async face) with a
+  pool of POOL connections. Time is wall-clock from the first ``add`` to the last stream
+  closed (every segment stored).
+- *COPY*: the same rows into fresh sessions with one ``COPY transcript_segments FROM STDIN``
+  per session, SESSIONS at once on as many connections (capped at POOL), each committed;
+  the table's triggers, constraints and FK fire as for any insert.
 
-Prints a Markdown section (with the command) to paste into BENCHMARKS.md.
+and the same with one session. Then the rows are counted: each session must hold exactly
+SEGMENTS, in order. ``--face sync`` streams on the sync face (SESSIONS threads) instead.
+
+    python -m benchmarks.stream_throughput [--quick] [--sessions 16] [--segments 2000]
+                                           [--batch 50] [--pool 10] [--rounds 3]
+
+Prints a Markdown section (with the command) to paste into BENCHMARKS.md;
+``comparisons(quick)`` returns it as a :class:`benchmarks._compare.Report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from benchmarks._compare import Comparison, Goal, Report
 from benchmarks._server import migrated_database
 from voicesessions import AsyncVoiceSessions, VoiceSessions
+
+
+@dataclass(frozen=True)
+class Settings:
+    sessions: int
+    segments: int
+    batch: int
+    pool: int
+    rounds: int
+    face: str = "async"
 
 
 def segment(seq: int) -> dict[str, Any]:
@@ -44,9 +65,9 @@ def segment(seq: int) -> dict[str, Any]:
     }
 
 
-def setup(dsn: str, sessions: int, pool: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """(trainee, new session) pairs for one run."""
-    with VoiceSessions.from_postgres(dsn, max_size=pool) as vs:
+def setup(dsn: str, sessions: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(trainee, new active session) pairs for one run."""
+    with VoiceSessions.from_postgres(dsn, max_size=2) as vs:
         company = vs.tenants.create_company(f"Bench {uuid.uuid4().hex[:6]}")
         pairs = []
         for i in range(sessions):
@@ -56,39 +77,151 @@ def setup(dsn: str, sessions: int, pool: int) -> list[tuple[uuid.UUID, uuid.UUID
         return pairs
 
 
-async def run_async(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], args: Any) -> float:
-    async with AsyncVoiceSessions.from_postgres(dsn, max_size=args.pool) as vs:
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_ns(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Cpu:
+    """CPU time used by this process (all threads) and by the PostgreSQL server (postmaster
+    and every child: backends, writers), read from Linux's /proc: what a round costs in
+    CPU whatever else the machine runs. ``None`` where /proc cannot tell."""
+
+    def __init__(self, dsn: str) -> None:
+        with psycopg.connect(dsn) as conn:
+            backend = conn.info.backend_pid
+            self.postmaster = _ppid(backend)
+
+    def server_ns(self) -> int | None:
+        if self.postmaster is None:
+            return None
+        total = _cpu_ns(self.postmaster)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and _ppid(int(entry)) == self.postmaster:
+                total += _cpu_ns(int(entry))
+        return total
+
+    def now(self) -> tuple[float, int | None]:
+        return time.process_time(), self.server_ns()
+
+    @staticmethod
+    def used(before: tuple[float, int | None], after: tuple[float, int | None]) -> float | None:
+        """Seconds of client plus server CPU between two readings."""
+        if before[1] is None or after[1] is None:
+            return None
+        return after[0] - before[0] + (after[1] - before[1]) / 1e9
+
+
+CPU: Cpu | None = None
+
+
+async def stream_async(
+    dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
+) -> tuple[float, float | None]:
+    async with AsyncVoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
+        # Open the pool's connections first: the COPY side gets its connections untimed too.
+        await asyncio.gather(*(vs.as_user(uid).sessions.get(sid) for uid, sid in pairs))
 
         async def one(uid: uuid.UUID, sid: uuid.UUID) -> None:
-            stream = vs.as_user(uid).updates.stream(
-                sid, max_batch=args.batch, max_delay_s=args.delay
-            )
-            async with stream as s:
-                for seq in range(args.segments):
-                    await s.add(segment(seq))
+            stream = vs.as_user(uid).updates.stream(sid, max_batch=s.batch, max_delay_s=0.2)
+            async with stream as writer:
+                for seq in range(s.segments):
+                    await writer.add(segment(seq))
 
-        start = time.perf_counter()
+        assert CPU is not None
+        cpu, start = CPU.now(), time.perf_counter()
         await asyncio.gather(*(one(uid, sid) for uid, sid in pairs))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, Cpu.used(cpu, CPU.now())
 
 
-def run_sync(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], args: Any) -> float:
-    with VoiceSessions.from_postgres(dsn, max_size=args.pool) as vs:
+def stream_sync(
+    dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
+) -> tuple[float, float | None]:
+    with VoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
+        warm = [
+            threading.Thread(target=vs.as_user(uid).sessions.get, args=(sid,)) for uid, sid in pairs
+        ]
+        for thread in warm:
+            thread.start()
+        for thread in warm:
+            thread.join()
 
         def one(uid: uuid.UUID, sid: uuid.UUID) -> None:
-            with vs.as_user(uid).updates.stream(
-                sid, max_batch=args.batch, max_delay_s=args.delay
-            ) as s:
-                for seq in range(args.segments):
-                    s.add(segment(seq))
+            with vs.as_user(uid).updates.stream(sid, max_batch=s.batch, max_delay_s=0.2) as w:
+                for seq in range(s.segments):
+                    w.add(segment(seq))
 
         threads = [threading.Thread(target=one, args=pair) for pair in pairs]
-        start = time.perf_counter()
+        assert CPU is not None
+        cpu, start = CPU.now(), time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, Cpu.used(cpu, CPU.now())
+
+
+COPY = (
+    "copy public.transcript_segments"
+    " (session_id, seq, speaker, text, start_ms, end_ms, confidence, segment_id) from stdin"
+)
+
+
+def copy_rows(
+    dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
+) -> tuple[float, float | None]:
+    """Seconds to COPY every session's rows, sessions in parallel (connections opened
+    beforehand, not timed)."""
+    conns = [psycopg.connect(dsn) for _ in range(min(len(pairs), s.pool))]
+    try:
+        work = list(pairs)
+        lock = threading.Lock()
+
+        def worker(conn: psycopg.Connection[Any]) -> None:
+            while True:
+                with lock:
+                    if not work:
+                        return
+                    _, sid = work.pop()
+                with conn.cursor() as cur, cur.copy(COPY) as copy:
+                    for seq in range(s.segments):
+                        row = segment(seq)
+                        copy.write_row(
+                            (
+                                sid,
+                                seq,
+                                row["speaker"],
+                                row["text"],
+                                row["start_ms"],
+                                row["end_ms"],
+                                row["confidence"],
+                                row["segment_id"],
+                            )
+                        )
+                conn.commit()
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
+        assert CPU is not None
+        cpu, start = CPU.now(), time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - start, Cpu.used(cpu, CPU.now())
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def check(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], segments: int) -> None:
@@ -106,51 +239,136 @@ def check(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], segments: int) -> 
                 sys.exit(f"session {sid}: {len(seqs)} segments stored, expected {segments}")
 
 
+def one_round(dsn: str, way: str, sessions: int, s: Settings) -> tuple[float, float | None]:
+    """Segments per second of one round of ``way`` ("ours" or "copy") with ``sessions``,
+    and its CPU (client and server) in µs per segment."""
+    pairs = setup(dsn, sessions)
+    if way == "copy":
+        elapsed, cpu = copy_rows(dsn, pairs, s)
+    elif s.face == "sync":
+        elapsed, cpu = stream_sync(dsn, pairs, s)
+    else:
+        elapsed, cpu = asyncio.run(stream_async(dsn, pairs, s))
+    check(dsn, pairs, s.segments)
+    total = sessions * s.segments
+    return total / elapsed, None if cpu is None else cpu * 1e6 / total
+
+
+Rates = dict[tuple[str, int], list[float]]
+
+
+def run(s: Settings) -> tuple[Rates, Rates, str]:
+    """Segments/s and CPU µs/segment of every round, by (way, sessions)."""
+    global CPU
+    rates: Rates = {}
+    cpus: Rates = {}
+    with migrated_database() as (info, dsn):
+        CPU = Cpu(dsn)
+        for warm in ("ours", "copy"):  # plans, caches and the pool's first connections
+            one_round(dsn, warm, 1, Settings(1, min(200, s.segments), s.batch, s.pool, 1, s.face))
+        for r in range(s.rounds):
+            for sessions in (s.sessions, 1):
+                order = ("ours", "copy") if r % 2 == 0 else ("copy", "ours")
+                for way in order:
+                    rate, cpu = one_round(dsn, way, sessions, s)
+                    rates.setdefault((way, sessions), []).append(rate)
+                    if cpu is not None:
+                        cpus.setdefault((way, sessions), []).append(cpu)
+            print(f"  round {r + 1}/{s.rounds} done", file=sys.stderr)
+        return rates, cpus, str(info.major_version)
+
+
+def report(rates: Rates, cpus: Rates, version: str, s: Settings, command: str) -> Report:
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+
+    def cpu_note(n: int) -> str:
+        if ("ours", n) not in cpu or ("copy", n) not in cpu:
+            return ""
+        return (
+            f"CPU per segment (client + server): ours {cpu[('ours', n)]:.0f} µs, COPY"
+            f" {cpu[('copy', n)]:.0f} µs: COPY / ours {cpu[('copy', n)] / cpu[('ours', n)]:.2f}"
+        )
+
+    comparisons = [
+        Comparison(
+            question=f"ingest: `vs.updates.stream` {n} session{'s' if n > 1 else ''}"
+            f" / `COPY` of the same rows (triggers firing)",
+            ours=med[("ours", n)],
+            baseline=med[("copy", n)],
+            unit="segments/s",
+            goal=Goal("min", 0.5 if n > 1 else 0.4),
+            baseline_name="COPY into transcript_segments",
+            note=cpu_note(n),
+        )
+        for n in (s.sessions, 1)
+    ]
+    lines = [
+        "| way | sessions | median segments/s | every round | median CPU µs/segment |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for (way, n), values in sorted(rates.items()):
+        used = f"{cpu[(way, n)]:.0f}" if (way, n) in cpu else "n/a"
+        lines.append(
+            f"| {way} | {n} | {med[(way, n)]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)}"
+            f" | {used} |"
+        )
+    return Report(
+        title="Ingest: streaming sessions vs COPY (`benchmarks/stream_throughput.py`)",
+        command=command,
+        data=(
+            f"{s.sessions} sessions (and 1) each storing {s.segments:,} final segments as fast as"
+            f" the producer adds them: ours = `vs.updates.stream` ({s.face} face, batches of"
+            f" {s.batch}, pool of {s.pool}) as each trainee; COPY = one `COPY` per session of"
+            f" the same rows, up to {s.pool} at once, triggers firing. {s.rounds} interleaved"
+            f" rounds, medians; every round checked (each session holds exactly its"
+            f" segments, in order). PostgreSQL {version}, SDK and server on the same machine."
+        ),
+        comparisons=comparisons,
+        details="\n".join(lines),
+    )
+
+
+def comparisons(quick: bool) -> Report:
+    s = Settings(16, 200, 50, 10, 1, "async") if quick else Settings(16, 2000, 50, 10, 3, "async")
+    rates, cpus, version = run(s)
+    command = "python -m benchmarks.stream_throughput" + (" --quick" if quick else "")
+    return report(rates, cpus, version, s, command)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 segments, 1 round")
     parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--segments", type=int, default=2000)
+    parser.add_argument("--segments", type=int, default=None)
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--pool", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--face", choices=("async", "sync"), default="async")
     args = parser.parse_args()
-
-    results: dict[str, list[float]] = {"async": [], "sync": []}
-    with migrated_database() as (info, dsn):
-        version = f"{info.major_version}"
-        for _ in range(args.repeat):
-            for face in ("async", "sync"):
-                pairs = setup(dsn, args.sessions, args.pool)
-                if face == "async":
-                    elapsed = asyncio.run(run_async(dsn, pairs, args))
-                else:
-                    elapsed = run_sync(dsn, pairs, args)
-                check(dsn, pairs, args.segments)
-                results[face].append(elapsed)
-
-    total = args.sessions * args.segments
-    print("## Streaming 16 live sessions (`benchmarks/stream_throughput.py`)\n")
-    print(
-        f"Command: `python -m benchmarks.stream_throughput --sessions {args.sessions}"
-        f" --segments {args.segments} --batch {args.batch} --delay {args.delay}"
-        f" --pool {args.pool} --repeat {args.repeat}`\n"
+    s = Settings(
+        args.sessions,
+        args.segments or (200 if args.quick else 2000),
+        args.batch,
+        args.pool,
+        args.rounds or (1 if args.quick else 3),
+        args.face,
     )
-    print(
-        f"{args.sessions} sessions streaming at once, each {args.segments:,} final segments"
-        f" ({total:,} in all) as fast as the producers can add them, batches of up to"
-        f" {args.batch}, pool of {args.pool} connections; PostgreSQL {version.split()[0]},"
-        f" the SDK and the server on the same 2 cores. Every run checked: each session holds"
-        f" exactly its segments, in order. Median (and best) of {args.repeat} runs.\n"
+    rates, cpus, version = run(s)
+    command = (
+        f"python -m benchmarks.stream_throughput --sessions {s.sessions} --segments {s.segments}"
+        f" --batch {s.batch} --pool {s.pool} --rounds {s.rounds} --face {s.face}"
     )
-    print("| face | wall s | segments/s | sessions x segments |")
-    print("|---|---:|---:|---|")
-    for face, times in results.items():
-        median = statistics.median(times)
+    rep = report(rates, cpus, version, s, command)
+    print(f"## {rep.title}\n\nCommand: `{rep.command}`\n\n{rep.data}\n")
+    print("| question | ours | baseline | ratio | goal | met | note |")
+    print("|---|---:|---:|---:|---|---|---|")
+    for c in rep.comparisons:
         print(
-            f"| {face} | {median:.2f} (best {min(times):.2f}) | {total / median:,.0f}"
-            f" | {args.sessions} x {args.segments:,} |"
+            f"| {c.question} | {c.ours:,.0f} {c.unit} | {c.baseline:,.0f} {c.unit} | {c.ratio:.2f}"
+            f" | {c.goal} | {'yes' if c.met else 'no'} | {c.note} |"
         )
+    print(f"\n{rep.details}")
 
 
 if __name__ == "__main__":

@@ -99,10 +99,21 @@ def json_scalar(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Json:
+    """A value the SDK built itself from validated models that is plain JSON already (string
+    keys, lists, ``str``/``int``/finite ``float``/``bool``/``None``): :func:`jsonable` passes
+    it through without walking it again, so a hot path (a batch of transcript segments)
+    pays for one serialization. Never wrap a caller's value: those must be walked."""
+
+    value: Any
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as the JSON a PostgREST request carries: mappings and sequences (lists,
-    tuples) recursively, scalars by :func:`json_scalar`. Both backends send arguments in
-    this form (the Postgres backend then reads them as PostgREST does).
+    tuples) recursively, scalars by :func:`json_scalar`, a :class:`Json` as its value
+    unwalked. Both backends send arguments in this form (the Postgres backend then reads
+    them as PostgREST does).
 
     Anything that is not JSON (bytes, sets, arbitrary objects, non-string keys of a type
     JSON has no key for) and documents nested deeper than Python can walk are
@@ -131,6 +142,8 @@ _JSON_KEYS = (str, int, float, bool, type(None), uuid.UUID, enum.Enum)
 
 
 def _jsonable(value: Any) -> Any:
+    if type(value) is Json:
+        return value.value
     if isinstance(value, Mapping):
         result = {}
         for key, item in value.items():

@@ -21,7 +21,9 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -55,6 +57,8 @@ MAX_INT4 = 2_147_483_647
 
 _NUMBER_RANGE = f"numbers are 0 or between 1e-20 and {MAX_JSON_MAGNITUDE} in magnitude, and finite"
 _CONTROL_ESCAPES = {"\b", "\f", "\n", "\r", "\t", '"', "\\"}
+#: The characters PostgreSQL escapes in a JSON string (control characters, quote, backslash).
+_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
 
 
 def text_problem(value: str) -> str | None:
@@ -281,6 +285,8 @@ def _number_size(value: int | float) -> int:
 def _string_size(value: str) -> int:
     """Length of a JSON string as PostgreSQL prints it: quotes, escapes, UTF-8 bytes."""
     size = len(value.encode("utf-8")) + 2
+    if _ESCAPED.search(value) is None:
+        return size
     for char in value:
         if char < " " or char in _CONTROL_ESCAPES:
             size += 1 if char in _CONTROL_ESCAPES else 5
@@ -288,12 +294,25 @@ def _string_size(value: str) -> int:
 
 
 def segment_problems(segments: Sequence[Mapping[str, Any]]) -> str | None:
-    """What the database would refuse in one call's batch as a whole (count, bytes)."""
+    """What the database would refuse in one call's batch as a whole (count, bytes).
+
+    The exact size (:func:`json_size`, a walk in Python) is only computed when a bound
+    computed in C says the batch might be too large: PostgreSQL prints no token of a JSON
+    document in more than 6 times the characters ``json.dumps`` (ASCII) writes for it (a
+    character escaped as ``\\uXXXX`` by ``json.dumps`` is at most 4 bytes of UTF-8 or a
+    6-byte escape there; a policy-conforming number at most ~4.4 times its ``repr``;
+    separators, keys, literals alike), so a batch whose ``json.dumps`` is at most
+    ``MAX_SEGMENTS_BYTES / 6`` characters is within the limit."""
     if len(segments) > MAX_SEGMENTS_PER_CALL:
         return (
             f"a call stores at most {MAX_SEGMENTS_PER_CALL} final segments, not"
             f" {len(segments)}: split them into several calls"
         )
+    try:
+        if 6 * len(json.dumps(segments, allow_nan=False)) <= MAX_SEGMENTS_BYTES:
+            return None
+    except (TypeError, ValueError):
+        pass  # not plain JSON: the exact walk below says what is wrong
     size = json_size(list(segments))
     if size > MAX_SEGMENTS_BYTES:
         return (

@@ -521,9 +521,11 @@ async def test_audio_metrics_are_merged_then_broadcast(
     assert claims["sub"] == str(USER_A)
 
 
-async def test_a_transcript_chunk_is_stored_then_broadcast_with_its_interims(
+async def test_a_transcript_chunk_is_stored_and_broadcast_by_one_request(
     service: Any, rest: respx.MockRouter, rpc: respx.Route
 ) -> None:
+    """One request carries the chunk once: the database stores the finals and broadcasts
+    finals and interims itself (append_transcript_segments with ``interim``)."""
     append = rest.post("/rest/v1/rpc/append_transcript_segments").respond(
         200, json={"inserted": 1, "duplicates": 0}
     )
@@ -533,14 +535,13 @@ async def test_a_transcript_chunk_is_stored_then_broadcast_with_its_interims(
         service.updates.append_transcript_chunk(SESSION, [final, {**interim, "is_final": False}])
     )
     assert (result.inserted, result.interim) == (1, 1)
-    (stored,) = (json.loads(c.request.content) for c in append.calls)
-    assert [s["seq"] for s in stored["segments"]] == [1]
-    ((body),) = sent(rpc)
+    (body,) = (json.loads(c.request.content) for c in append.calls)
     assert body["session_id"] == str(SESSION)
-    assert body["event"] == "transcript"
-    assert [s["seq"] for s in body["payload"]["final"]] == [1]
-    assert [s["seq"] for s in body["payload"]["interim"]] == [2]
-    assert body["payload"]["interim"][0]["is_final"] is False
+    assert [s["seq"] for s in body["segments"]] == [1]
+    assert [s["seq"] for s in body["interim"]] == [2]
+    assert body["interim"][0]["is_final"] is False
+    assert sent(rpc) == []
+    assert [c.request.url.path for c in rest.calls] == ["/rest/v1/rpc/append_transcript_segments"]
 
 
 async def test_broadcast_update_sends_data_and_timestamp_only(

@@ -336,7 +336,11 @@ class AsyncTranscriptStream:
                     await self._condition.wait()
                 self._buffer.append((time.monotonic(), segment))
                 self._counts["added"] += 1
-                self._condition.notify_all()
+                # Only the sender cares that the buffer grew, and only when it must start
+                # timing a batch (the first segment) or send one (a full batch): waking it
+                # for every segment would cost a context switch per segment.
+                if len(self._buffer) == 1 or len(self._buffer) >= self._max_batch:
+                    self._condition.notify_all()
 
     async def flush(self) -> None:
         """Send everything queued now and wait until it is stored (StreamError if it fails)."""

@@ -2,13 +2,15 @@
 # src/voicesessions/_async/updates.py
 """SessionUpdateManager: live transcript chunks, audio metrics and status changes.
 
-Final transcript segments are stored as rows by one database call per batch
-(``public.append_transcript_segments``), idempotent on ``(session_id, seq)``: a replayed
-batch is a no-op, so every write here is safe to retry. Interim segments are only
-broadcast. Audio metrics are merged into ``sessions.audio_quality`` by the database in one
-statement, so concurrent updates of different keys all survive. Every update is then
-broadcast on the session's topic (``public.broadcast_session_event``: Supabase Realtime
-where it exists, ``NOTIFY`` always).
+A chunk of transcript segments is one database call and one transaction
+(``public.append_transcript_segments`` with its ``interim`` argument): its final segments
+are stored as rows, idempotent on ``(session_id, seq)`` (a replayed batch stores nothing
+twice, so every write here is safe to retry), and the database itself broadcasts the chunk,
+finals and interims, so each segment is sent once. Audio metrics are merged into
+``sessions.audio_quality`` by the database in one statement, so concurrent updates of
+different keys all survive. Every other update is then broadcast on the session's topic
+(``public.broadcast_session_event``). Broadcasts go to Supabase Realtime where it exists,
+and to ``NOTIFY`` always.
 
 Reading side: :meth:`~SessionUpdateManager.events` (an iterator) and
 :meth:`~SessionUpdateManager.subscribe` (a callback) deliver a session's events,
@@ -24,6 +26,7 @@ from typing import Any
 
 from voicesessions._arguments import checked_arguments
 from voicesessions._events import check_event_payload, transcript_events
+from voicesessions._query import Json
 from voicesessions._retry_policy import RetryPolicy
 from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.live import SessionEvents, Subscription, TranscriptStream
@@ -94,32 +97,29 @@ class SessionUpdateManager(Resource):
         before any I/O (InvalidInputError naming ``segments[i]`` and the field: everything
         the database would refuse, such as a NUL character, a number out of range or
         malformed ``words``, and that it can be broadcast: see :mod:`voicesessions._events`),
-        and its finals are stored by one database call, so at most
+        and then goes to the database in one call and one transaction
+        (``public.append_transcript_segments`` with ``interim``), so at most
         :data:`MAX_SEGMENTS_PER_CALL` (1,000) finals and 8 MiB of JSON per chunk. The
-        segments go out as one ``transcript`` event, or as several in order when one would
-        exceed about 200 KB.
+        database stores the finals and broadcasts the segments as one ``transcript`` event,
+        or as several in order when one would exceed 200 KB: each segment is sent once.
         """
         sid = as_uuid(session_id, "session_id")
         parsed = [
             validate_mapping(SegmentInput, s, f"segments[{index}]")
             for index, s in enumerate(segments)
         ]
-        finals = [s for s in parsed if s.is_final]
-        interim = [s for s in parsed if not s.is_final]
-        batch = [s.stored() for s in finals]
+        if not parsed:
+            return AppendResult(inserted=0, duplicates=0, interim=0)
+        batch = [s.stored() for s in parsed if s.is_final]
         problem = segment_problems(batch)
         if problem is not None:
             raise InvalidInputError(problem)
-        events = transcript_events(
-            [s.model_dump(mode="json") for s in finals],
-            [s.model_dump(mode="json") for s in interim],
-        )
-        inserted = duplicates = 0
-        if batch:
-            inserted, duplicates = self._append(sid, batch)
-        if parsed:
-            for event in events:
-                self._broadcast(sid, EVENT_TRANSCRIPT, event)
+        interim = [s.model_dump(mode="json") for s in parsed if not s.is_final]
+        if interim:
+            # A final segment always fits in an event (its fields are capped far below the
+            # event limits); an interim is checked as the database will check its event.
+            transcript_events([], interim)
+        inserted, duplicates = self._append(sid, batch, interim)
         return AppendResult(inserted=inserted, duplicates=duplicates, interim=len(interim))
 
     def update_audio_metrics(
@@ -231,9 +231,13 @@ class SessionUpdateManager(Resource):
             max_buffer=max_buffer,
         )
 
-    def _append(self, session_id: uuid.UUID, batch: list[dict[str, Any]]) -> tuple[int, int]:
-        # Idempotent on (session_id, seq): a retried batch stores nothing twice.
-        params = {"session_id": session_id, "segments": batch}
+    def _append(
+        self, session_id: uuid.UUID, batch: list[dict[str, Any]], interim: list[dict[str, Any]]
+    ) -> tuple[int, int]:
+        # Idempotent on (session_id, seq): a retried chunk stores nothing twice (its broadcast
+        # may reach listeners twice: events carry their content, same seq / segment_id).
+        # Both lists were built here from validated models: plain JSON, not walked again.
+        params = {"session_id": session_id, "segments": Json(batch), "interim": Json(interim)}
         result = self._session_call(
             session_id, lambda: self._backend.rpc("append_transcript_segments", params)
         )
