@@ -1,0 +1,108 @@
+/**
+ * voicesessions — performance: RLS at the price of a plain query
+ * ==============================================================
+ * Nothing here widens what anyone may read; `benchmarks/rls_scale.py` measures each change
+ * (a user's query under RLS next to the same query as service_role with the filter written
+ * out, same rows).
+ *
+ *   1. The policy helpers (private.my_company_id, managed_company_id, admin_company_id) are
+ *      plpgsql. As SQL functions with their own search_path (security definer) PostgreSQL
+ *      cannot inline them and parses and plans their body again in every statement; a
+ *      plpgsql function keeps its plan for the session. Same answers, same privileges;
+ *      the policies still call each once per statement, as an initplan `(select ...)`.
+ *   2. Reading transcript segments: the policy was `profile_id = me or company_id = the
+ *      company I manage`, which PostgreSQL can only answer with a BitmapOr and a visit of
+ *      every heap page holding one of the rows: a manager counting the company's segments
+ *      read a heap page per session. It now first restricts to the caller's company
+ *      (`company_id = my company`), which every row the old policy showed satisfies (a
+ *      row's company is always its owner's company, and nobody changes company), and then
+ *      applies the old condition inside it. An index on (company_id, profile_id) answers
+ *      both the company and the condition, so counts and aggregates over a company are
+ *      index-only scans, like the query with the filter written out. It replaces the index
+ *      on company_id alone, which it covers.
+ *
+ * Sessions keep their policy: the same `profile_id = me or company_id = the company I manage`
+ * through sessions_profile_id_started_at_idx and sessions_company_id_started_at_idx reads
+ * only the rows the caller may see (see BENCHMARKS.md for what that costs "latest 20").
+ */
+
+-- 1. Policy helpers ------------------------------------------------------------------------
+
+/** The caller's company. */
+create or replace function private.my_company_id()
+returns uuid
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  company uuid;
+begin
+  select p.company_id into company from public.profiles p where p.id = (select auth.uid());
+  return company;
+end;
+$$;
+
+/** The caller's company if the caller is a manager or an admin there, else null. */
+create or replace function private.managed_company_id()
+returns uuid
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  company uuid;
+begin
+  select p.company_id into company from public.profiles p
+  where p.id = (select auth.uid()) and p.role in ('manager', 'admin');
+  return company;
+end;
+$$;
+
+/** The caller's company if the caller is an admin there, else null. */
+create or replace function private.admin_company_id()
+returns uuid
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  company uuid;
+begin
+  select p.company_id into company from public.profiles p
+  where p.id = (select auth.uid()) and p.role = 'admin';
+  return company;
+end;
+$$;
+
+revoke all on function private.my_company_id() from public, anon;
+revoke all on function private.managed_company_id() from public, anon;
+revoke all on function private.admin_company_id() from public, anon;
+grant execute on function private.my_company_id() to authenticated, service_role;
+grant execute on function private.managed_company_id() to authenticated, service_role;
+grant execute on function private.admin_company_id() to authenticated, service_role;
+
+-- 2. Reading transcript segments -----------------------------------------------------------
+
+create index transcript_segments_company_id_profile_id_idx
+  on public.transcript_segments (company_id, profile_id);
+drop index public.transcript_segments_company_id_idx;
+
+-- The read policy is named "Owners and company managers and admins read segments" once
+-- 20261128000600 has run, and by its original (truncated) name before: drop either.
+drop policy if exists "Owners and company managers and admins read segments"
+  on public.transcript_segments;
+drop policy if exists "Owners, and managers and admins of the company, can read segmen"
+  on public.transcript_segments;
+create policy "Owners and company managers and admins read segments"
+  on public.transcript_segments for select to authenticated
+  using (
+    company_id = (select private.my_company_id())
+    and (
+      company_id = (select private.managed_company_id())
+      or profile_id = (select auth.uid())
+    )
+  );
