@@ -11,8 +11,9 @@ gives the buffers each touches, which do not depend on the machine's load.
 Data: COMPANIES companies x 20 people (16 trainees, 2 managers, 2 admins), SESSIONS_PER
 _COMPANY sessions per company spread over two years and inserted in time order (a tenant's
 rows are scattered over the table as in production), SEGMENTS per session; loaded with COPY,
-then VACUUM ANALYZE. The first tenth of the companies is loaded and measured first, then the
-rest: "tenant cost when the table grows 10x" is the same tenant's queries before and after.
+then VACUUM ANALYZE. "Tenant cost when the table grows 10x": the same tenant's queries on
+that database and on a second one, on the same server, holding only the first tenth of the
+companies (the same rows), alternated like the rest.
 
     python -m benchmarks.rls_scale [--quick] [--companies 1000] [--sessions-per-company 1000]
         [--segments-per-session 3] [--rounds 40] [--no-write]
@@ -35,10 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from benchmarks._compare import Comparison, Goal, Report
 from benchmarks._server import migrated_database
 from voicesessions._request import request_context
+from voicesessions.local import migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## RLS at scale"
@@ -266,9 +270,27 @@ def _explain(
     return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], "; ".join(scans)
 
 
+@dataclass(frozen=True)
+class Side:
+    """One way of asking: on which database, as whom (None: service_role), what."""
+
+    dsn: str
+    who: str | None
+    query: str
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Pair:
+    question: str
+    ours: Side
+    baseline: Side
+    expect_rows: bool = True
+
+
 @dataclass
 class Measured:
-    case: Case
+    pair: Pair
     ours_s: float
     baseline_s: float
     ours_buffers: int
@@ -276,64 +298,66 @@ class Measured:
     ours_plan: str
     baseline_plan: str
     rows: int
-    answer: list[tuple[Any, ...]]
 
     @property
     def ratio(self) -> float:
         return self.ours_s / self.baseline_s
 
 
-def measure(dsn: str, questions: list[Case], rounds: int, warmup: int = 6) -> list[Measured]:
-    """Each question's ours/baseline, alternated round by round; medians of ``rounds``."""
-    ours_times: dict[str, list[float]] = {c.question: [] for c in questions}
-    base_times: dict[str, list[float]] = {c.question: [] for c in questions}
-    answers: dict[str, list[tuple[Any, ...]]] = {}
-    # One connection per side, so each keeps its own prepared plans (psycopg prepares a
-    # statement on its 5th execution, as PostgREST prepares its statements).
-    with psycopg.connect(dsn) as user, psycopg.connect(dsn) as service:
+def measure(pairs: list[Pair], rounds: int, warmup: int = 6) -> list[Measured]:
+    """Each pair's two sides, alternated (ours first in even rounds, the baseline first in
+    odd ones); medians of ``rounds`` after ``warmup`` rounds. Both sides must return the
+    same rows, every round."""
+    times: dict[tuple[int, str], list[float]] = {}
+    rows: dict[int, int] = {}
+    # One connection per database and role, so that each keeps its prepared plans (psycopg
+    # prepares a statement on its 5th execution, as PostgREST prepares its statements).
+    conns: dict[tuple[str, bool], psycopg.Connection[Any]] = {}
+
+    def conn(side: Side) -> psycopg.Connection[Any]:
+        key = (side.dsn, side.who is None)
+        if key not in conns:
+            conns[key] = psycopg.connect(side.dsn)
+        return conns[key]
+
+    try:
         for r in range(warmup + rounds):
-            for case in questions:
-                sides = [
-                    ("ours", user, case.who, case.ours, case.ours_params),
-                    ("baseline", service, None, case.baseline, case.baseline_params),
-                ]
+            for i, pair in enumerate(pairs):
+                sides = [("ours", pair.ours), ("baseline", pair.baseline)]
                 got: dict[str, list[tuple[Any, ...]]] = {}
-                for side, conn, who, query, params in sides if r % 2 == 0 else sides[::-1]:
-                    elapsed, rows = _run(conn, who, query, params)
-                    got[side] = rows
+                for name, side in sides if r % 2 == 0 else sides[::-1]:
+                    elapsed, got[name] = _run(conn(side), side.who, side.query, side.params)
                     if r >= warmup:
-                        (ours_times if side == "ours" else base_times)[case.question].append(
-                            elapsed
-                        )
+                        times.setdefault((i, name), []).append(elapsed)
                 if sorted(got["ours"]) != sorted(got["baseline"]):
-                    raise AssertionError(f"{case.question}: RLS and the baseline disagree")
-                if bool(got["ours"]) != case.expect_rows:
-                    raise AssertionError(f"{case.question}: unexpected {len(got['ours'])} rows")
-                answers[case.question] = got["ours"]
+                    raise AssertionError(f"{pair.question}: the two sides disagree")
+                if bool(got["ours"]) != pair.expect_rows:
+                    raise AssertionError(f"{pair.question}: unexpected {len(got['ours'])} rows")
+                rows[i] = len(got["ours"])
         results = []
-        for case in questions:
-            ours_buffers, ours_plan = _explain(user, case.who, case.ours, case.ours_params)
-            base_buffers, base_plan = _explain(service, None, case.baseline, case.baseline_params)
+        for i, pair in enumerate(pairs):
+            o, b = pair.ours, pair.baseline
+            ours_buffers, ours_plan = _explain(conn(o), o.who, o.query, o.params)
+            base_buffers, base_plan = _explain(conn(b), b.who, b.query, b.params)
+            if not pair.expect_rows:  # the empty answer is RLS at work: the row exists
+                _, found = _run(conn(Side(o.dsn, None, o.query, ())), None, o.query, o.params)
+                assert found, f"{pair.question}: the row should exist"
             results.append(
                 Measured(
-                    case,
-                    statistics.median(ours_times[case.question]),
-                    statistics.median(base_times[case.question]),
+                    pair,
+                    statistics.median(times[(i, "ours")]),
+                    statistics.median(times[(i, "baseline")]),
                     ours_buffers,
                     base_buffers,
                     ours_plan,
                     base_plan,
-                    len(answers[case.question]),
-                    answers[case.question],
+                    rows[i],
                 )
             )
-        if not all(c.expect_rows for c in questions):
-            # The empty answers are RLS at work: the rows exist.
-            for case in questions:
-                if not case.expect_rows:
-                    _, rows = _run(service, None, case.ours, case.ours_params)
-                    assert rows, f"{case.question}: the row should exist"
-    return results
+        return results
+    finally:
+        for c in conns.values():
+            c.close()
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -359,49 +383,70 @@ FULL = Scale(companies=1000, per_company=1000, segments=3, rounds=40)
 QUICK = Scale(companies=20, per_company=100, segments=3, rounds=10)
 
 
+def _second_database(admin_dsn: str, name: str) -> str:
+    """Another migrated database on the same server."""
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(admin_dsn, dbname=name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.migrate(conn)
+    return dsn
+
+
 def run(scale: Scale, *, verbose: bool = False) -> Report:
-    rng = random.Random(13)
+    """Load the world twice on one server: *big* (every company) and *small* (the first
+    tenth, the same rows: the same seed), then measure RLS vs service_role on *big* and the
+    same tenant's queries on *big* vs *small*, all interleaved."""
     first = max(2, scale.companies // 10)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    world = World(start=start, step=HISTORY / (scale.companies * scale.per_company))
-    with migrated_database() as (info, dsn):
+    step = HISTORY / (scale.companies * scale.per_company)
+
+    def fill(dsn: str, parts: list[range]) -> tuple[World, float]:
+        rng = random.Random(13)
+        world = World(start=start, step=step)
+        seconds = 0.0
         with psycopg.connect(dsn, autocommit=True) as conn:
-            load_s = load(
-                conn,
-                world,
-                range(first),
-                scale.companies,
-                scale.per_company,
-                scale.segments,
-                rng,
-            )
-            if verbose:
-                print(f"loaded {first} companies in {load_s:.1f} s", file=sys.stderr)
-        questions = cases(world)
-        small = measure(dsn, questions, scale.rounds)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            load_s += load(
-                conn,
-                world,
-                range(first, scale.companies),
-                scale.companies,
-                scale.per_company,
-                scale.segments,
-                rng,
-            )
-            if verbose:
-                print(f"loaded all in {load_s:.1f} s", file=sys.stderr)
+            for part in parts:
+                seconds += load(
+                    conn, world, part, scale.companies, scale.per_company, scale.segments, rng
+                )
+                if verbose:
+                    print(f"loaded companies {part.start}-{part.stop - 1}", file=sys.stderr)
+        return world, seconds
+
+    with migrated_database() as (info, big_dsn):
+        small_dsn = _second_database(info.dsn, "bench_small")
+        _, small_s = fill(small_dsn, [range(first)])
+        world, load_s = fill(big_dsn, [range(first), range(first, scale.companies)])
+        with psycopg.connect(big_dsn) as conn:
             counts = {
                 t: conn.execute(f"select count(*) from {t}").fetchone()[0]  # type: ignore[index]
                 for t in ("companies", "profiles", "sessions", "transcript_segments")
             }
-        big = measure(dsn, questions, scale.rounds)
-    for before, after in zip(small, big, strict=True):
-        if sorted(before.answer) != sorted(after.answer):
-            raise AssertionError(f"{before.case.question}: the tenant's answer changed")
+        questions = cases(world)
+        rls = [
+            Pair(
+                c.question,
+                Side(big_dsn, c.who, c.ours, c.ours_params),
+                Side(big_dsn, None, c.baseline, c.baseline_params),
+                c.expect_rows,
+            )
+            for c in questions
+        ]
+        growth = [
+            Pair(
+                c.question,
+                Side(big_dsn, c.who, c.ours, c.ours_params),
+                Side(small_dsn, c.who, c.ours, c.ours_params),
+                c.expect_rows,
+            )
+            for c in questions
+        ]
+        measured = measure(rls + growth, scale.rounds)
+    big, grown = measured[: len(rls)], measured[len(rls) :]
     comparisons = [
         Comparison(
-            question=f"RLS: {m.case.question}",
+            question=f"RLS: {m.pair.question}",
             ours=m.ours_s * 1e6,
             baseline=m.baseline_s * 1e6,
             unit="µs",
@@ -411,30 +456,32 @@ def run(scale: Scale, *, verbose: bool = False) -> Report:
         )
         for m in big
     ]
+    worst = max(grown, key=lambda m: m.ratio)
     comparisons.append(
         Comparison(
             question="RLS: tenant cost when the table grows 10x (sum of the five)",
-            ours=sum(m.ours_s for m in big) * 1e6,
-            baseline=sum(m.ours_s for m in small) * 1e6,
+            ours=sum(m.ours_s for m in grown) * 1e6,
+            baseline=sum(m.baseline_s for m in grown) * 1e6,
             unit="µs",
             goal=GROWTH_GOAL,
-            baseline_name=f"the same queries at {first} companies",
+            baseline_name=f"the same queries, {first:,} companies",
             note=(
-                f"buffers {sum(m.ours_buffers for m in big)}"
-                f" vs {sum(m.ours_buffers for m in small)}"
+                f"each {min(m.ratio for m in grown):.2f}-{worst.ratio:.2f}x; buffers"
+                f" {sum(m.ours_buffers for m in grown)}"
+                f" vs {sum(m.baseline_buffers for m in grown)}"
             ),
         )
     )
     detail = [
         "| question | ours µs | baseline µs | ratio | buffers ours / baseline | ours: plan |"
-        " baseline: plan | 10x growth (ours) |",
+        " baseline: plan | 10x growth: ratio, buffers |",
         "|---|---:|---:|---:|---:|---|---|---:|",
     ]
-    for b, s in zip(big, small, strict=True):
+    for b, g in zip(big, grown, strict=True):
         detail.append(
-            f"| {b.case.question} | {b.ours_s * 1e6:.0f} | {b.baseline_s * 1e6:.0f}"
+            f"| {b.pair.question} | {b.ours_s * 1e6:.0f} | {b.baseline_s * 1e6:.0f}"
             f" | {b.ratio:.2f}x | {b.ours_buffers} / {b.baseline_buffers} | {b.ours_plan}"
-            f" | {b.baseline_plan} | {b.ours_s / s.ours_s:.2f}x |"
+            f" | {b.baseline_plan} | {g.ratio:.2f}x, {g.ours_buffers} / {g.baseline_buffers} |"
         )
     return Report(
         title="RLS at scale (`benchmarks/rls_scale.py`)",
@@ -442,15 +489,15 @@ def run(scale: Scale, *, verbose: bool = False) -> Report:
         data=(
             f"{counts['companies']:,} companies, {counts['profiles']:,} profiles,"
             f" {counts['sessions']:,} sessions, {counts['transcript_segments']:,} transcript"
-            f" segments, loaded with COPY in time order (bulk load and VACUUM ANALYZE"
-            f" {load_s:.0f} s); PostgreSQL {info.major_version}. *Ours*: the query as an end"
-            " user sends it, run as PostgREST runs it (role and claims set locally), RLS"
-            " filtering. *Baseline*: the same query as service_role with the filter written"
-            " out; same rows (checked). Medians of"
-            f" {scale.rounds} alternated rounds, the query alone; buffers from EXPLAIN"
-            " (ANALYZE, BUFFERS). Growth: the same tenant's queries at"
-            f" {first:,} companies, then after loading the other"
-            f" {scale.companies - first:,} (its answers unchanged, checked)."
+            f" segments, loaded with COPY in time order, then VACUUM ANALYZE ({load_s:.0f} s);"
+            f" PostgreSQL {info.major_version}. *Ours*: the query as an end user sends it,"
+            " run as PostgREST runs it (role and claims set locally), RLS filtering."
+            " *Baseline*: the same query as service_role with the filter written out; same"
+            f" rows (checked). Medians of {scale.rounds} alternated rounds, the query alone;"
+            " buffers (shared hit + read) from EXPLAIN (ANALYZE, BUFFERS). Growth: the same"
+            " tenant's queries on this database and on a second one on the same server"
+            f" holding only the first {first:,} companies (the same rows; loaded in"
+            f" {small_s:.0f} s), alternated too; the answers are the same (checked)."
         ),
         comparisons=comparisons,
         details="\n".join(detail),
