@@ -113,6 +113,9 @@ def load(
         world.sessions.setdefault(trainee, []).append(sid)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("set local session_replication_role = replica")
+        # Committed synchronously, so that VACUUM can mark the pages all-visible at once
+        # (it leaves pages of a not yet flushed asynchronous commit as they are).
+        cur.execute("set local synchronous_commit = on")
         _copy(
             cur,
             "copy companies (id, name) from stdin",

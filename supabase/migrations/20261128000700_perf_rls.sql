@@ -13,13 +13,17 @@
  *   2. Reading transcript segments: the policy was `profile_id = me or company_id = the
  *      company I manage`, which PostgreSQL can only answer with a BitmapOr and a visit of
  *      every heap page holding one of the rows: a manager counting the company's segments
- *      read a heap page per session. It now first restricts to the caller's company
- *      (`company_id = my company`), which every row the old policy showed satisfies (a
- *      row's company is always its owner's company, and nobody changes company), and then
- *      applies the old condition inside it. An index on (company_id, profile_id) answers
- *      both the company and the condition, so counts and aggregates over a company are
- *      index-only scans, like the query with the filter written out. It replaces the index
- *      on company_id alone, which it covers.
+ *      read a heap page per session. It now reads: the caller's company (`company_id =
+ *      my company`), and in it everything for a manager or an admin, only their own rows
+ *      for anyone else. That is the same set: a row's company is always its owner's
+ *      company (set by the database; nobody changes company), and the company a caller
+ *      manages, when there is one, is their own company (both helpers read the caller's
+ *      one profile row). Written this way the condition has no OR of two indexable
+ *      columns, so PostgreSQL cannot fall back to a BitmapOr (which it used to choose on
+ *      a misestimate): the index on (company_id, profile_id) answers both the company and
+ *      the rest, and counts and aggregates over a company are index-only scans, like the
+ *      query with the filter written out. It replaces the index on company_id alone, which
+ *      it covers.
  *
  * Sessions keep their policy: the same `profile_id = me or company_id = the company I manage`
  * through sessions_profile_id_started_at_idx and sessions_company_id_started_at_idx reads
@@ -101,8 +105,5 @@ create policy "Owners and company managers and admins read segments"
   on public.transcript_segments for select to authenticated
   using (
     company_id = (select private.my_company_id())
-    and (
-      company_id = (select private.managed_company_id())
-      or profile_id = (select auth.uid())
-    )
+    and ((select private.managed_company_id()) is not null or profile_id = (select auth.uid()))
   );
