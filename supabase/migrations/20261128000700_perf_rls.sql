@@ -19,15 +19,20 @@
  *      company (set by the database; nobody changes company), and the company a caller
  *      manages, when there is one, is their own company (both helpers read the caller's
  *      one profile row). Written this way the condition has no OR of two indexable
- *      columns, so PostgreSQL cannot fall back to a BitmapOr (which it used to choose on
- *      a misestimate): the index on (company_id, profile_id) answers both the company and
- *      the rest, and counts and aggregates over a company are index-only scans, like the
- *      query with the filter written out. It replaces the index on company_id alone, which
- *      it covers.
+ *      columns, so no BitmapOr: the index on (company_id, profile_id) answers the company
+ *      and the rest, and counts and aggregates over a company are index-only scans, like
+ *      the query with the filter written out. (`company_id = my company and (company_id =
+ *      managed company or profile_id = me)` is not enough: the planner takes the two
+ *      company conditions for independent ones and goes back to a BitmapOr at scale.) A
+ *      trainee's own rows are found in their company's part of that index, filtered by
+ *      profile_id; reads by session (the common case) use the session's index as before.
+ *      The new index replaces the one on company_id alone, which it covers.
  *
- * Sessions keep their policy: the same `profile_id = me or company_id = the company I manage`
- * through sessions_profile_id_started_at_idx and sessions_company_id_started_at_idx reads
- * only the rows the caller may see (see BENCHMARKS.md for what that costs "latest 20").
+ * Sessions keep their policy (`profile_id = me or company_id = the company I manage`, one
+ * helper call): lists of sessions want started_at order, and neither form gives it to a
+ * trainee cheaply (PostgreSQL 15 reads an OR through a bitmap, in no order, so "latest 20"
+ * reads and sorts all of the trainee's sessions; the company's index in started_at order
+ * would pass over every colleague's sessions instead). BENCHMARKS.md says what it costs.
  */
 
 -- 1. Policy helpers ------------------------------------------------------------------------
