@@ -110,5 +110,6 @@ create policy "Owners and company managers and admins read segments"
   on public.transcript_segments for select to authenticated
   using (
     company_id = (select private.my_company_id())
-    and ((select private.managed_company_id()) is not null or profile_id = (select auth.uid()))
+    -- Own rows first: a trainee reading their own rows never needs the second helper.
+    and (profile_id = (select auth.uid()) or (select private.managed_company_id()) is not null)
   );
