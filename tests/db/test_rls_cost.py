@@ -15,6 +15,7 @@ make RLS cost what the same query with the filter written out costs (20261128000
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,17 @@ def scattered(fresh_db: Database) -> Scattered:
         conn.commit()
         conn.autocommit = True
         conn.execute("vacuum (analyze) transcript_segments, sessions, profiles")
+        # All pages all-visible, as autovacuum leaves them: a VACUUM cannot mark them while
+        # another transaction (an autovacuum ANALYZE) holds an older snapshot; try again.
+        for _ in range(60):
+            row = conn.execute(
+                "select relallvisible >= relpages from pg_class"
+                " where oid = 'public.transcript_segments'::regclass"
+            ).fetchone()
+            if row is not None and row[0]:
+                break
+            time.sleep(0.5)
+            conn.execute("vacuum transcript_segments")
     return Scattered(
         fresh_db,
         company=uuid.UUID("00000000-0000-4000-8000-000000000001"),
