@@ -617,7 +617,8 @@ def write_section(section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end == -1 else text[end + 1 :])
+        rest = "" if end == -1 else "\n" + text[end + 1 :]
+        text = text[:start] + section.rstrip("\n") + "\n" + rest
     path.write_text(text)
 
 
