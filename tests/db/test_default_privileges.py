@@ -194,7 +194,10 @@ def test_a_database_that_ran_the_earlier_files_reaches_a_fresh_install(
         earlier = state(conn)
         applied = migrations.migrate(conn)
         upgraded = state(conn)
-    assert [m.version for m in applied] == [SCOPED]
+    # 000600 and whatever came after it; nothing of the earlier files runs twice.
+    assert [m.version for m in applied] == [
+        m.version for m in migrations.load_migrations() if m.version >= SCOPED
+    ]
     # The earlier files did leave something to restore, in each part compared.
     assert ("postgres", "<global>", "f", "postgres:EXECUTE") in earlier["defaults"]
     assert not READ_POLICIES & earlier["policies"]
