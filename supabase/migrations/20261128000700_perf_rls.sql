@@ -100,11 +100,8 @@ create index transcript_segments_company_id_profile_id_idx
   on public.transcript_segments (company_id, profile_id);
 drop index public.transcript_segments_company_id_idx;
 
--- The read policy is named "Owners and company managers and admins read segments" once
--- 20261128000600 has run, and by its original (truncated) name before: drop either.
-drop policy if exists "Owners and company managers and admins read segments"
-  on public.transcript_segments;
-drop policy if exists "Owners, and managers and admins of the company, can read segmen"
+-- The read policy has its short name since 20261128000600 (which renames a truncated one).
+drop policy "Owners and company managers and admins read segments"
   on public.transcript_segments;
 create policy "Owners and company managers and admins read segments"
   on public.transcript_segments for select to authenticated
