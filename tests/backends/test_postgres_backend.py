@@ -461,7 +461,11 @@ async def test_rpc_of_a_missing_function_is_not_found(env: Env) -> None:
 
 
 async def test_rpc_without_execute_privilege_is_denied(env: Env) -> None:
-    env.sql("revoke execute on function public.vs_test_scalar(integer, integer) from authenticated")
+    # PUBLIC holds EXECUTE on a new function by PostgreSQL's default: revoke both.
+    env.sql(
+        "revoke execute on function public.vs_test_scalar(integer, integer)"
+        " from public, authenticated"
+    )
     with pytest.raises(PermissionDeniedError):
         await done(env.user("A1").rpc("vs_test_scalar", {"a": 1}))
     assert await done(env.backend().rpc("vs_test_scalar", {"a": 1})) == 2
