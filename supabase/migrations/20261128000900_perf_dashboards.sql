@@ -112,49 +112,81 @@ $$;
 revoke all on function private.dash_day(timestamptz) from public, anon, authenticated;
 
 /**
- * Adds `sign` (1 or -1) times a contribution to the rollups of (company_id, profile_id,
- * day): the session itself when `with_session` (the session count, its duration and minute
- * cost), and its analytics row `an` when not null (score, API cost, talk ratio, skills).
- * Rows whose count reaches 0 are deleted.
+ * The figures one side of a change contributes to the rollups of a (company, person, day):
+ * the session itself when `with_session` (1 session, its duration and minute cost, each with
+ * a count of presence), and its analytics row `an` when not null (score, API cost, talk
+ * ratio). Skills are handled by private.dash_add.
+ */
+create function private.dash_figures(
+  with_session boolean,
+  duration_seconds integer,
+  minute_cost numeric,
+  an public.session_analytics
+)
+returns table (
+  sessions integer, scored integer, score_sum integer, timed integer, duration_sum bigint,
+  costed integer, minute_cost_sum numeric, analyzed integer, api_cost_sum numeric,
+  talked integer, talk_sum numeric
+)
+language sql
+immutable
+set search_path = ''
+as $$
+  select w::integer,
+         (h and dash_figures.an.overall_score is not null)::integer,
+         (case when h then coalesce(dash_figures.an.overall_score, 0) else 0 end)::integer,
+         (w and dash_figures.duration_seconds is not null)::integer,
+         (case when w then coalesce(dash_figures.duration_seconds, 0) else 0 end)::bigint,
+         (w and dash_figures.minute_cost is not null)::integer,
+         (case when w then coalesce(dash_figures.minute_cost, 0) else 0 end)::numeric,
+         h::integer,
+         (case when h then dash_figures.an.api_cost_usd else 0 end)::numeric,
+         (h and dash_figures.an.talk_time_ratio is not null)::integer,
+         (case when h then coalesce(dash_figures.an.talk_time_ratio, 0) else 0 end)::numeric
+  from (select coalesce(dash_figures.with_session, false) as w,
+               dash_figures.an.session_id is not null as h) x;
+$$;
+revoke all on function private.dash_figures(boolean, integer, numeric,
+  public.session_analytics) from public, anon, authenticated, service_role;
+
+/**
+ * Applies one change of a session's contribution to the rollups of (company_id, profile_id,
+ * day): what it contributes after the change (`new_*`) minus what it contributed before
+ * (`old_*`), as one additive delta (see private.dash_figures for the sides). Rows whose
+ * count reaches 0 are deleted.
  */
 create function private.dash_add(
   company_id uuid,
   profile_id uuid,
   day date,
-  sign integer,
-  with_session boolean,
-  duration_seconds integer,
-  minute_cost numeric,
-  an public.session_analytics
+  old_session boolean,
+  old_duration integer,
+  old_cost numeric,
+  old_an public.session_analytics,
+  new_session boolean,
+  new_duration integer,
+  new_cost numeric,
+  new_an public.session_analytics
 )
 returns void
 language plpgsql
 set search_path = ''
 as $$
 declare
-  d_sessions bigint := case when dash_add.with_session then dash_add.sign else 0 end;
-  has_an boolean := dash_add.an.session_id is not null;
   left_count bigint;
+  d_sessions integer := new_session::integer - old_session::integer;
 begin
   insert into private.dash_company_day as r
     (company_id, day, sessions, scored, score_sum, timed, duration_sum, costed,
      minute_cost_sum, analyzed, api_cost_sum, talked, talk_sum)
-  values (
-    dash_add.company_id, dash_add.day, d_sessions,
-    case when has_an and dash_add.an.overall_score is not null then dash_add.sign else 0 end,
-    case when has_an then dash_add.sign * coalesce(dash_add.an.overall_score, 0) else 0 end,
-    case when dash_add.with_session and dash_add.duration_seconds is not null
-         then dash_add.sign else 0 end,
-    case when dash_add.with_session
-         then dash_add.sign * coalesce(dash_add.duration_seconds, 0) else 0 end,
-    case when dash_add.with_session and dash_add.minute_cost is not null
-         then dash_add.sign else 0 end,
-    case when dash_add.with_session then dash_add.sign * coalesce(dash_add.minute_cost, 0)
-         else 0 end,
-    case when has_an then dash_add.sign else 0 end,
-    case when has_an then dash_add.sign * dash_add.an.api_cost_usd else 0 end,
-    case when has_an and dash_add.an.talk_time_ratio is not null then dash_add.sign else 0 end,
-    case when has_an then dash_add.sign * coalesce(dash_add.an.talk_time_ratio, 0) else 0 end)
+  select dash_add.company_id, dash_add.day, n.sessions - o.sessions, n.scored - o.scored,
+         n.score_sum - o.score_sum, n.timed - o.timed, n.duration_sum - o.duration_sum,
+         n.costed - o.costed, n.minute_cost_sum - o.minute_cost_sum, n.analyzed - o.analyzed,
+         n.api_cost_sum - o.api_cost_sum, n.talked - o.talked, n.talk_sum - o.talk_sum
+  from private.dash_figures(dash_add.new_session, dash_add.new_duration, dash_add.new_cost,
+                            dash_add.new_an) n,
+       private.dash_figures(dash_add.old_session, dash_add.old_duration, dash_add.old_cost,
+                            dash_add.old_an) o
   on conflict on constraint dash_company_day_pkey do update
     set sessions = r.sessions + excluded.sessions,
         scored = r.scored + excluded.scored,
@@ -173,27 +205,36 @@ begin
     where r.company_id = dash_add.company_id and r.day = dash_add.day;
   end if;
 
-  if has_an then
+  if dash_add.old_an.session_id is not null or dash_add.new_an.session_id is not null then
     -- skills in name order: concurrent writers lock the rows in the same order
     insert into private.dash_company_day_skill as r (company_id, day, skill, n, total)
-    select dash_add.company_id, dash_add.day, e.key, dash_add.sign,
-           dash_add.sign * (e.value)::numeric
-    from jsonb_each(dash_add.an.skill_scores) e
-    where jsonb_typeof(e.value) = 'number'
-    order by e.key
+    select dash_add.company_id, dash_add.day, d.skill, sum(d.n), sum(d.total)
+    from (
+      select e.key as skill, 1 as n, (e.value)::numeric as total
+      from jsonb_each(case when dash_add.new_an.session_id is not null
+                           then dash_add.new_an.skill_scores end) e
+      where jsonb_typeof(e.value) = 'number'
+      union all
+      select e.key, -1, -(e.value)::numeric
+      from jsonb_each(case when dash_add.old_an.session_id is not null
+                           then dash_add.old_an.skill_scores end) e
+      where jsonb_typeof(e.value) = 'number'
+    ) d
+    group by d.skill
+    having sum(d.n) <> 0 or sum(d.total) <> 0
+    order by d.skill
     on conflict on constraint dash_company_day_skill_pkey do update
       set n = r.n + excluded.n,
           total = r.total + excluded.total;
-    if dash_add.sign < 0 then
-      delete from private.dash_company_day_skill r
-      where r.company_id = dash_add.company_id and r.day = dash_add.day and r.n <= 0
-        and r.skill in (select jsonb_object_keys(dash_add.an.skill_scores));
-    end if;
+    delete from private.dash_company_day_skill r
+    where r.company_id = dash_add.company_id and r.day = dash_add.day and r.n <= 0
+      and dash_add.old_an.session_id is not null
+      and r.skill in (select jsonb_object_keys(dash_add.old_an.skill_scores));
   end if;
 
-  if dash_add.with_session then
+  if d_sessions <> 0 then
     insert into private.dash_profile_day as r (company_id, profile_id, day, sessions)
-    values (dash_add.company_id, dash_add.profile_id, dash_add.day, dash_add.sign)
+    values (dash_add.company_id, dash_add.profile_id, dash_add.day, d_sessions)
     on conflict on constraint dash_profile_day_pkey do update
       set sessions = r.sessions + excluded.sessions
     returning r.sessions into left_count;
@@ -205,8 +246,9 @@ begin
   end if;
 end;
 $$;
-revoke all on function private.dash_add(uuid, uuid, date, integer, boolean, integer, numeric,
-  public.session_analytics) from public, anon, authenticated, service_role;
+revoke all on function private.dash_add(uuid, uuid, date, boolean, integer, numeric,
+  public.session_analytics, boolean, integer, numeric, public.session_analytics)
+  from public, anon, authenticated, service_role;
 
 -- Triggers ------------------------------------------------------------------------------------
 
@@ -223,28 +265,37 @@ set search_path = ''
 as $$
 declare
   an public.session_analytics;
+  nothing public.session_analytics;
 begin
   if tg_op = 'INSERT' then
     select a.* into an from public.session_analytics a where a.session_id = new.id;
     perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
-                             1, true, new.duration_seconds, new.minute_cost, an);
+                             false, null, null, nothing,
+                             true, new.duration_seconds, new.minute_cost, an);
     return null;
   elsif tg_op = 'DELETE' then
     -- before the delete: the analytics row (deleted next by the cascade) is still here
     select a.* into an from public.session_analytics a where a.session_id = old.id;
     perform private.dash_add(old.company_id, old.profile_id, private.dash_day(old.started_at),
-                             -1, true, old.duration_seconds, old.minute_cost, an);
+                             true, old.duration_seconds, old.minute_cost, an,
+                             false, null, null, nothing);
     return old;
-  end if;
-  if (old.company_id, old.profile_id, private.dash_day(old.started_at))
-     is distinct from (new.company_id, new.profile_id, private.dash_day(new.started_at)) then
-    -- the key moved: the analytics part moves with it
+  elsif (old.company_id, old.profile_id, private.dash_day(old.started_at))
+        is not distinct from
+        (new.company_id, new.profile_id, private.dash_day(new.started_at)) then
+    perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
+                             true, old.duration_seconds, old.minute_cost, nothing,
+                             true, new.duration_seconds, new.minute_cost, nothing);
+  else
+    -- the key moved: the whole contribution, analytics included, moves with it
     select a.* into an from public.session_analytics a where a.session_id = new.id;
+    perform private.dash_add(old.company_id, old.profile_id, private.dash_day(old.started_at),
+                             true, old.duration_seconds, old.minute_cost, an,
+                             false, null, null, nothing);
+    perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
+                             false, null, null, nothing,
+                             true, new.duration_seconds, new.minute_cost, an);
   end if;
-  perform private.dash_add(old.company_id, old.profile_id, private.dash_day(old.started_at),
-                           -1, true, old.duration_seconds, old.minute_cost, an);
-  perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
-                           1, true, new.duration_seconds, new.minute_cost, an);
   return null;
 end;
 $$;
@@ -272,14 +323,10 @@ begin
   if not found then
     return null;
   end if;
-  if tg_op in ('UPDATE', 'DELETE') then
-    perform private.dash_add(s.company_id, s.profile_id, private.dash_day(s.started_at), -1,
-                             false, null, null, old);
-  end if;
-  if tg_op in ('UPDATE', 'INSERT') then
-    perform private.dash_add(s.company_id, s.profile_id, private.dash_day(s.started_at), 1,
-                             false, null, null, new);
-  end if;
+  perform private.dash_add(
+    s.company_id, s.profile_id, private.dash_day(s.started_at),
+    false, null, null, case when tg_op = 'INSERT' then nothing else old end,
+    false, null, null, case when tg_op = 'DELETE' then nothing else new end);
   return null;
 end;
 $$;
