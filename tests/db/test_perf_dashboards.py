@@ -10,11 +10,13 @@ whole days, partial days, within one day, bounds on a session's start).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +34,7 @@ from voicesessions.local import migrations
 
 WorldDb = tuple[Database, World]
 UTC = dt.UTC
-MIGRATION = 20261128000900
+MIGRATION = "20261128000900"
 SKILLS = ("opening", "questioning", "closing", "rapport")
 
 # The computation company_metrics did before the rollups (20261126001100_analytics.sql),
@@ -98,7 +100,9 @@ STORED_ROLLUPS = {
     "dash_company_day_skill": (
         "select company_id, day, skill, n, total from private.dash_company_day_skill"
     ),
-    "dash_profile_day": "select company_id, profile_id, day, sessions from private.dash_profile_day",
+    "dash_profile_day": (
+        "select company_id, profile_id, day, sessions from private.dash_profile_day"
+    ),
 }
 
 
@@ -204,8 +208,17 @@ class History:
     def step(self) -> str:
         rng = self.rng
         op = rng.choices(
-            ["create", "analyze", "cost", "move", "delete", "unanalyze", "anonymize", "erase",
-             "retention"],
+            [
+                "create",
+                "analyze",
+                "cost",
+                "move",
+                "delete",
+                "unanalyze",
+                "anonymize",
+                "erase",
+                "retention",
+            ],
             weights=[30, 30, 8, 6, 6, 4, 4, 2, 2],
         )[0]
         now = dt.datetime.now(UTC)
@@ -224,7 +237,7 @@ class History:
                 status=rng.choice(["completed", "completed", "active"]),
             )
             return "create"
-        sid, started = rng.choice(ended)
+        sid, _ = rng.choice(ended)
         if op == "analyze":
             self.conn.execute(
                 "select public.record_analysis(session_id => %s, provider => 'p',"
@@ -243,14 +256,13 @@ class History:
                 (rng.choice([None, Decimal(rng.randint(0, 99_999)) / 10_000]), sid),
             )
         elif op == "move":
-            try:  # to another day (the lifecycle rules may refuse; then nothing changes)
+            # to another day (the lifecycle rules may refuse; then nothing changes)
+            with contextlib.suppress(psycopg.Error):
                 self.conn.execute(
                     "update public.sessions set started_at = started_at - %s * interval '1 hour'"
                     " where id = %s",
                     (rng.randint(1, 72), sid),
                 )
-            except psycopg.Error:
-                pass
         elif op == "delete":
             self.conn.execute("delete from public.sessions where id = %s", (sid,))
         elif op == "unanalyze":
@@ -291,7 +303,7 @@ def assert_no_trace(conn: psycopg.Connection[Any], person: uuid.UUID) -> None:
     rollups equal what the remaining sessions say, checked separately)."""
     for table in ("dash_company_day", "dash_company_day_skill", "dash_profile_day"):
         row = conn.execute(
-            f"select count(*) from private.{table} t where t::text like %s",  # noqa: S608
+            f"select count(*) from private.{table} t where t::text like %s",
             (f"%{person}%",),
         ).fetchone()
         assert row == (0,), table
@@ -341,7 +353,7 @@ def test_erasure_leaves_no_trace_in_the_rollups(world_db: WorldDb) -> None:
         with owner(db) as conn:
             conn.execute(
                 "select public.record_analysis(%s, 'p', 'sales_scoring',"
-                " '{\"overall_score\": 70, \"skill_scores\": {\"rapport\": 61.5}}'::jsonb)",
+                ' \'{"overall_score": 70, "skill_scores": {"rapport": 61.5}}\'::jsonb)',
                 (sid,),
             )
     with owner(db) as conn:
@@ -355,65 +367,83 @@ def test_erasure_leaves_no_trace_in_the_rollups(world_db: WorldDb) -> None:
         ).fetchone() == (1,)
 
 
-def test_concurrent_writes_to_the_same_day_lose_nothing(world_db: WorldDb) -> None:
-    """Two transactions add sessions (and then analyses) of one company on one day that has
-    no rollup row yet: the second waits for the first's row lock, neither update is lost."""
-    db, world = world_db
-    a1, a2 = world.person("A1").id, world.person("A2").id
-    start = dt.datetime(2024, 2, 29, 10, tzinfo=UTC)
-
-    def insert(conn: psycopg.Connection[Any], person: uuid.UUID) -> uuid.UUID:
-        row = conn.execute(
-            "insert into public.sessions (profile_id, title, started_at, minute_cost)"
-            " values (%s, 'call', %s, 1.5) returning id",
-            (person, start),
-        ).fetchone()
-        assert row is not None
-        return uuid.UUID(str(row[0]))
-
-    def waiting(pid: int) -> bool:
-        with owner(db) as watcher:
-            row = watcher.execute(
-                "select wait_event_type from pg_stat_activity where pid = %s", (pid,)
-            ).fetchone()
-        return row is not None and row[0] == "Lock"
-
-    with psycopg.connect(db.dsn) as first, psycopg.connect(db.dsn) as second:
-        ids: list[uuid.UUID] = [insert(first, a1)]
+def contend(
+    db: Database,
+    first: Callable[[psycopg.Connection[Any]], None],
+    second: Callable[[psycopg.Connection[Any]], None],
+) -> None:
+    """``first`` runs in a transaction left open; ``second``, in another connection, runs
+    until it waits for a lock of the first; then both commit."""
+    with psycopg.connect(db.dsn) as one, psycopg.connect(db.dsn) as two:
+        first(one)
         errors: list[BaseException] = []
 
         def other() -> None:
             try:
-                ids.append(insert(second, a2))
-                second.commit()
+                second(two)
+                two.commit()
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
+
+        def waiting() -> bool:
+            with owner(db) as watcher:
+                row = watcher.execute(
+                    "select wait_event_type from pg_stat_activity where pid = %s",
+                    (two.info.backend_pid,),
+                ).fetchone()
+            return row is not None and row[0] == "Lock"
 
         thread = threading.Thread(target=other)
         thread.start()
         deadline = time.monotonic() + 30
-        while not waiting(second.info.backend_pid) and time.monotonic() < deadline:
+        while not waiting() and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert waiting(second.info.backend_pid), "the second writer did not wait for the first"
-        first.commit()
-        thread.join(30)
+        blocked = waiting()
+        one.commit()
+        thread.join(60)
         assert not errors, errors
+        assert blocked, "the second writer did not wait for the first"
 
-        # both complete and get analysed at once, the same way
-        for conn, sid in ((first, ids[0]), (second, ids[1])):
+
+def test_concurrent_writes_to_the_same_day_lose_nothing(world_db: WorldDb) -> None:
+    """Two transactions add sessions of one company on a day without a rollup row yet, then
+    complete and analyse them, each time at once: the second waits for the first's row lock,
+    and neither update is lost."""
+    db, world = world_db
+    a1, a2 = world.person("A1").id, world.person("A2").id
+    start = dt.datetime(2024, 2, 29, 10, tzinfo=UTC)
+    ids: list[uuid.UUID] = []
+
+    def insert(person: uuid.UUID) -> Callable[[psycopg.Connection[Any]], None]:
+        def run(conn: psycopg.Connection[Any]) -> None:
+            row = conn.execute(
+                "insert into public.sessions (profile_id, title, started_at, minute_cost)"
+                " values (%s, 'call', %s, 1.5) returning id",
+                (person, start),
+            ).fetchone()
+            assert row is not None
+            ids.append(uuid.UUID(str(row[0])))
+
+        return run
+
+    def finish(index: int) -> Callable[[psycopg.Connection[Any]], None]:
+        def run(conn: psycopg.Connection[Any]) -> None:
             conn.execute(
                 "update public.sessions set status = 'completed', ended_at = started_at"
                 " + interval '5 minutes' where id = %s",
-                (sid,),
+                (ids[index],),
             )
             conn.execute(
                 "select public.record_analysis(%s, 'p', 'sales_scoring',"
-                " '{\"overall_score\": 80, \"skill_scores\": {\"closing\": 50}}'::jsonb,"
+                ' \'{"overall_score": 80, "skill_scores": {"closing": 50}}\'::jsonb,'
                 " api_cost_usd => 0.25)",
-                (sid,),
+                (ids[index],),
             )
-        first.commit()
-        second.commit()
+
+        return run
+
+    contend(db, insert(a1), insert(a2))
+    contend(db, finish(0), finish(1))
 
     with owner(db) as conn:
         row = conn.execute(
@@ -431,7 +461,7 @@ def test_the_rollups_are_not_readable_through_the_api(world_db: WorldDb, who: st
     with db.api() as api:
         for table in STORED_ROLLUPS:
             with pytest.raises(psycopg.Error) as excinfo:
-                api.run(world.identity(who), f"select * from private.{table}", ())  # noqa: S608
+                api.run(world.identity(who), f"select * from private.{table}", ())
             assert excinfo.value.sqlstate == "42501"
 
 
