@@ -10,8 +10,10 @@
  *                                   analytics rows
  *   private.dash_company_day_skill  (company_id, day, skill): count and sum of the skill's
  *                                   numeric scores
- *   private.dash_profile_day        (company_id, profile_id, day): sessions of one person
- *                                   that day (for `active_users`, a distinct count)
+ *
+ * `active_users`, a distinct count, is not a sum: it is counted on the sessions themselves,
+ * one index probe per person of the company (a skip scan of the new index
+ * sessions (company_id, profile_id, started_at)), so no rollup names a person.
  *
  * What each row holds is exactly the sum, over the sessions of its key that exist now, of
  * what those sessions contribute (a session with its analytics row: 1 session; its score,
@@ -20,7 +22,7 @@
  * reaches 0 is deleted (a skill row: whose count reaches 0).
  *
  * Kept in step, in the transaction of the write, by row triggers (names dash_*):
- *   sessions: after insert; after update of the key (company, person, start time), the end
+ *   sessions: after insert; after update of the key (company, start time), the end
  *     (duration) or minute_cost; before delete (the analytics row is still there: the whole
  *     contribution goes; the cascade that then deletes the analytics row finds no session
  *     and does nothing). Deletes by retention, GDPR erasure, a deleted profile or company all
@@ -31,11 +33,11 @@
  * transactions changing the same company and day never lose each other's update (the
  * second waits for the row lock of the first).
  *
- * GDPR. The rollups hold nothing the sessions and analytics rows do not: an erasure deletes
- * the person's sessions, which removes their whole contribution from every rollup in the
- * same transaction (their per-person rows are deleted, the company's sums no longer include
- * them: exactly the numbers of the remaining sessions). Anonymization does not change the
- * figures. Nothing is kept "anonymously" after an erasure.
+ * GDPR. The rollups are per company and day only: no row names or keys a person (nothing an
+ * export would have to list). An erasure deletes the person's sessions, which removes their
+ * whole contribution from the sums in the same transaction: what is left is exactly the
+ * numbers of the remaining sessions, as the full scan would compute them. Anonymization
+ * does not change the figures. Nothing of an erased person is kept, not even anonymously.
  *
  * Access. The tables are private (no grant to anon/authenticated/service_role). The
  * dashboard reads them in private.dash_company_metrics, SECURITY DEFINER, which authorizes
@@ -84,18 +86,12 @@ create table private.dash_company_day_skill (
 comment on table private.dash_company_day_skill is
   'Per company, UTC day and skill: count and sum of the numeric skill scores of its sessions.';
 
-create table private.dash_profile_day (
-  company_id uuid not null,
-  profile_id uuid not null,
-  day date not null,
-  sessions bigint not null default 0,
-  primary key (company_id, profile_id, day)
-);
-comment on table private.dash_profile_day is
-  'Per company, person and UTC day: the person''s sessions (active users of a window).';
+revoke all on private.dash_company_day, private.dash_company_day_skill
+  from public, anon, authenticated, service_role;
 
-revoke all on private.dash_company_day, private.dash_company_day_skill,
-  private.dash_profile_day from public, anon, authenticated, service_role;
+-- active_users: the distinct people of a company's sessions, by a skip scan of this index
+create index if not exists sessions_company_id_profile_id_started_at_idx
+  on public.sessions (company_id, profile_id, started_at);
 
 -- Applying a change ---------------------------------------------------------------------------
 
@@ -150,14 +146,12 @@ revoke all on function private.dash_figures(boolean, integer, numeric,
   public.session_analytics) from public, anon, authenticated, service_role;
 
 /**
- * Applies one change of a session's contribution to the rollups of (company_id, profile_id,
- * day): what it contributes after the change (`new_*`) minus what it contributed before
+ * Applies one change of a session's contribution to the rollups of (company_id, day): what it contributes after the change (`new_*`) minus what it contributed before
  * (`old_*`), as one additive delta (see private.dash_figures for the sides). Rows whose
  * count reaches 0 are deleted.
  */
 create function private.dash_add(
   company_id uuid,
-  profile_id uuid,
   day date,
   old_session boolean,
   old_duration integer,
@@ -174,7 +168,6 @@ set search_path = ''
 as $$
 declare
   left_count bigint;
-  d_sessions integer := new_session::integer - old_session::integer;
 begin
   insert into private.dash_company_day as r
     (company_id, day, sessions, scored, score_sum, timed, duration_sum, costed,
@@ -232,21 +225,9 @@ begin
       and r.skill in (select jsonb_object_keys(dash_add.old_an.skill_scores));
   end if;
 
-  if d_sessions <> 0 then
-    insert into private.dash_profile_day as r (company_id, profile_id, day, sessions)
-    values (dash_add.company_id, dash_add.profile_id, dash_add.day, d_sessions)
-    on conflict on constraint dash_profile_day_pkey do update
-      set sessions = r.sessions + excluded.sessions
-    returning r.sessions into left_count;
-    if left_count <= 0 then
-      delete from private.dash_profile_day r
-      where r.company_id = dash_add.company_id and r.profile_id = dash_add.profile_id
-        and r.day = dash_add.day;
-    end if;
-  end if;
 end;
 $$;
-revoke all on function private.dash_add(uuid, uuid, date, boolean, integer, numeric,
+revoke all on function private.dash_add(uuid, date, boolean, integer, numeric,
   public.session_analytics, boolean, integer, numeric, public.session_analytics)
   from public, anon, authenticated, service_role;
 
@@ -269,30 +250,29 @@ declare
 begin
   if tg_op = 'INSERT' then
     select a.* into an from public.session_analytics a where a.session_id = new.id;
-    perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
+    perform private.dash_add(new.company_id, private.dash_day(new.started_at),
                              false, null, null, nothing,
                              true, new.duration_seconds, new.minute_cost, an);
     return null;
   elsif tg_op = 'DELETE' then
     -- before the delete: the analytics row (deleted next by the cascade) is still here
     select a.* into an from public.session_analytics a where a.session_id = old.id;
-    perform private.dash_add(old.company_id, old.profile_id, private.dash_day(old.started_at),
+    perform private.dash_add(old.company_id, private.dash_day(old.started_at),
                              true, old.duration_seconds, old.minute_cost, an,
                              false, null, null, nothing);
     return old;
-  elsif (old.company_id, old.profile_id, private.dash_day(old.started_at))
-        is not distinct from
-        (new.company_id, new.profile_id, private.dash_day(new.started_at)) then
-    perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
+  elsif (old.company_id, private.dash_day(old.started_at))
+        is not distinct from (new.company_id, private.dash_day(new.started_at)) then
+    perform private.dash_add(new.company_id, private.dash_day(new.started_at),
                              true, old.duration_seconds, old.minute_cost, nothing,
                              true, new.duration_seconds, new.minute_cost, nothing);
   else
     -- the key moved: the whole contribution, analytics included, moves with it
     select a.* into an from public.session_analytics a where a.session_id = new.id;
-    perform private.dash_add(old.company_id, old.profile_id, private.dash_day(old.started_at),
+    perform private.dash_add(old.company_id, private.dash_day(old.started_at),
                              true, old.duration_seconds, old.minute_cost, an,
                              false, null, null, nothing);
-    perform private.dash_add(new.company_id, new.profile_id, private.dash_day(new.started_at),
+    perform private.dash_add(new.company_id, private.dash_day(new.started_at),
                              false, null, null, nothing,
                              true, new.duration_seconds, new.minute_cost, an);
   end if;
@@ -317,14 +297,14 @@ declare
   s record;
   nothing public.session_analytics;
 begin
-  select x.company_id, x.profile_id, x.started_at into s
+  select x.company_id, x.started_at into s
   from public.sessions x
   where x.id = (case when tg_op = 'DELETE' then old.session_id else new.session_id end);
   if not found then
     return null;
   end if;
   perform private.dash_add(
-    s.company_id, s.profile_id, private.dash_day(s.started_at),
+    s.company_id, private.dash_day(s.started_at),
     false, null, null, case when tg_op = 'INSERT' then nothing else old end,
     false, null, null, case when tg_op = 'DELETE' then nothing else new end);
   return null;
@@ -342,9 +322,9 @@ drop trigger if exists dash_sessions_rollup_update on public.sessions;
 create trigger dash_sessions_rollup_update
   after update on public.sessions
   for each row
-  when ((old.company_id, old.profile_id, old.started_at, old.duration_seconds, old.minute_cost)
+  when ((old.company_id, old.started_at, old.duration_seconds, old.minute_cost)
         is distinct from
-        (new.company_id, new.profile_id, new.started_at, new.duration_seconds, new.minute_cost))
+        (new.company_id, new.started_at, new.duration_seconds, new.minute_cost))
   execute function private.dash_sessions_rollup();
 
 drop trigger if exists dash_sessions_rollup_delete on public.sessions;
@@ -380,11 +360,9 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  lock table private.dash_company_day, private.dash_company_day_skill,
-    private.dash_profile_day in exclusive mode;
+  lock table private.dash_company_day, private.dash_company_day_skill in exclusive mode;
   delete from private.dash_company_day;
   delete from private.dash_company_day_skill;
-  delete from private.dash_profile_day;
   insert into private.dash_company_day
     (company_id, day, sessions, scored, score_sum, timed, duration_sum, costed,
      minute_cost_sum, analyzed, api_cost_sum, talked, talk_sum)
@@ -403,10 +381,6 @@ begin
   join public.session_analytics a on a.session_id = s.id
   cross join lateral jsonb_each(a.skill_scores) e
   where jsonb_typeof(e.value) = 'number'
-  group by 1, 2, 3;
-  insert into private.dash_profile_day (company_id, profile_id, day, sessions)
-  select s.company_id, s.profile_id, private.dash_day(s.started_at), count(*)
-  from public.sessions s
   group by 1, 2, 3;
 end;
 $$;
@@ -472,7 +446,7 @@ begin
 
   return query
     with recursive edge as materialized (
-      select s.profile_id, s.duration_seconds, s.minute_cost, a.session_id as analyzed,
+      select s.duration_seconds, s.minute_cost, a.session_id as analyzed,
              a.overall_score, a.api_cost_usd, a.talk_time_ratio, a.skill_scores
       from public.sessions s
       left join public.session_analytics a on a.session_id = s.id
@@ -493,27 +467,23 @@ begin
              (e.talk_time_ratio is not null)::integer, coalesce(e.talk_time_ratio, 0)
       from edge e
     ),
-    people(pid) as (  -- the company's people with rollup rows, one index probe each
-      select (select p.profile_id from private.dash_profile_day p
-              where p.company_id = company order by p.profile_id limit 1)
+    people(pid) as (  -- the company's people with sessions: one index probe each
+      select (select s.profile_id from public.sessions s
+              where s.company_id = company order by s.profile_id limit 1)
       union all
-      select (select p.profile_id from private.dash_profile_day p
-              where p.company_id = company and p.profile_id > people.pid
-              order by p.profile_id limit 1)
+      select (select s.profile_id from public.sessions s
+              where s.company_id = company and s.profile_id > people.pid
+              order by s.profile_id limit 1)
       from people
       where people.pid is not null
     ),
     active as (
       select count(*) as n
-      from (
-        select people.pid from people
-        where people.pid is not null
-          and exists (select 1 from private.dash_profile_day p
-                      where p.company_id = company and p.profile_id = people.pid
-                        and p.day >= first_day and p.day < end_day)
-        union
-        select e.profile_id from edge e
-      ) u
+      from people
+      where people.pid is not null
+        and exists (select 1 from public.sessions s
+                    where s.company_id = company and s.profile_id = people.pid
+                      and s.started_at >= lo and s.started_at < hi)
     ),
     skills as (
       select coalesce(jsonb_object_agg(k.skill, k.average), '{}'::jsonb) as averages

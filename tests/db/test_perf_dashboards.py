@@ -88,9 +88,6 @@ EXPECTED_ROLLUPS = {
         cross join lateral jsonb_each(a.skill_scores) e
         where jsonb_typeof(e.value) = 'number'
         group by 1, 2, 3""",
-    "dash_profile_day": """
-        select s.company_id, s.profile_id, (s.started_at at time zone 'UTC')::date, count(*)
-        from public.sessions s group by 1, 2, 3""",
 }
 STORED_ROLLUPS = {
     "dash_company_day": """
@@ -99,9 +96,6 @@ STORED_ROLLUPS = {
         from private.dash_company_day""",
     "dash_company_day_skill": (
         "select company_id, day, skill, n, total from private.dash_company_day_skill"
-    ),
-    "dash_profile_day": (
-        "select company_id, profile_id, day, sessions from private.dash_profile_day"
     ),
 }
 
@@ -301,7 +295,7 @@ class History:
 def assert_no_trace(conn: psycopg.Connection[Any], person: uuid.UUID) -> None:
     """No rollup row names the person (their sessions' contributions are gone too: the
     rollups equal what the remaining sessions say, checked separately)."""
-    for table in ("dash_company_day", "dash_company_day_skill", "dash_profile_day"):
+    for table in STORED_ROLLUPS:
         row = conn.execute(
             f"select count(*) from private.{table} t where t::text like %s",
             (f"%{person}%",),
@@ -357,14 +351,21 @@ def test_erasure_leaves_no_trace_in_the_rollups(world_db: WorldDb) -> None:
                 (sid,),
             )
     with owner(db) as conn:
+        keyed = conn.execute(
+            "select table_name, column_name from information_schema.columns"
+            " where table_schema = 'private' and table_name like 'dash\\_%%'"
+            " and data_type = 'uuid'"
+        ).fetchall()
+        assert {c for _, c in keyed} == {"company_id"}  # no rollup is keyed by a person
         conn.execute("select public.gdpr_erase_user(%s)", (a1,))
         assert_no_trace(conn, a1)
         assert_rollups_match(conn)
         assert_metrics_match(conn, world.companies["A"], None, None)
         assert conn.execute(
-            "select sessions from private.dash_profile_day where profile_id = %s and day = %s",
-            (a2, day.date()),
-        ).fetchone() == (1,)
+            "select sessions, score_sum, minute_cost_sum from private.dash_company_day"
+            " where company_id = %s and day = %s",
+            (world.companies["A"], day.date()),
+        ).fetchone() == (1, 70, Decimal("2.5000"))  # A2's session alone
 
 
 def contend(
