@@ -10,6 +10,12 @@ the functions come from auto_explain (log_nested_statements, ANALYZE, BUFFERS), 
 full and summarised in BENCHMARKS.md (which scans, index or sequential).
 
     python -m benchmarks.analytics_plans [--sessions 10000] [--repeat 30] [--no-write]
+
+`comparisons(quick)` (also `--compare`, or `--quick` for 10,000 vs 1,000 sessions) is issue
+13's row: company_metrics over a company's whole history at 100,000 sessions against the same
+call at 10,000, both companies in one database and measured in alternating rounds, plus the
+other dashboards' times and buffers at both sizes. Bulk loads skip triggers, so the daily
+rollups are rebuilt (private.dash_rebuild) after loading.
 """
 
 from __future__ import annotations
