@@ -10,6 +10,12 @@ the functions come from auto_explain (log_nested_statements, ANALYZE, BUFFERS), 
 full and summarised in BENCHMARKS.md (which scans, index or sequential).
 
     python -m benchmarks.analytics_plans [--sessions 10000] [--repeat 30] [--no-write]
+
+`comparisons(quick)` (also `--compare`, or `--quick` for 10,000 vs 1,000 sessions) is issue
+13's row: company_metrics over a company's whole history at 100,000 sessions against the same
+call at 10,000, both companies in one database and measured in alternating rounds, plus the
+other dashboards' times and buffers at both sizes. Bulk loads skip triggers, so the daily
+rollups are rebuilt (private.dash_rebuild) after loading.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks._compare import Comparison, Goal, Report
 from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
@@ -62,7 +69,8 @@ select gen_random_uuid(),
        now() - (s * 365.0 / n || ' days')::interval + ((300 + s % 900) || ' seconds')::interval,
        1 + s % 15
 from (select 0 as c, {sessions} as n
-      union all select c, {other_sessions} from generate_series(1, {others}) c) co,
+      union all select c, case when c = 1 and {second} > 0 then {second} else {other_sessions} end
+      from generate_series(1, {others}) c) co,
      lateral generate_series(1, co.n) s;
 
 insert into session_analytics (session_id, profile_id, company_id, overall_score,
@@ -76,6 +84,12 @@ select s.id, s.profile_id, s.company_id, 40 + (h % 60), 30 + (h % 70), 50 + (h %
        extract(hour from s.started_at at time zone 'UTC')::smallint
 from (select s.*, abs(hashtext(s.id::text)) as h from sessions s) s;
 set session_replication_role = origin;
+-- the dashboards' daily rollups (when this schema has them) are derived too: rebuild them
+do $$ begin
+  if to_regprocedure('private.dash_rebuild()') is not null then
+    perform private.dash_rebuild();
+  end if;
+end $$;
 analyze;
 """
 
@@ -95,10 +109,14 @@ READING = (
 
 
 def timed(
-    conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...], repeat: int
+    conn: psycopg.Connection[Any],
+    query: str,
+    params: tuple[Any, ...],
+    repeat: int,
+    manager: str = MANAGER,
 ) -> tuple[float, float, int]:
     """Median and p95 milliseconds, and rows returned, as the manager through PostgREST."""
-    claims = {"sub": MANAGER, "role": "authenticated"}
+    claims = {"sub": manager, "role": "authenticated"}
     durations = []
     rows = 0
     for _ in range(repeat):
@@ -145,12 +163,139 @@ def scans(plans: list[str]) -> str:
     return "; ".join(found)
 
 
+SMALL_COMPANY = "00000000-0000-4000-8000-000000000001"
+SMALL_MANAGER = "00000000-0000-4000-9000-000000001000"
+GOAL_RATIO = 1.2  # issue 13: company_metrics at 100k sessions / at 10k
+GOAL_MS = 20.0  # issue 13: company_metrics at 100k sessions, whole history
+
+
+def buffers(
+    conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...], manager: str
+) -> int:
+    """Shared buffers (hit + read) the call touches, the statements inside the function
+    included (the Function Scan node counts them): a measure that does not depend on load."""
+    claims = {"sub": manager, "role": "authenticated"}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(*request_context("authenticated", claims, method="POST"))
+        cur.execute(("explain (analyze, buffers, format json) " + query).encode(), params)
+        row = cur.fetchone()
+    assert row is not None
+    plan = row[0][0]["Plan"]
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+
+def comparisons(quick: bool) -> Report:
+    """company_metrics over a company's whole history: the big company's time over the time
+    of a company ten times smaller, both loaded in the same database and measured in
+    alternating rounds (medians), and the big company's time against the issue's 20 ms.
+    Quick mode: 10,000 vs 1,000 sessions and few rounds (seconds; reported, not asserted)."""
+    big, small = (10_000, 1_000) if quick else (100_000, 10_000)
+    others, other_sessions = (3, 200) if quick else (OTHER_COMPANIES, OTHER_SESSIONS)
+    repeat = 5 if quick else 30
+    cases = [
+        ("company_metrics, whole history", "select * from company_metrics(%s)"),
+        (
+            "company_metrics, last 30 days",
+            "select * from company_metrics(%s, now() - interval '30 days')",
+        ),
+        ("team_overview", "select * from team_overview(%s)"),
+        (
+            "metrics_timeseries, company by week",
+            "select * from metrics_timeseries(company_id => %s, bucket => 'week')",
+        ),
+    ]
+    with migrated_database() as (info, dsn), psycopg.connect(dsn, autocommit=True) as conn:
+        load = LOAD_SQL.format(  # integers only: plain formatting is safe
+            others=int(others),
+            trainees=int(TRAINEES),
+            sessions=int(big),
+            other_sessions=int(other_sessions),
+            second=int(small),
+        )
+        conn.execute(load.encode())
+        rows: list[tuple[str, float, float, int, int]] = []
+        for name, query in cases:
+            big_ms: list[float] = []
+            small_ms: list[float] = []
+            for _ in range(repeat):  # alternate, so that load hits both alike
+                big_ms.append(timed(conn, query, (COMPANY,), 1, MANAGER)[0])
+                small_ms.append(timed(conn, query, (SMALL_COMPANY,), 1, SMALL_MANAGER)[0])
+            rows.append(
+                (
+                    name,
+                    statistics.median(big_ms),
+                    statistics.median(small_ms),
+                    buffers(conn, query, (COMPANY,), MANAGER),
+                    buffers(conn, query, (SMALL_COMPANY,), SMALL_MANAGER),
+                )
+            )
+        version = info.major_version
+    whole = rows[0]
+    detail = [
+        f"| call | {big:,} sessions ms | {small:,} sessions ms | ratio |"
+        f" buffers {big:,} | buffers {small:,} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ] + [
+        f"| {n} | {b:.2f} | {s:.2f} | {b / s:.2f}x | {bb:,} | {sb:,} |" for n, b, s, bb, sb in rows
+    ]
+    return Report(
+        title="Dashboards independent of history (`benchmarks/analytics_plans.py`)",
+        command="python -m benchmarks.analytics_plans" + (" --quick" if quick else ""),
+        data=(
+            f"One company of {big:,} sessions and one of {small:,} ({TRAINEES} trainees each,"
+            f" over the last year, every session analyzed with three skills) among"
+            f" {others + 1} companies of {other_sessions:,} sessions, PostgreSQL {version};"
+            f" each call as PostgREST runs it for a manager, median of {repeat} alternating"
+            " rounds; buffers (shared hit + read, the function's statements included) from"
+            " EXPLAIN (ANALYZE, BUFFERS)."
+        ),
+        comparisons=[
+            Comparison(
+                question=f"company_metrics, whole history: {big:,} vs {small:,} sessions",
+                ours=whole[1],
+                baseline=whole[2],
+                unit="ms",
+                goal=Goal("max", GOAL_RATIO),
+                baseline_name=f"the same call on {small:,} sessions",
+                note=f"buffers {whole[3]:,} vs {whole[4]:,}",
+            ),
+            Comparison(
+                question=f"company_metrics, whole history of {big:,} sessions",
+                ours=whole[1],
+                baseline=GOAL_MS,
+                unit="ms",
+                goal=Goal("max", 1.0),
+                baseline_name=f"the issue's {GOAL_MS:g} ms",
+                note="absolute time: compare on a quiet machine",
+            ),
+        ],
+        details="\n".join(detail),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="only the issue-13 comparison (100k vs 10k sessions), printed",
+    )
+    parser.add_argument("--quick", action="store_true", help="with --compare: 10k vs 1k, fast")
     args = parser.parse_args()
+    if args.compare or args.quick:
+        report = comparisons(args.quick)
+        print(f"## {report.title}\n\nCommand: `{report.command}`\n\n{report.data}\n")
+        for c in report.comparisons:
+            print(
+                f"- {c.question}: {c.ours:.2f} {c.unit} / {c.baseline:.2f} {c.unit}"
+                f" ({c.baseline_name}) = {c.ratio:.2f}, goal {c.goal}:"
+                f" {'met' if c.met else 'MISSED'}; {c.note}"
+            )
+        print("\n" + report.details)
+        return 0
 
     with migrated_database() as (info, dsn):
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -160,6 +305,7 @@ def main() -> int:
                 trainees=int(TRAINEES),
                 sessions=int(args.sessions),
                 other_sessions=int(OTHER_SESSIONS),
+                second=0,
             )
             conn.execute(load.encode())
             load_s = time.perf_counter() - t0

@@ -774,6 +774,7 @@ EXECUTABLE: Mapping[str, str] = {
     "public.broadcast_session_event": "invoker; reads the session under RLS first",
     "public.clear_session_audio": "invoker wrapper",
     "public.record_session_audio": "invoker wrapper",
+    "private.dash_company_metrics": "definer; private.analytics_authorize_company first",
     "public.company_metrics": "invoker; RLS applies",
     "public.metrics_timeseries": "invoker; RLS applies",
     "public.team_overview": "invoker; RLS applies",

@@ -2,8 +2,10 @@
 
 Each method is one call of a SECURITY INVOKER function (``public.company_metrics``,
 ``user_progress``, ``team_overview``, ``metrics_timeseries``), so RLS applies to every row
-it reads; the functions also refuse, with PermissionDeniedError, what the caller would only
-see as nothing: another company's numbers, another trainee's progress. Windows are
+it reads (``company_metrics`` reads daily rollups the database keeps, through a private
+function that checks the caller the same way); the functions also refuse, with
+PermissionDeniedError, what the caller would only see as nothing: another company's
+numbers, another trainee's progress. Windows are
 ``[since, until)`` over the sessions' start times. Definitions are in the README
 ("Analytics") and in the migration ``20261126001100_analytics.sql``.
 """
