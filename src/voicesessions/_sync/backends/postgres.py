@@ -217,7 +217,7 @@ class _SharedPool:
         try:
             conn = psycopg.Connection.connect(self.dsn, **self.connect_kwargs)
         except psycopg.Error as exc:
-            raise _connect_error(exc) from exc
+            raise _connect_error(exc, self.dsn, self.connect_kwargs) from exc
         conn.close()
 
     def close(self) -> None:
@@ -533,7 +533,7 @@ class PostgresBackend(Backend):
         try:
             conn = psycopg.Connection.connect(shared.dsn, autocommit=True, **shared.connect_kwargs)
         except psycopg.Error as exc:
-            raise _connect_error(exc) from exc
+            raise _connect_error(exc, shared.dsn, shared.connect_kwargs) from exc
         try:
             try:
                 key, now_ms = _events_key(conn)
@@ -836,11 +836,15 @@ _PERMANENT_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], type[VoiceSessionsErro
 )
 
 
-def _connect_error(exc: psycopg.Error) -> VoiceSessionsError:
+def _connect_error(
+    exc: psycopg.Error, dsn: str, connect_kwargs: Mapping[str, Any]
+) -> VoiceSessionsError:
     """The voicesessions exception for a failed connection attempt: a wrong password or
     user (PermissionDeniedError), a missing database or an unknown host
-    (ConfigurationError) fail at once with the server's own message; anything else (a
-    refused or timed-out connection, too many clients, a server starting up) is transient."""
+    (ConfigurationError) fail at once with the server's own message, plus the host tried
+    where the message does not name it (some psycopg versions say only "Name or service
+    not known"); anything else (a refused or timed-out connection,
+    too many clients, a server starting up) is transient."""
     message = " ".join(str(exc).split()) or type(exc).__name__
     if not exc.sqlstate:
         for pattern, cls, sqlstate in _PERMANENT_CONNECT_FAILURES:
@@ -848,8 +852,20 @@ def _connect_error(exc: psycopg.Error) -> VoiceSessionsError:
                 if issubclass(cls, APIError):
                     return cls(message, code=sqlstate or None)
                 suffix = f" [{sqlstate}]" if sqlstate else ""
+                host = _connect_host(dsn, connect_kwargs)
+                if host and host not in message:
+                    suffix += f" (host {host!r})"
                 return cls(f"cannot connect to PostgreSQL: {message}{suffix}")
     return _api_error(exc)
+
+
+def _connect_host(dsn: str, connect_kwargs: Mapping[str, Any]) -> str | None:
+    """The host a connection attempt was given (connection string or keyword), if any."""
+    try:
+        host = conninfo_to_dict(dsn, host=connect_kwargs.get("host")).get("host")
+    except psycopg.ProgrammingError:
+        return None
+    return str(host) if host else None
 
 
 def _storage_root(given: Path | str | None) -> Path:
