@@ -1,14 +1,22 @@
-"""What RLS adds to a statement, timed by the server: the read policies of
-20261128001100 (the caller's profile looked up in the policy) next to the ones before it
-(plpgsql security definer helpers), on the same data and server.
+"""What RLS adds to a statement, timed by the server: the current read policies of sessions
+and transcript segments next to a candidate that looks the caller's profile up in the policy.
 
-The rows of ``benchmarks.rls_scale`` are loaded once into a database ("after": every
-migration), which is then copied ("before") and given the previous sessions and segments
-read policies back. Each of rls_scale's five questions is prepared (as PostgREST prepares
-its statements) in both databases, as the user (*ours*) and as service_role with the filter
-written out (*baseline*), and run under ``EXPLAIN (ANALYZE, TIMING OFF, SUMMARY)``: the
-server's planning + execution time, without the network and the client, which a loaded
-machine disturbs less than a wall clock. Rounds alternate databases and sides; medians.
+Current (20261128000700): the policies call plpgsql security definer helpers
+(private.my_company_id / managed_company_id), an executor run of their own per call (the
+`search_path = ''` save and restore, SPI, an index scan of profiles). Candidate
+(:data:`CANDIDATE`): the policy reads the caller's profile row in a subquery, under the
+profiles read policy, which lets everyone read their own row (same answers, nothing more
+visible); PostgreSQL makes it an initplan, evaluated once, inside the statement. (Invoker
+SQL helpers are not an option: every function carries `set search_path` (advisor 0011),
+which stops PostgreSQL from inlining them.)
+
+The rows of ``benchmarks.rls_scale`` are loaded once ("current": every migration), copied
+("candidate") and given :data:`CANDIDATE`. Each of rls_scale's five questions is prepared
+(as PostgREST prepares its statements) in both databases, as the user (*ours*) and as
+service_role with the filter written out (*baseline*), and run under ``EXPLAIN (ANALYZE,
+TIMING OFF, SUMMARY)``: the server's planning and execution times, without the network and
+the client, which a loaded machine disturbs less than a wall clock. Rounds alternate
+databases and sides; medians.
 
     python -m benchmarks.rls_fixed_cost [--quick] [--companies 60] [--sessions-per-company 300]
         [--rounds 60]
@@ -30,30 +38,43 @@ from benchmarks import rls_scale
 from benchmarks._server import migrated_database
 from voicesessions._request import request_context
 
-#: The sessions and segments read policies as 20261128000700 left them.
-BEFORE = """
-drop policy "Owners and company managers and admins read sessions" on public.sessions;
+#: The candidate read policies (the caller's profile looked up in the policy).
+CANDIDATE = """
+-- Sessions: the owner, or a manager or an admin of the session's company.
+drop policy if exists "Owners and company managers and admins read sessions" on public.sessions;
 create policy "Owners and company managers and admins read sessions"
   on public.sessions for select to authenticated
   using (
     profile_id = (select auth.uid())
-    or company_id = (select private.managed_company_id())
+    or company_id = (
+      select p.company_id from public.profiles p
+      where p.id = (select auth.uid()) and p.role in ('manager', 'admin')
+    )
   );
-drop policy "Owners and company managers and admins read segments"
+
+-- Transcript segments: the caller's company (20261128000700 says why the company first),
+-- and in it everything for a manager or an admin, only their own rows for anyone else.
+drop policy if exists "Owners and company managers and admins read segments"
   on public.transcript_segments;
 create policy "Owners and company managers and admins read segments"
   on public.transcript_segments for select to authenticated
   using (
-    company_id = (select private.my_company_id())
-    and (profile_id = (select auth.uid()) or (select private.managed_company_id()) is not null)
+    company_id = (select p.company_id from public.profiles p where p.id = (select auth.uid()))
+    and (
+      profile_id = (select auth.uid())
+      or exists (
+        select from public.profiles p
+        where p.id = (select auth.uid()) and p.role in ('manager', 'admin')
+      )
+    )
   );
 """
 
 
 def _server_us(
     conn: psycopg.Connection[Any], who: str | None, name: str, params: tuple[Any, ...]
-) -> float:
-    """Planning + execution time (µs) of the prepared statement ``name``, as ``who``."""
+) -> tuple[float, float]:
+    """Planning and execution time (µs) of the prepared statement ``name``, as ``who``."""
     role, claims = rls_scale._as(who)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(*request_context(role, claims, method="GET"))
@@ -66,7 +87,7 @@ def _server_us(
         row = cur.fetchone()
         assert row is not None
         summary = row[0][0]
-        return float(summary["Planning Time"] + summary["Execution Time"]) * 1000
+        return summary["Planning Time"] * 1000.0, summary["Execution Time"] * 1000.0
 
 
 def _prepare(conn: psycopg.Connection[Any], name: str, query: str) -> None:
@@ -78,17 +99,17 @@ def _prepare(conn: psycopg.Connection[Any], name: str, query: str) -> None:
 
 
 def run(companies: int, per_company: int, rounds: int, warmup: int = 6) -> str:
-    with migrated_database("after") as (info, dsn):
+    with migrated_database("current") as (info, dsn):
         world = rls_scale.World(start=datetime(2026, 11, 1, tzinfo=UTC), step=timedelta(minutes=7))
         with psycopg.connect(dsn, autocommit=True) as conn:
             rls_scale.load(
                 conn, world, range(companies), companies, per_company, 3, random.Random(1)
             )
         with psycopg.connect(info.dsn, autocommit=True) as admin:
-            admin.execute("create database before template after")
-        dsns = {"before": make_conninfo(info.dsn, dbname="before"), "after": dsn}
-        with psycopg.connect(dsns["before"], autocommit=True) as conn:
-            conn.execute(sql.SQL(BEFORE))
+            admin.execute("create database candidate template current")
+        dsns = {"current": dsn, "candidate": make_conninfo(info.dsn, dbname="candidate")}
+        with psycopg.connect(dsns["candidate"], autocommit=True) as conn:
+            conn.execute(sql.SQL(CANDIDATE))
         cases = rls_scale.cases(world)
         conns = {db: psycopg.connect(d) for db, d in dsns.items()}
         try:
@@ -96,7 +117,7 @@ def run(companies: int, per_company: int, rounds: int, warmup: int = 6) -> str:
                 for i, case in enumerate(cases):
                     _prepare(conn, f"ours{i}", case.ours)
                     _prepare(conn, f"base{i}", case.baseline)
-            times: dict[tuple[int, str, str], list[float]] = {}
+            times: dict[tuple[int, str, str, str], list[float]] = {}
             for r in range(warmup + rounds):
                 order = list(conns) if r % 2 == 0 else list(conns)[::-1]
                 for i, case in enumerate(cases):
@@ -106,27 +127,36 @@ def run(companies: int, per_company: int, rounds: int, warmup: int = 6) -> str:
                             ("base", None, case.baseline_params),
                         ]
                         for side, who, params in sides if r % 2 == 0 else sides[::-1]:
-                            us = _server_us(conns[db], who, f"{side}{i}", params)
+                            plan, run = _server_us(conns[db], who, f"{side}{i}", params)
                             if r >= warmup:
-                                times.setdefault((i, db, side), []).append(us)
+                                for part, us in (("plan", plan), ("run", run)):
+                                    times.setdefault((i, db, side, part), []).append(us)
+                                times.setdefault((i, db, side, "sum"), []).append(plan + run)
         finally:
             for conn in conns.values():
                 conn.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
         f"{companies} companies x {per_company} sessions x 3 segments; medians of {rounds}"
-        " alternated rounds; server µs (planning + execution of the prepared statement).",
+        " alternated rounds; server µs of the prepared statement, planning + execution"
+        " (planning, execution).",
         "",
-        "| question | before: ours / baseline µs | ratio | after: ours / baseline µs | ratio"
-        " | ours after / before |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| question | current: ours | baseline | ratio | candidate: ours | baseline | ratio"
+        " | ours candidate / current |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cell(i: int, db: str, side: str) -> str:
+        plan, run, total = (med[(i, db, side, part)] for part in ("plan", "run", "sum"))
+        return f"{total:.0f} ({plan:.0f}, {run:.0f})"
+
     for i, case in enumerate(cases):
-        b_o, b_b = med[(i, "before", "ours")], med[(i, "before", "base")]
-        a_o, a_b = med[(i, "after", "ours")], med[(i, "after", "base")]
+        c_o, c_b = med[(i, "current", "ours", "sum")], med[(i, "current", "base", "sum")]
+        n_o, n_b = med[(i, "candidate", "ours", "sum")], med[(i, "candidate", "base", "sum")]
         lines.append(
-            f"| {case.question} | {b_o:.0f} / {b_b:.0f} | {b_o / b_b:.2f}x"
-            f" | {a_o:.0f} / {a_b:.0f} | {a_o / a_b:.2f}x | {a_o / b_o:.2f}x |"
+            f"| {case.question} | {cell(i, 'current', 'ours')} | {cell(i, 'current', 'base')}"
+            f" | {c_o / c_b:.2f}x | {cell(i, 'candidate', 'ours')}"
+            f" | {cell(i, 'candidate', 'base')} | {n_o / n_b:.2f}x | {n_o / c_o:.2f}x |"
         )
     return "\n".join(lines)
 
