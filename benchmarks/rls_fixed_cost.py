@@ -98,6 +98,32 @@ def _prepare(conn: psycopg.Connection[Any], name: str, query: str) -> None:
     conn.commit()
 
 
+def helper_calls(dsn: str, who: str, transactions: int) -> str:
+    """Server µs per call of the two helpers, first and second in a statement, one statement
+    per transaction as PostgREST sends them (pg_stat_user_functions, track_functions=all)."""
+    with psycopg.connect(dsn) as conn:
+        role, claims = rls_scale._as(who)
+        for n in range(20 + transactions):  # 20 first: compiling the functions is not a call
+            if n == 20:
+                conn.execute("select pg_stat_reset()")
+                conn.execute("set track_functions = 'all'")
+                conn.commit()
+            with conn.transaction():
+                conn.execute(*request_context(role, claims, method="GET"))
+                conn.execute(
+                    "select (select private.my_company_id()), (select private.managed_company_id())"
+                )
+        conn.execute("select pg_stat_force_next_flush()")
+        conn.commit()
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute(
+            "select funcname, calls, total_time * 1000 / calls from pg_stat_user_functions"
+            " where schemaname = 'private' and funcname in ('my_company_id', 'managed_company_id')"
+            " order by funcname desc"
+        ).fetchall()
+    return "; ".join(f"{name}(): {us:.1f} µs/call ({calls} calls)" for name, calls, us in found)
+
+
 def run(companies: int, per_company: int, rounds: int, warmup: int = 6) -> str:
     with migrated_database("current") as (info, dsn):
         world = rls_scale.World(start=datetime(2026, 11, 1, tzinfo=UTC), step=timedelta(minutes=7))
@@ -135,6 +161,7 @@ def run(companies: int, per_company: int, rounds: int, warmup: int = 6) -> str:
         finally:
             for conn in conns.values():
                 conn.close()
+        helpers = helper_calls(dsn, cases[2].who, 10 * rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
         f"{companies} companies x {per_company} sessions x 3 segments; medians of {rounds}"
@@ -158,6 +185,11 @@ def run(companies: int, per_company: int, rounds: int, warmup: int = 6) -> str:
             f" | {c_o / c_b:.2f}x | {cell(i, 'candidate', 'ours')}"
             f" | {cell(i, 'candidate', 'base')} | {n_o / n_b:.2f}x | {n_o / c_o:.2f}x |"
         )
+    lines += [
+        "",
+        "The helpers as the current policies call them, a manager, one statement per"
+        " transaction (`my_company_id()` first, `managed_company_id()` second): " + helpers,
+    ]
     return "\n".join(lines)
 
 
