@@ -5,7 +5,9 @@ first the request context of :mod:`voicesessions._request` (``role``,
 ``request.jwt.claims``, ``request.method``, ...; all transaction-local), then one
 statement. The login role of the DSN may be a superuser, ``postgres`` or ``authenticator``:
 switching ``role`` inside the transaction makes grants, RLS and ``auth.uid()`` apply as
-they do behind Supabase's API.
+they do behind Supabase's API. A call of one statement is ONE round trip: the context and
+the statement go as one multi-statement simple Query message on an autocommit connection
+(one implicit transaction; parameters bound on the client, no prepared statements).
 
 - ``select`` is a GET: its transaction is READ ONLY, as PostgREST's is.
 - ``insert`` and ``rpc`` are POSTs, ``update`` a PATCH: READ WRITE; but ``rpc`` of a
