@@ -753,22 +753,6 @@ create function public.vs_test_body(jsonb) returns jsonb
   language sql immutable as $$ select $1 $$;
 create function public.vs_test_stable() returns text
   language sql stable as $$ select current_setting('transaction_read_only') $$;
-create table public.vs_test_log (n serial primary key, role text not null default current_user);
-grant insert, select on public.vs_test_log to anon, authenticated, service_role;
-grant usage on sequence public.vs_test_log_n_seq to anon, authenticated, service_role;
-create function public.vs_test_write() returns integer language sql as $$
-  insert into public.vs_test_log default values returning n
-$$;
-create function public.vs_test_write_then_fail() returns integer language plpgsql as $$
-begin
-  insert into public.vs_test_log default values;
-  raise exception 'failing after a write' using errcode = 'P0001';
-end $$;
-create view public.vs_test_writer as select public.vs_test_write() as n;
-grant select on public.vs_test_writer to anon, authenticated, service_role;
-create function public.vs_test_message() returns boolean language sql as $$
-  select now() = statement_timestamp()
-$$;
 grant execute on all functions in schema public to anon, authenticated, service_role;
 """
 
