@@ -85,6 +85,22 @@ create function public.vs_test_void() returns void language sql as $$ select $$;
 create function public.vs_test_uid() returns uuid language sql stable as $$ select auth.uid() $$;
 create function public.vs_test_sleep(seconds double precision) returns integer
   language sql as $$ select pg_sleep(seconds); select pg_backend_pid() $$;
+create table public.vs_test_log (n serial primary key, role text not null default current_user);
+grant insert, select on public.vs_test_log to anon, authenticated, service_role;
+grant usage on sequence public.vs_test_log_n_seq to anon, authenticated, service_role;
+create function public.vs_test_write() returns integer language sql as $$
+  insert into public.vs_test_log default values returning n
+$$;
+create function public.vs_test_write_then_fail() returns integer language plpgsql as $$
+begin
+  insert into public.vs_test_log default values;
+  raise exception 'failing after a write' using errcode = 'P0001';
+end $$;
+create view public.vs_test_writer as select public.vs_test_write() as n;
+grant select on public.vs_test_writer to anon, authenticated, service_role;
+create function public.vs_test_message() returns boolean language sql as $$
+  select now() = statement_timestamp()
+$$;
 grant execute on all functions in schema public to anon, authenticated, service_role;
 """
 
@@ -899,3 +915,76 @@ async def test_rpc_follows_a_function_replaced_after_it_was_cached(rpc_env: Env)
     with pytest.raises(NotFoundError) as caught:  # the old name is gone for good
         await done(backend.rpc("vs_test_scalar", {"a": 1}))
     assert caught.value.code == "PGRST202"
+
+
+# -- one round trip per call ----------------------------------------------------------------
+# A one-statement call is one simple Query message (the request context, then the
+# statement) on an autocommit connection: one implicit transaction.
+
+
+async def test_a_call_is_one_message_and_one_transaction(env: Env) -> None:
+    """statement_timestamp() is when the latest message arrived, now() when the transaction
+    began: equal only if no BEGIN or context statement came in a message of its own."""
+    assert await done(env.user("A1").rpc("vs_test_message")) is True
+    assert await done(env.backend().rpc("vs_test_message")) is True
+
+
+@pytest.mark.parametrize("who", ["service", "A1"])
+async def test_a_failed_call_leaves_nothing_written_and_no_state(env: Env, who: str) -> None:
+    backend = env.backend(max_size=1)  # every call on the same connection
+    caller = backend if who == "service" else env.user(who, backend)
+    with pytest.raises(APIError) as caught:
+        await done(caller.rpc("vs_test_write_then_fail"))
+    assert caught.value.code == "P0001"
+    # A write in a read-only call (a GET) is refused, and rolled back with its context.
+    with pytest.raises(PermissionDeniedError) as refused:
+        await done(caller.select("vs_test_writer"))
+    assert refused.value.code == "25006"
+    assert env.sql("select count(*) from public.vs_test_log") == [(0,)]
+    # The next calls on the connection: read-write again, the identity each one sets.
+    assert isinstance(await done(caller.rpc("vs_test_write")), int)
+    (row,) = await done(env.user("B1", backend).select("vs_test_request"))
+    assert (row["role"], row["uid"], row["read_only"]) == (
+        "authenticated",
+        env.world.person("B1").id,
+        "on",
+    )
+    assert await done(backend.rpc("vs_test_request_rpc")) == {
+        "read_only": "off",
+        "role": "service_role",
+        "uid": None,
+        "method": "POST",
+        "path": "/rpc/vs_test_request_rpc",
+    }
+    role = "service_role" if who == "service" else "authenticated"
+    assert env.sql("select role from public.vs_test_log") == [(role,)]
+
+
+async def test_nothing_of_a_call_outlives_it_on_the_connection(
+    db: tuple[Database, World],
+) -> None:
+    """After calls that succeed, fail and time out, the pooled connection is idle, outside
+    any transaction, as the login role, with no claims and not read only."""
+    database, world = db
+    backend = AsyncPostgresBackend.from_dsn(database.dsn, max_size=1, statement_timeout=0.2)
+    try:
+        a1 = backend.as_user(world.person("A1").id)
+        await a1.select("vs_test_request")
+        with pytest.raises(QueryTimeoutError):
+            await a1.rpc("vs_test_sleep", {"seconds": 5})
+        with pytest.raises(APIError):
+            await a1.rpc("vs_test_write_then_fail")
+        await a1.rpc("vs_test_request_rpc")
+        async with backend._shared.pool.connection() as conn:
+            assert conn.info.transaction_status.name == "IDLE"
+            cur = await conn.execute(
+                "select current_user::text, session_user::text,"
+                " coalesce(current_setting('request.jwt.claims', true), ''),"
+                " coalesce(current_setting('request.method', true), ''),"
+                " current_setting('transaction_read_only')"
+            )
+            current, login, claims, method, read_only = await cur.fetchone() or ()
+            assert current == login
+            assert (claims, method, read_only) == ("", "", "off")
+    finally:
+        await backend.aclose()

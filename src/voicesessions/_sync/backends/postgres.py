@@ -7,7 +7,9 @@ first the request context of :mod:`voicesessions._request` (``role``,
 ``request.jwt.claims``, ``request.method``, ...; all transaction-local), then one
 statement. The login role of the DSN may be a superuser, ``postgres`` or ``authenticator``:
 switching ``role`` inside the transaction makes grants, RLS and ``auth.uid()`` apply as
-they do behind Supabase's API.
+they do behind Supabase's API. A call of one statement is ONE round trip: the context and
+the statement go as one multi-statement simple Query message on an autocommit connection
+(one implicit transaction; parameters bound on the client, no prepared statements).
 
 - ``select`` is a GET: its transaction is READ ONLY, as PostgREST's is.
 - ``insert`` and ``rpc`` are POSTs, ``update`` a PATCH: READ WRITE; but ``rpc`` of a
@@ -181,6 +183,11 @@ select pg_catalog.to_jsonb(r) as value from (select * from {function}({argument}
 """
 
 
+#: First statement of a READ ONLY call (see ``_fetch``): in the implicit transaction of a
+#: multi-statement Query message, it makes the rest of the message read only (25006).
+_READ_ONLY = "set transaction read only; "
+
+
 class _SharedPool:
     """A connection pool shared by a backend and the backends its ``as_user`` made.
 
@@ -278,11 +285,15 @@ class PostgresBackend(Backend):
         )
 
         def configure(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(
-                "select pg_catalog.set_config('statement_timeout', %s, false)",
-                (str(statement_timeout_ms),),
-            )
-            conn.commit()
+            if statement_timeout_ms is not None:
+                conn.execute(
+                    "select pg_catalog.set_config('statement_timeout', %s, false)",
+                    (str(statement_timeout_ms),),
+                )
+                conn.commit()
+            # Autocommit: a call of one statement is one simple Query message (see _fetch);
+            # calls of several statements open their own transaction (conn.transaction()).
+            conn.set_autocommit(True)
 
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn,
@@ -290,7 +301,7 @@ class PostgresBackend(Backend):
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            configure=configure if statement_timeout_ms is not None else None,
+            configure=configure,
             open=False,
         )
         self.identity = identity if identity is not None else Identity.service_role()
@@ -723,9 +734,35 @@ class PostgresBackend(Backend):
         *,
         read_only: bool = False,
     ) -> list[dict[str, Any]]:
-        with self._transaction(method, path, read_only=read_only) as cur:
-            cur.execute(query, params)
-            return cur.fetchall()
+        """Run one statement as the identity, in ONE round trip: the request context and
+        the statement travel as one multi-statement simple Query message on an autocommit
+        connection, which PostgreSQL runs as one implicit transaction (the context's
+        ``set_config(..., true)`` holds for the statement, an error rolls back both, and
+        nothing outlives the message). Parameters are bound on the client
+        (``ClientCursor``: no server-side prepared statement, fine behind a
+        transaction-mode pooler)."""
+        shared = self._usable()
+        context, context_params = request_context(
+            self.identity.role, self.identity.claims, method=method, path=path
+        )
+        statement = query if isinstance(query, str) else query.as_string(None)
+        text = (_READ_ONLY if read_only else "") + context + "; " + statement
+        try:
+            shared.ensure_open()
+            with shared.pool.connection() as conn:
+                if not conn.autocommit:  # a connection the caller changed: not ours to use
+                    conn.set_autocommit(True)
+                cur = psycopg.ClientCursor(conn, row_factory=dict_row)
+                with cur:
+                    cur.execute(text, (*context_params, *params))
+                    while cur.nextset():  # to the last result: the statement's
+                        pass
+                    return cur.fetchall()
+        except PoolTimeout as exc:
+            shared.check_connection()
+            raise _api_error(exc) from exc
+        except psycopg.Error as exc:
+            raise _api_error(exc) from exc
 
     def _rpc_overloads(self, function: str) -> tuple[_Overload, ...]:
         """Look up the overloads of ``public.<function>`` (as the login role: the catalog is
