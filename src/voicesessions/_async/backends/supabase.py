@@ -17,6 +17,10 @@ How the traps of supabase-py 2.34 are handled
 - ``postgrest.APIError`` has no HTTP status (and for a non-JSON body puts it in ``code``): an
   HTTP response hook records the status of the request in flight, so every error is mapped
   with both its code and its status by :func:`voicesessions.errors.from_postgrest`.
+- ``execute()`` always decodes a success into Python objects: :meth:`rpc_rows` sends the
+  request itself (``query.request.send``, what ``execute()`` does with retries off) and
+  validates the rows from the body's bytes; its failures become ``postgrest.APIError``
+  exactly as in ``execute()``, so they map the same way.
 - Passing ``headers=`` replaces supabase-py's defaults: the backend passes them back, plus the
   identity's ``Authorization``; supabase-py adds ``apikey``.
 - supabase-py sends its key as ``Authorization: Bearer <key>`` whenever no other
