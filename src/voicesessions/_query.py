@@ -141,7 +141,14 @@ _JSON_SCALARS = (str, int, float, bool, type(None))
 _JSON_KEYS = (str, int, float, bool, type(None), uuid.UUID, enum.Enum)
 
 
+#: Types passed through as they are (exact types: a subclass, e.g. a str enum, is converted;
+#: float is not here, as NaN and infinities are refused).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if type(value) is Json:
         return value.value
     if isinstance(value, Mapping):
@@ -150,7 +157,7 @@ def _jsonable(value: Any) -> Any:
             if not isinstance(key, _JSON_KEYS):
                 raise _NotJson(key)
             try:
-                result[str(json_scalar(key))] = _jsonable(item)
+                result[key if type(key) is str else str(json_scalar(key))] = _jsonable(item)
             except _NotJson as exc:
                 exc.path.append(f".{key}")
                 raise

@@ -794,17 +794,30 @@ def catalog(template_db: Database) -> Catalog:
 
 @contextlib.contextmanager
 def spy_on_parse_model(parsed: list[tuple[str | None, type[BaseModel]]]) -> Iterator[None]:
-    """Record which model each row is parsed into, wherever the SDK imported parse_model."""
-    original = _validation.parse_model
+    """Record which model each row is parsed into, wherever the SDK imported the entry
+    points that read rows: ``parse_model`` (one decoded row) and ``parse_rows_json`` (the
+    rows of a JSON answer, validated from its bytes: decoded here only to trace them)."""
+    original_row = _validation.parse_model
+    original_json = _validation.parse_rows_json
 
-    def spy(model: type[BaseModel], row: Any) -> Any:
+    def spy_row(model: type[BaseModel], row: Any) -> Any:
         parsed.append((row.get(SOURCE) if isinstance(row, dict) else None, model))
-        return original(model, row)
+        return original_row(model, row)
 
+    def spy_json(model: type[BaseModel], body: bytes, **kwargs: Any) -> Any:
+        rows = json.loads(body) if body.strip() else None
+        for row in rows if isinstance(rows, list) else []:
+            parsed.append((row.get(SOURCE) if isinstance(row, dict) else None, model))
+        return original_json(model, body, **kwargs)
+
+    spies = {"parse_model": (original_row, spy_row), "parse_rows_json": (original_json, spy_json)}
     with pytest.MonkeyPatch.context() as patch:
         for name, module in list(sys.modules.items()):
-            if name.startswith("voicesessions") and vars(module).get("parse_model") is original:
-                patch.setattr(module, "parse_model", spy)
+            if not name.startswith("voicesessions"):
+                continue
+            for attribute, (original, spy) in spies.items():
+                if vars(module).get(attribute) is original:
+                    patch.setattr(module, attribute, spy)
         yield
 
 

@@ -41,6 +41,7 @@ from voicesessions import errors
 from voicesessions._async.backends import supabase as async_supabase
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order
+from voicesessions.models import Session
 
 # Async fixtures live on the session loop (asyncio_default_fixture_loop_scope): run the
 # tests there too, so a backend is created, used and closed on one loop.
@@ -1085,3 +1086,176 @@ async def test_auth_transport_failures_are_transient(
 
     assert info.value.http_status is None
     assert route.call_count == 1
+
+
+# -- rpc_rows: rows validated from the answer's bytes ---------------------------------------
+
+
+def _session_json(n: int) -> dict[str, Any]:
+    """A row of ``sessions`` as PostgREST answers it (every column, JSON-typed)."""
+    at = (STARTED + datetime.timedelta(minutes=n)).isoformat()
+    return {
+        "id": str(uuid.UUID(int=n + 1)),
+        "profile_id": str(USER_A),
+        "company_id": str(uuid.UUID(int=999)),
+        "title": f"call {n}",
+        "status": "completed",
+        "started_at": at,
+        "ended_at": at,
+        "duration_seconds": 60,
+        "audio_path": None,
+        "audio_size_bytes": None,
+        "audio_quality": {"snr_db": 31.5},
+        "minute_cost": 0.25,
+        "processing_status": "pending",
+        "analytics_summary": {},
+        "metadata": {"scenario": "cold-call"},
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+async def test_rpc_rows_reads_the_rows_as_models_from_the_same_request_as_rpc(
+    face: Face, api: respx.MockRouter, service: Any
+) -> None:
+    rows = [_session_json(n) for n in range(3)]
+    route = api.post("/rest/v1/rpc/list_sessions").respond(200, json=rows)
+    params = {"profile_id": USER_A, "started_after": STARTED, "max_rows": 4}
+
+    sessions = await face.call(service.rpc_rows, "list_sessions", params, Session)
+    decoded = await face.call(service.rpc, "list_sessions", params)
+
+    assert sessions == [Session.model_validate(row) for row in decoded]
+    assert [s.id for s in sessions] == [uuid.UUID(row["id"]) for row in rows]
+    assert sessions[0].minute_cost == decimal.Decimal("0.25")
+    first, second = route.calls
+    assert (
+        body(first.request)
+        == body(second.request)
+        == {
+            "profile_id": str(USER_A),
+            "started_after": "2026-01-02T03:04:05+00:00",
+            "max_rows": 4,
+        }
+    )
+    assert first.request.headers["Authorization"] == second.request.headers["Authorization"]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(httpx.Response(200, json=[]), id="empty-array"),
+        pytest.param(
+            httpx.Response(200, content=b"null", headers={"Content-Type": "application/json"}),
+            id="null",
+        ),
+        pytest.param(httpx.Response(204), id="204"),
+    ],
+)
+async def test_rpc_rows_of_no_rows_is_an_empty_list(
+    face: Face, api: respx.MockRouter, service: Any, response: httpx.Response
+) -> None:
+    api.post("/rest/v1/rpc/list_sessions").mock(return_value=response)
+
+    assert await face.call(service.rpc_rows, "list_sessions", {}, Session) == []
+
+
+@pytest.mark.parametrize(("status", "error", "expected"), POSTGREST_JSON_ERRORS)
+async def test_rpc_rows_maps_postgrest_errors_as_rpc_does(
+    face: Face,
+    api: respx.MockRouter,
+    service: Any,
+    status: int,
+    error: dict[str, Any],
+    expected: type[errors.APIError],
+) -> None:
+    route = api.post("/rest/v1/rpc/list_sessions").respond(status, json=error)
+
+    with pytest.raises(errors.APIError) as info:
+        await face.call(service.rpc_rows, "list_sessions", {}, Session)
+    with pytest.raises(errors.APIError) as by_rpc:
+        await face.call(service.rpc, "list_sessions", {})
+
+    exc = info.value
+    assert type(exc) is expected is type(by_rpc.value)
+    assert (exc.code, exc.message, exc.details, exc.hint, exc.http_status) == (
+        error.get("code"),
+        error["message"],
+        error.get("details"),
+        error.get("hint"),
+        status,
+    )
+    assert route.call_count == 2  # postgrest-py's own retry is off
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(httpx.Response(503, text=HTML.format(status=503)), id="html-503"),
+        pytest.param(
+            httpx.Response(503, text="", headers={"Proxy-Status": "PostgREST; error=PGRST001"}),
+            id="proxy-status",
+        ),
+    ],
+)
+async def test_rpc_rows_maps_non_json_errors_as_rpc_does(
+    face: Face, api: respx.MockRouter, service: Any, response: httpx.Response
+) -> None:
+    api.post("/rest/v1/rpc/list_sessions").mock(return_value=response)
+
+    with pytest.raises(errors.TransientError) as info:
+        await face.call(service.rpc_rows, "list_sessions", {}, Session)
+    with pytest.raises(errors.TransientError) as by_rpc:
+        await face.call(service.rpc, "list_sessions", {})
+
+    fields = ("code", "message", "details", "hint", "http_status")
+    assert [getattr(info.value, f) for f in fields] == [getattr(by_rpc.value, f) for f in fields]
+    assert info.value.http_status == 503
+
+
+async def test_rpc_rows_transport_failures_are_transient(
+    face: Face, api: respx.MockRouter, service: Any
+) -> None:
+    api.post("/rest/v1/rpc/list_sessions").mock(side_effect=httpx.ReadTimeout)
+
+    with pytest.raises(errors.TransientError) as info:
+        await face.call(service.rpc_rows, "list_sessions", {}, Session)
+
+    assert info.value.http_status is None
+    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+
+
+def _bad_status(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows[2]["status"] = "paused"
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        pytest.param(b"<html>captive portal</html>", "input: Invalid JSON", id="html"),
+        pytest.param(b'{"not": "rows"}', "input: Input should be a valid array", id="object"),
+        pytest.param(
+            json.dumps(_bad_status([_session_json(n) for n in range(3)])).encode(),
+            "[2].status: Input should be",
+            id="bad-row",
+        ),
+        pytest.param(
+            json.dumps([_session_json(0), {"id": str(SESSION)}]).encode(),
+            "[1].profile_id: Field required",
+            id="missing-column",
+        ),
+    ],
+)
+async def test_rpc_rows_of_an_answer_that_does_not_fit_say_where(
+    face: Face, api: respx.MockRouter, service: Any, content: bytes, where: str
+) -> None:
+    api.post("/rest/v1/rpc/list_sessions").respond(200, content=content)
+
+    with pytest.raises(errors.APIError) as info:
+        await face.call(service.rpc_rows, "list_sessions", {}, Session)
+
+    assert type(info.value) is errors.UnexpectedResponseError
+    assert info.value.http_status == 200
+    assert str(info.value).startswith("cannot read the answer as Session rows: ")
+    assert where in str(info.value)

@@ -36,6 +36,7 @@ from voicesessions._validation import (
     validate,
     validate_mapping,
 )
+from voicesessions._validation import rows_of as _rows
 from voicesessions._values import check_text, check_timestamp
 from voicesessions.audio import (
     SESSION_AUDIO_FORMATS,
@@ -47,7 +48,6 @@ from voicesessions.errors import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
-    UnexpectedResponseError,
     brief,
 )
 from voicesessions.models import (
@@ -171,8 +171,9 @@ class SessionRepository(Resource):
         }
         if cursor is not None:
             params["after_started_at"], params["after_id"] = decode_cursor(cursor)
-        rows = self._call(lambda: self._backend.rpc("list_sessions", params), idempotent=True)
-        items = [parse_model(Session, r) for r in _rows(rows)]
+        items = self._call(
+            lambda: self._backend.rpc_rows("list_sessions", params, Session), idempotent=True
+        )
         next_cursor = None
         if len(items) > limit:
             items = items[:limit]
@@ -528,16 +529,6 @@ def _status(value: SessionStatus | str) -> SessionStatus:
     except ValueError as exc:
         allowed = ", ".join(s.value for s in SessionStatus)
         raise InvalidInputError(f"status must be one of {allowed}, not {brief(value)}") from exc
-
-
-def _rows(result: Any) -> builtins.list[Row]:
-    if result is None:
-        return []
-    if not isinstance(result, builtins.list) or not all(isinstance(r, dict) for r in result):
-        raise UnexpectedResponseError(
-            f"expected rows from the database, got {type(result).__name__}"
-        )
-    return result
 
 
 class _AudioInput:

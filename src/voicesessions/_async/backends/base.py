@@ -21,12 +21,16 @@ import abc
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+from pydantic import BaseModel
 
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order
+from voicesessions._validation import parse_rows
 
 Row = dict[str, Any]
+M = TypeVar("M", bound=BaseModel)
 
 
 class AsyncBackend(abc.ABC):
@@ -72,6 +76,15 @@ class AsyncBackend(abc.ABC):
     async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call ``public.<function>`` with named parameters; return its JSON-decoded result
         (a list of rows for a set-returning function)."""
+
+    async def rpc_rows(
+        self, function: str, params: Mapping[str, Any] | None, model: type[M]
+    ) -> list[M]:
+        """Call the set-returning ``public.<function>`` as :meth:`rpc` does; return its rows
+        read as ``model`` (UnexpectedResponseError for an answer that does not fit). A
+        backend that receives the answer as JSON text may read the rows from it directly
+        (:func:`voicesessions._validation.parse_rows_json`)."""
+        return parse_rows(model, await self.rpc(function, params))
 
     @abc.abstractmethod
     def session_events(

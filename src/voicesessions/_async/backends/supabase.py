@@ -17,6 +17,10 @@ How the traps of supabase-py 2.34 are handled
 - ``postgrest.APIError`` has no HTTP status (and for a non-JSON body puts it in ``code``): an
   HTTP response hook records the status of the request in flight, so every error is mapped
   with both its code and its status by :func:`voicesessions.errors.from_postgrest`.
+- ``execute()`` always decodes a success into Python objects: :meth:`rpc_rows` sends the
+  request itself (``query.request.send``, what ``execute()`` does with retries off) and
+  validates the rows from the body's bytes; its failures become ``postgrest.APIError``
+  exactly as in ``execute()``, so they map the same way.
 - Passing ``headers=`` replaces supabase-py's defaults: the backend passes them back, plus the
   identity's ``Authorization``; supabase-py adds ``apikey``.
 - supabase-py sends its key as ``Authorization: Bearer <key>`` whenever no other
@@ -46,7 +50,9 @@ from typing import Any, BinaryIO, TypeVar, cast
 import httpx
 import jwt
 import postgrest
-from postgrest.base_request_builder import BaseFilterRequestBuilder
+import pydantic
+from postgrest.base_request_builder import BaseFilterRequestBuilder, RequestConfig
+from postgrest.exceptions import APIErrorFromJSON, generate_default_error_message
 from storage3.exceptions import StorageApiError
 from storage3.types import FileOptions
 from supabase.lib.client_options import DEFAULT_HEADERS
@@ -62,6 +68,7 @@ from voicesessions._query import json_scalar as _scalar
 from voicesessions._query import jsonable as _jsonable
 from voicesessions._realtime import async_session_feed
 from voicesessions._upstream import auth_header_copies
+from voicesessions._validation import parse_rows_json
 
 #: Timeout of one HTTP request (connect, read, write, pool) unless the caller picks another.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -76,6 +83,7 @@ MIN_JWT_SECRET_LENGTH = 32
 
 _T = TypeVar("_T")
 _B = TypeVar("_B", bound=BaseFilterRequestBuilder[Any])
+_M = TypeVar("_M", bound=pydantic.BaseModel)
 
 
 @dataclass
@@ -407,6 +415,18 @@ class AsyncSupabaseBackend(AsyncBackend):
             return None
         return response.data
 
+    async def rpc_rows(
+        self, function: str, params: Mapping[str, Any] | None, model: type[_M]
+    ) -> list[_M]:
+        """:meth:`rpc` for a set-returning function, its rows validated as ``model`` straight
+        from the bytes of the answer (:func:`voicesessions._validation.parse_rows_json`):
+        postgrest-py's ``execute()`` would first decode the whole body into dicts."""
+        query = self._supabase().rpc(function, _jsonable(params or {}))
+        response, status = await self._send(functools.partial(_fetch, query.request))
+        if status == httpx.codes.NO_CONTENT:
+            return []
+        return parse_rows_json(model, response.content, http_status=status)
+
     async def create_auth_user(
         self,
         email: str,
@@ -726,6 +746,20 @@ def _check_storage_name(bucket: object, path: object) -> None:
         raise errors.InvalidInputError(f"not a valid storage bucket: {errors.brief(bucket)}")
     if not isinstance(path, str) or not path or path.startswith("/"):
         raise errors.InvalidInputError(f"not a valid storage path: {errors.brief(path)}")
+
+
+async def _fetch(request: RequestConfig[httpx.AsyncClient]) -> httpx.Response:
+    """Send a PostgREST request as ``execute()`` does (retries are off), keeping the body of a
+    success as bytes; a failure raises ``postgrest.APIError`` built as ``execute()`` builds
+    it (PostgREST's JSON error, or the status and text of any other body)."""
+    response = await request.send(httpx.Headers())
+    if response.is_success:
+        return response
+    try:
+        error = APIErrorFromJSON.model_validate_json(response.content)
+    except pydantic.ValidationError as exc:
+        raise postgrest.APIError(generate_default_error_message(response)) from exc
+    raise postgrest.APIError(dict(error))
 
 
 def _rows(data: Any, http_status: int | None) -> list[dict[str, Any]]:

@@ -23,12 +23,16 @@ import abc
 import contextlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+from pydantic import BaseModel
 
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order
+from voicesessions._validation import parse_rows
 
 Row = dict[str, Any]
+M = TypeVar("M", bound=BaseModel)
 
 
 class Backend(abc.ABC):
@@ -74,6 +78,13 @@ class Backend(abc.ABC):
     def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call ``public.<function>`` with named parameters; return its JSON-decoded result
         (a list of rows for a set-returning function)."""
+
+    def rpc_rows(self, function: str, params: Mapping[str, Any] | None, model: type[M]) -> list[M]:
+        """Call the set-returning ``public.<function>`` as :meth:`rpc` does; return its rows
+        read as ``model`` (UnexpectedResponseError for an answer that does not fit). A
+        backend that receives the answer as JSON text may read the rows from it directly
+        (:func:`voicesessions._validation.parse_rows_json`)."""
+        return parse_rows(model, self.rpc(function, params))
 
     @abc.abstractmethod
     def session_events(
