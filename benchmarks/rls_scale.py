@@ -36,13 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from benchmarks._compare import Comparison, Goal, Report
-from benchmarks._server import migrated_database
+from benchmarks._server import another_database, migrated_database
 from voicesessions._request import request_context
-from voicesessions.local import migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## RLS at scale"
@@ -408,16 +405,6 @@ FULL = Scale(companies=1000, per_company=1000, segments=3, rounds=40)
 QUICK = Scale(companies=20, per_company=100, segments=3, rounds=10)
 
 
-def _second_database(admin_dsn: str, name: str) -> str:
-    """Another migrated database on the same server."""
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(admin_dsn, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        migrations.migrate(conn)
-    return dsn
-
-
 def run(scale: Scale, *, verbose: bool = False) -> Report:
     """Load the world twice on one server: *big* (every company) and *small* (the first
     tenth, the same rows: the same seed), then measure RLS vs service_role on *big* and the
@@ -440,7 +427,7 @@ def run(scale: Scale, *, verbose: bool = False) -> Report:
         return world, seconds
 
     with migrated_database() as (info, big_dsn):
-        small_dsn = _second_database(info.dsn, "bench_small")
+        small_dsn = another_database(info.dsn, "bench_small")
         _, small_s = fill(small_dsn, [range(first)])
         world, load_s = fill(big_dsn, [range(first), range(first, scale.companies)])
         with psycopg.connect(big_dsn) as conn:

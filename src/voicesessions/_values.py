@@ -40,6 +40,10 @@ MAX_JSON_DEPTH = 32
 MAX_JSON_MAGNITUDE = 9_007_199_254_740_991
 #: Smallest magnitude of a non-zero JSON number.
 MIN_JSON_MAGNITUDE = Decimal("1e-20")
+#: Floats whose magnitude lies in this range are inside the policy whatever their shortest
+#: decimal text (a float's repr is within 1e-16 relative of it): no Decimal needed, which
+#: costs more than the rest of validating a transcript segment's confidence.
+_SURELY_INSIDE = (1e-19, 9e15)
 #: Size caps in bytes of JSON (as PostgreSQL prints the document).
 MAX_METADATA_BYTES = 65_536
 MAX_PERSONA_BYTES = 65_536
@@ -118,6 +122,8 @@ def json_number_problem(value: int | float) -> str | None:
         return f"holds the number {shown}, out of range ({_NUMBER_RANGE})"
     if not math.isfinite(value):
         return f"holds {value!r}, which JSON cannot carry ({_NUMBER_RANGE})"
+    if value == 0 or _SURELY_INSIDE[0] <= abs(value) <= _SURELY_INSIDE[1]:
+        return None  # far from both bounds: the decimal text cannot fall outside them
     magnitude = abs(Decimal(repr(value)))  # the text the database parses
     if magnitude > MAX_JSON_MAGNITUDE or (magnitude != 0 and magnitude < MIN_JSON_MAGNITUDE):
         return f"holds the number {value!r}, out of range ({_NUMBER_RANGE})"

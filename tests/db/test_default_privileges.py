@@ -19,12 +19,12 @@ Every case runs in both shapes, whatever VOICESESSIONS_TEST_SUPABASE_DEFAULT_PRI
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks._server import migrations_at
 from tests.conftest import Database
 from tests.support.privileges import (
     SHAPES,
@@ -97,30 +97,6 @@ def state(conn: Conn) -> dict[str, Any]:
     }
 
 
-def earlier_files(directory: Path) -> list[migrations.Migration]:
-    """The migration files as they were at EARLIER_FILES_COMMIT, read from git."""
-    listing = subprocess.run(
-        ["git", "ls-tree", "--name-only", EARLIER_FILES_COMMIT, "supabase/migrations/"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert listing.returncode == 0, (
-        f"the earlier migration files are read from git commit {EARLIER_FILES_COMMIT}"
-        f" (a shallow clone lacks it: git fetch --unshallow): {listing.stderr}"
-    )
-    for path in listing.stdout.split():
-        content = subprocess.run(
-            ["git", "show", f"{EARLIER_FILES_COMMIT}:{path}"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        (directory / Path(path).name).write_text(content, encoding="utf-8")
-    return migrations.load_migrations(directory)
-
-
 # -- our objects ----------------------------------------------------------------------------
 
 
@@ -182,7 +158,7 @@ def test_the_users_own_objects_get_the_projects_defaults(
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_a_database_that_ran_the_earlier_files_reaches_a_fresh_install(
-    template_db: Database, shape: Shape, tmp_path: Path
+    template_db: Database, shape: Shape
 ) -> None:
     with scratch_database(template_db) as conn:
         prepare(conn, shape)
@@ -190,7 +166,7 @@ def test_a_database_that_ran_the_earlier_files_reaches_a_fresh_install(
         fresh = state(conn)
     with scratch_database(template_db) as conn:
         prepare(conn, shape)
-        migrations.migrate(conn, earlier_files(tmp_path))
+        migrations.migrate(conn, migrations_at(EARLIER_FILES_COMMIT))
         earlier = state(conn)
         applied = migrations.migrate(conn)
         upgraded = state(conn)

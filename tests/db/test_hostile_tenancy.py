@@ -34,7 +34,7 @@ from psycopg import sql
 from tests.conftest import Database, supabase_defaults
 from tests.support.api import Identity, Result
 from tests.support.db import SYSTEM_SCHEMAS, owner, owner_rows, scalar, unchanged
-from tests.support.world import World
+from tests.support.world import World, add_sessions_in_every_status
 
 WorldDb = tuple[Database, World]
 USERS = ("A1", "A2", "MA", "AA", "B1", "AB")
@@ -476,23 +476,7 @@ def oracle_world(shared_world_db: WorldDb) -> WorldDb:
     each manager and admin (so that each identity has a session of its own to write to)."""
     db, world = shared_world_db
     with owner(db) as conn:
-        for status in ("analyzed", "archived"):
-            sid = conn.execute(
-                "insert into public.sessions (profile_id, title, started_at) values"
-                " (%s, 'status probe', now() - interval '1 hour') returning id",
-                (world.person("B1").id,),
-            ).fetchone()[0]  # type: ignore[index]
-            conn.execute("update public.sessions set status = 'completed' where id = %s", (sid,))
-            # analyzed only by recording an analysis (20261128000300)
-            conn.execute("set role service_role")
-            conn.execute(
-                "select public.record_analysis(%s, 'probe', 'scoring',"
-                " '{\"overall_score\": 50}'::jsonb)",
-                (sid,),
-            )
-            conn.execute("reset role")
-            if status == "archived":
-                conn.execute("update public.sessions set status = 'archived' where id = %s", (sid,))
+        add_sessions_in_every_status(conn, world.person("B1").id)
         for key in ("MA", "AA", "AB"):
             conn.execute(
                 "insert into public.sessions (profile_id, title) values (%s, 'own')",

@@ -54,7 +54,8 @@ FAILING_LEVELS = ("error", "warning", "warning extra", "security")
 #: The switches of plpgsql_check_function_tb (see the module docstring).
 CHECK_SQL = (
     "select level, sqlstate, message, detail, hint, lineno, statement, query"
-    " from plpgsql_check_function_tb(%s::regprocedure, %s::regclass, fatal_errors => false,"
+    " from plpgsql_check_function_tb(%s::regprocedure, %s::regclass, newtable => %s,"
+    " oldtable => %s, fatal_errors => false,"
     " other_warnings => true, extra_warnings => true, performance_warnings => false,"
     " security_warnings => true, compatibility_warnings => false)"
 )
@@ -116,28 +117,34 @@ def migration_functions(db: Database, template: Database) -> list[Function]:
     ]
 
 
-def attached_tables(conn: psycopg.Connection[TupleRow], function: Function) -> list[str]:
+#: A table a trigger function is attached to, with the names of the transition tables its
+#: trigger declares (``REFERENCING NEW TABLE AS ...``), which the check must be told.
+Target = tuple[str, str | None, str | None]
+
+
+def attached_tables(conn: psycopg.Connection[TupleRow], function: Function) -> list[Target]:
     found = conn.execute(
-        "select distinct tgrelid::regclass::text from pg_trigger"
-        " where tgfoid = %s::regprocedure and not tgisinternal order by 1",
+        "select distinct tgrelid::regclass::text, tgnewtable::text, tgoldtable::text"
+        " from pg_trigger where tgfoid = %s::regprocedure and not tgisinternal order by 1",
         (function.signature,),
     ).fetchall()
-    return [str(r[0]) for r in found]
+    return [(str(r[0]), r[1], r[2]) for r in found]
 
 
 def findings(conn: psycopg.Connection[TupleRow], functions: list[Function]) -> list[str]:
     """Every finding at a failing level, one line each, naming function, table and line."""
     lines: list[str] = []
     for function in functions:
-        targets: list[str | None] = [None]
+        targets: list[Target | None] = [None]
         if function.is_trigger:
             targets = list(attached_tables(conn, function))
             if not targets:
                 lines.append(f"{function.signature}: trigger function attached to no table")
-        for table in targets:
+        for target in targets:
+            table, new, old = target if target else (None, None, None)
             where = function.signature + (f" on {table}" if table else "")
             for level, state, message, detail, hint, lineno, statement, query in conn.execute(
-                CHECK_SQL, (function.signature, table or 0)
+                CHECK_SQL, (function.signature, table or 0, new, old)
             ):
                 if level in FAILING_LEVELS:
                     context = "; ".join(
@@ -195,7 +202,8 @@ def test_the_check_reports_what_it_must(
     """The same check on planted defects, one per failing level: an implicit conversion (the
     42804 warning) and an unused variable (warning), an unused parameter (warning extra),
     dynamic SQL built from unquoted input (security), a trigger reading a column its table
-    does not have (error, checked against that table), a trigger function attached nowhere."""
+    does not have (error, checked against that table), a statement trigger reading a column
+    its transition table does not have, a trigger function attached nowhere."""
     _, conn = lint_db
     conn.execute(
         "create function public.lint_bad_cast(x text) returns integer language plpgsql as $$"
@@ -220,6 +228,14 @@ def test_the_check_reports_what_it_must(
         " for each row execute function public.lint_bad_trigger()"
     )
     conn.execute(
+        "create function public.lint_bad_batch() returns trigger language plpgsql as $$"
+        " begin perform t.no_such_column from batch t; return null; end $$"
+    )
+    conn.execute(
+        "create trigger lint_batch after insert on public.companies referencing new table as"
+        " batch for each statement execute function public.lint_bad_batch()"
+    )
+    conn.execute(
         "create function public.lint_unattached() returns trigger language plpgsql as $$"
         " begin return new; end $$"
     )
@@ -230,6 +246,7 @@ def test_the_check_reports_what_it_must(
             Function("lint_unused_param(text)", False),
             Function("lint_injectable(text)", False),
             Function("lint_bad_trigger()", True),
+            Function("lint_bad_batch()", True),
             Function("lint_unattached()", True),
         ],
     )
@@ -242,5 +259,7 @@ def test_the_check_reports_what_it_must(
         'lint_bad_trigger() on companies line 1: error 42703 record "new" has no field'
         ' "no_such_column"' in text
     )
+    # A statement trigger's transition table is known to the check (not "does not exist").
+    assert "lint_bad_batch() on companies line 1: error 42703 column t.no_such_column" in text
     assert "lint_unattached(): trigger function attached to no table" in text
-    assert len(found) == 6, text
+    assert len(found) == 7, text

@@ -33,6 +33,8 @@ from voicesessions._values import (
     MAX_JSON_DEPTH,
     MAX_JSON_MAGNITUDE,
     MAX_METADATA_BYTES,
+    MIN_JSON_MAGNITUDE,
+    json_number_problem,
     json_problem,
     json_size,
 )
@@ -90,6 +92,21 @@ def test_the_sdk_and_the_database_judge_documents_alike(
     assert (sdk_verdict is None) == (db_verdict is None), (sdk_verdict, db_verdict)
     if db_storable:
         assert json_size(doc) == db_size
+
+
+@settings(derandomize=True, max_examples=2000, database=None)
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(min_value=1e-21, max_value=1e-18),
+        st.floats(min_value=8e15, max_value=1e16),
+    )
+)
+def test_a_float_is_judged_by_the_decimal_text_the_database_parses(value: float) -> None:
+    """The fast path for floats far from both bounds answers as the exact check does."""
+    magnitude = abs(Decimal(repr(value)))
+    inside = magnitude == 0 or MIN_JSON_MAGNITUDE <= magnitude <= MAX_JSON_MAGNITUDE
+    assert (json_number_problem(value) is None) == inside
 
 
 @pytest.mark.parametrize(

@@ -79,3 +79,30 @@ class Api:
         except BaseException:
             conn.rollback()
             raise
+
+    def copy(
+        self,
+        identity: Identity,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        commit: bool = False,
+    ) -> None:
+        """``COPY table (columns) FROM STDIN`` of ``rows`` as ``identity``, in one
+        request-like transaction (rolled back unless ``commit``); raises as :meth:`run`."""
+        conn = self._conn
+        try:
+            with conn.cursor() as cur:
+                cur.execute(*request_context(identity.role, identity.claims))
+                statement = f"copy {table} ({', '.join(columns)}) from stdin"
+                with cur.copy(statement) as copy:  # type: ignore[arg-type]
+                    for row in rows:
+                        copy.write_row(row)
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        except BaseException:
+            conn.rollback()
+            raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -197,3 +198,25 @@ def _one(conn: psycopg.Connection[object], query: str, params: tuple[object, ...
     value = row[0]  # type: ignore[index]
     assert isinstance(value, uuid.UUID)
     return value
+
+
+def add_sessions_in_every_status(conn: psycopg.Connection[Any], person: uuid.UUID) -> None:
+    """Give ``person`` (a trainee of the world, who has an active and a completed session) a
+    session in each remaining status: analyzed (only by recording an analysis, as service
+    role) and archived. ``conn``: the owner's connection."""
+    for status in ("analyzed", "archived"):
+        sid = conn.execute(
+            "insert into public.sessions (profile_id, title, started_at) values"
+            " (%s, 'status probe', now() - interval '1 hour') returning id",
+            (person,),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("update public.sessions set status = 'completed' where id = %s", (sid,))
+        conn.execute("set role service_role")
+        conn.execute(
+            "select public.record_analysis(%s, 'probe', 'scoring',"
+            " '{\"overall_score\": 50}'::jsonb)",
+            (sid,),
+        )
+        conn.execute("reset role")
+        if status == "archived":
+            conn.execute("update public.sessions set status = 'archived' where id = %s", (sid,))
