@@ -322,11 +322,13 @@ class AsyncTranscriptStream:
     async def add(self, segment: SegmentInput | Mapping[str, Any]) -> None:
         """Queue one segment (validated now: InvalidInputError before any I/O); waits while
         the buffer is full."""
-        await self.add_many([segment])
+        await self._queue([validate_mapping(SegmentInput, segment, "segment")])
 
     async def add_many(self, segments: Iterable[SegmentInput | Mapping[str, Any]]) -> None:
         """Queue several segments, all validated before any is queued."""
-        parsed = [validate_mapping(SegmentInput, s, "segment") for s in segments]
+        await self._queue([validate_mapping(SegmentInput, s, "segment") for s in segments])
+
+    async def _queue(self, parsed: list[SegmentInput]) -> None:
         for segment in parsed:
             async with self._condition:
                 while True:

@@ -326,11 +326,13 @@ class TranscriptStream:
     def add(self, segment: SegmentInput | Mapping[str, Any]) -> None:
         """Queue one segment (validated now: InvalidInputError before any I/O); waits while
         the buffer is full."""
-        self.add_many([segment])
+        self._queue([validate_mapping(SegmentInput, segment, "segment")])
 
     def add_many(self, segments: Iterable[SegmentInput | Mapping[str, Any]]) -> None:
         """Queue several segments, all validated before any is queued."""
-        parsed = [validate_mapping(SegmentInput, s, "segment") for s in segments]
+        self._queue([validate_mapping(SegmentInput, s, "segment") for s in segments])
+
+    def _queue(self, parsed: list[SegmentInput]) -> None:
         for segment in parsed:
             with self._condition:
                 while True:
