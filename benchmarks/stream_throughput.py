@@ -116,11 +116,13 @@ class Cpu:
         return time.process_time(), self.server_ns()
 
     @staticmethod
-    def used(before: tuple[float, int | None], after: tuple[float, int | None]) -> float | None:
-        """Seconds of client plus server CPU between two readings."""
+    def used(
+        before: tuple[float, int | None], after: tuple[float, int | None]
+    ) -> tuple[float, float] | None:
+        """Seconds of client and of server CPU between two readings."""
         if before[1] is None or after[1] is None:
             return None
-        return after[0] - before[0] + (after[1] - before[1]) / 1e9
+        return after[0] - before[0], (after[1] - before[1]) / 1e9
 
 
 CPU: Cpu | None = None
@@ -128,7 +130,7 @@ CPU: Cpu | None = None
 
 async def stream_async(
     dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
-) -> tuple[float, float | None]:
+) -> tuple[float, tuple[float, float] | None]:
     async with AsyncVoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
         # Open the pool's connections first: the COPY side gets its connections untimed too.
         await asyncio.gather(*(vs.as_user(uid).sessions.get(sid) for uid, sid in pairs))
@@ -147,7 +149,7 @@ async def stream_async(
 
 def stream_sync(
     dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
-) -> tuple[float, float | None]:
+) -> tuple[float, tuple[float, float] | None]:
     with VoiceSessions.from_postgres(dsn, max_size=s.pool) as vs:
         warm = [
             threading.Thread(target=vs.as_user(uid).sessions.get, args=(sid,)) for uid, sid in pairs
@@ -180,7 +182,7 @@ COPY = (
 
 def copy_rows(
     dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], s: Settings
-) -> tuple[float, float | None]:
+) -> tuple[float, tuple[float, float] | None]:
     """Seconds to COPY every session's rows, sessions in parallel (connections opened
     beforehand, not timed)."""
     conns = [psycopg.connect(dsn) for _ in range(min(len(pairs), s.pool))]
@@ -239,9 +241,11 @@ def check(dsn: str, pairs: list[tuple[uuid.UUID, uuid.UUID]], segments: int) -> 
                 sys.exit(f"session {sid}: {len(seqs)} segments stored, expected {segments}")
 
 
-def one_round(dsn: str, way: str, sessions: int, s: Settings) -> tuple[float, float | None]:
+def one_round(
+    dsn: str, way: str, sessions: int, s: Settings
+) -> tuple[float, tuple[float, float] | None]:
     """Segments per second of one round of ``way`` ("ours" or "copy") with ``sessions``,
-    and its CPU (client and server) in µs per segment."""
+    and its CPU in µs per segment (client, server)."""
     pairs = setup(dsn, sessions)
     if way == "copy":
         elapsed, cpu = copy_rows(dsn, pairs, s)
@@ -251,17 +255,19 @@ def one_round(dsn: str, way: str, sessions: int, s: Settings) -> tuple[float, fl
         elapsed, cpu = asyncio.run(stream_async(dsn, pairs, s))
     check(dsn, pairs, s.segments)
     total = sessions * s.segments
-    return total / elapsed, None if cpu is None else cpu * 1e6 / total
+    return total / elapsed, None if cpu is None else (cpu[0] * 1e6 / total, cpu[1] * 1e6 / total)
 
 
 Rates = dict[tuple[str, int], list[float]]
+#: CPU µs per segment of every round, (client, server), by (way, sessions).
+Cpus = dict[tuple[str, int], list[tuple[float, float]]]
 
 
-def run(s: Settings) -> tuple[Rates, Rates, str]:
+def run(s: Settings) -> tuple[Rates, Cpus, str]:
     """Segments/s and CPU µs/segment of every round, by (way, sessions)."""
     global CPU
     rates: Rates = {}
-    cpus: Rates = {}
+    cpus: Cpus = {}
     with migrated_database() as (info, dsn):
         CPU = Cpu(dsn)
         for warm in ("ours", "copy"):  # plans, caches and the pool's first connections
@@ -278,16 +284,48 @@ def run(s: Settings) -> tuple[Rates, Rates, str]:
         return rates, cpus, str(info.major_version)
 
 
-def report(rates: Rates, cpus: Rates, version: str, s: Settings, command: str) -> Report:
+#: The profile behind the ratios (hand-written: the numbers are per segment, batches of 50).
+WHERE_THE_TIME_GOES = """\
+Where a streamed segment's CPU goes, and what would close the gap to COPY. COPY is the floor
+of the server's per-row work (insert, four indexes, CHECKs, the foreign key, the row
+trigger that copies the owner) with almost nothing on the client. On top of it, ours pays:
+
+- on the client (Python), about 30 µs: validating each segment into a typed `SegmentInput`
+  (about 13 µs: pydantic, plus our value policy for three text fields, the confidence and
+  `end_ms >= start_ms`), the stored form of each segment (`model_dump`, about 4 µs), the
+  batch's size pre-check (one `json.dumps`, about 4 µs) and the request (the JSON body
+  again, about 4 µs, psycopg binding it); `add` used to check its argument twice (once as
+  `add`, once as `add_many`), about 15% of this, and no longer does;
+- on the server, per segment: the validation pass over the JSON batch (about 6 µs), the
+  foreign key check (about 9 µs: PostgreSQL 15 checks a foreign key row by row, and the
+  constraint is kept because PostgREST embeds segments in sessions through it); since
+  20261128001000 the owner, visibility and status checks run once per statement instead of
+  per row (13 µs less per segment);
+- with one session, the writer's own work (stored form, JSON, sending) does not overlap
+  with the server's: one batch is in flight at a time, so that the `transcript` events
+  leave in order.
+
+What would close it: validating segments without Python-level validators (pydantic-core
+constraints only, or validating only in the database, which checks everything anyway, at
+the price of errors after I/O), serializing the batch once, and for one session two
+batches in flight (events could then be reordered, which the stream promises not to do).
+"""
+
+
+def report(rates: Rates, cpus: Cpus, version: str, s: Settings, command: str) -> Report:
     med = {k: statistics.median(v) for k, v in rates.items()}
-    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    cpu = {k: statistics.median(c + v for c, v in pairs) for k, pairs in cpus.items()}
+    client = {k: statistics.median(c for c, _ in pairs) for k, pairs in cpus.items()}
+    server = {k: statistics.median(v for _, v in pairs) for k, pairs in cpus.items()}
 
     def cpu_note(n: int) -> str:
-        if ("ours", n) not in cpu or ("copy", n) not in cpu:
+        ours, copy = ("ours", n), ("copy", n)
+        if ours not in cpu or copy not in cpu:
             return ""
         return (
-            f"CPU per segment (client + server): ours {cpu[('ours', n)]:.0f} µs, COPY"
-            f" {cpu[('copy', n)]:.0f} µs: COPY / ours {cpu[('copy', n)] / cpu[('ours', n)]:.2f}"
+            f"CPU per segment, client + server: ours {client[ours]:.0f} + {server[ours]:.0f}"
+            f" µs, COPY {client[copy]:.0f} + {server[copy]:.0f} µs: COPY / ours"
+            f" {cpu[copy] / cpu[ours]:.2f}"
         )
 
     comparisons = [
@@ -304,11 +342,16 @@ def report(rates: Rates, cpus: Rates, version: str, s: Settings, command: str) -
         for n in (s.sessions, 1)
     ]
     lines = [
-        "| way | sessions | median segments/s | every round | median CPU µs/segment |",
+        "| way | sessions | median segments/s | every round | median CPU µs/segment"
+        " (client + server) |",
         "|---|---:|---:|---|---:|",
     ]
     for (way, n), values in sorted(rates.items()):
-        used = f"{cpu[(way, n)]:.0f}" if (way, n) in cpu else "n/a"
+        used = (
+            f"{cpu[(way, n)]:.0f} ({client[(way, n)]:.0f} + {server[(way, n)]:.0f})"
+            if (way, n) in cpu
+            else "n/a"
+        )
         lines.append(
             f"| {way} | {n} | {med[(way, n)]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)}"
             f" | {used} |"
@@ -325,7 +368,7 @@ def report(rates: Rates, cpus: Rates, version: str, s: Settings, command: str) -
             f" segments, in order). PostgreSQL {version}, SDK and server on the same machine."
         ),
         comparisons=comparisons,
-        details="\n".join(lines),
+        details="\n".join(lines) + "\n\n" + WHERE_THE_TIME_GOES,
     )
 
 
