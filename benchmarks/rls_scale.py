@@ -534,6 +534,20 @@ WHY = (
     " = me or I manage it)` (20261128000700): no OR of two indexed columns, so a manager's"
     " count over the company is an index-only scan like the explicit one (before: a heap"
     " page per session, about 1,000 buffers)."
+    "\n\nWhat would close the fixed part (the rows where both sides read the same few"
+    " buffers: another company's session, one session's segments, the manager's count):"
+    " the policies learning the caller's company and role without a function call per"
+    " statement. A plpgsql helper costs 8-18 µs per call (the first of a statement the"
+    " most: it reads the caller's profile), and none can be inlined, since each carries its"
+    " own `search_path` (Supabase's advisor 0011). The ways that remove the call were"
+    " weighed and not taken: a per-transaction cache in a setting any role can SET is"
+    " forgeable; company and role as signed JWT claims (a Supabase custom access token"
+    " hook) would let a demoted manager keep reading the company until the token expires"
+    " (up to an hour); a policy that looks the profile up itself measured no faster"
+    " (`benchmarks/rls_fixed_cost.py`, section below). What remains is a fixed 40-80 µs"
+    " per statement, which is 1.4-2x of a query that itself takes 70-200 µs, and a"
+    " smaller share of anything larger (the growth row: the cost does not rise with the"
+    " table)."
 )
 
 

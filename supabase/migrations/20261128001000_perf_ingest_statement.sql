@@ -143,6 +143,8 @@ declare
   owner_company uuid;
   current_status public.session_status;
   foreign_owner boolean;
+  violated_table text;
+  violated_schema text;
 begin
   for checked in select distinct a.session_id from added a order by a.session_id loop
     perform pg_catalog.pg_advisory_xact_lock_shared(
@@ -156,7 +158,15 @@ begin
     from public.sessions s where s.id = checked;
     if not found or not private.sees_session(owner_id, owner_company) then
       -- What the foreign key answers for a missing session (to an end user, whom RLS hides
-      -- the key's value from, without it): a session one cannot see looks missing.
+      -- the key's value from, without it): a session one cannot see looks missing. The
+      -- foreign key names the table that holds the row: the partition, where the table is
+      -- partitioned.
+      select c.relname, n.nspname into violated_table, violated_schema
+      from public.transcript_segments t
+      join pg_catalog.pg_class c on c.oid = t.tableoid
+      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where t.session_id = checked
+      limit 1;
       raise exception 'insert or update on table "transcript_segments" violates foreign key constraint "transcript_segments_session_id_fkey"'
         using errcode = '23503',
               detail = case when private.caller_is_end_user()
@@ -165,8 +175,8 @@ begin
                            'Key (session_id)=(%s) is not present in table "sessions".', checked)
                        end,
               constraint = 'transcript_segments_session_id_fkey',
-              table = 'transcript_segments',
-              schema = 'public';
+              table = coalesce(violated_table, tg_table_name),
+              schema = coalesce(violated_schema, tg_table_schema);
     end if;
     if current_status <> 'active' then
       raise exception 'session % is %, live data can only be added to an active session',
