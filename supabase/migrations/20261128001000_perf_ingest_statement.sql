@@ -167,7 +167,8 @@ begin
       join pg_catalog.pg_namespace n on n.oid = c.relnamespace
       where t.session_id = checked
       limit 1;
-      raise exception 'insert or update on table "transcript_segments" violates foreign key constraint "transcript_segments_session_id_fkey"'
+      raise exception 'insert or update on table "%" violates foreign key constraint "transcript_segments_session_id_fkey"',
+        coalesce(violated_table, tg_table_name)
         using errcode = '23503',
               detail = case when private.caller_is_end_user()
                          then 'Key is not present in table "sessions".'
