@@ -594,7 +594,19 @@ def test_duplicate_segment_seq_is_refused(world_db: WorldDb) -> None:
         (world.active_session["A1"],),
         "23505",
     )
-    assert exc.diag.constraint_name == "transcript_segments_session_seq_key"
+    # The unique constraint, or (transcript_segments being partitioned) its index on the
+    # partition the row went to.
+    with owner(db) as conn:
+        parent = conn.execute(
+            "select coalesce((select p.inhparent::regclass::text from pg_inherits p"
+            " join pg_class i on i.oid = p.inhrelid where i.relname = %s), %s)",
+            (exc.diag.constraint_name, exc.diag.constraint_name),
+        ).fetchone()
+    assert parent is not None
+    assert parent[0] in {
+        "transcript_segments_session_seq_key",
+        "public.transcript_segments_session_seq_key",
+    }
 
 
 def test_replayed_segment_on_conflict_is_a_no_op(world_db: WorldDb) -> None:

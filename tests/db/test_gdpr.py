@@ -284,7 +284,13 @@ def scan(db: Database, needles: Sequence[str]) -> ScanResult:
         keys: dict[str, sql.Composable] = {}
         for column in columns:
             if column.table_name not in keys:
-                pk = primary_key(conn, column.schema, column.table)
+                # A row as the export names it (transcript segments: by id, although their
+                # primary key is (id, session_id) on the partitioned table), else its key.
+                pk = (
+                    [EXPORT_SECTIONS[column.table_name][1]]
+                    if column.table_name in EXPORT_SECTIONS
+                    else primary_key(conn, column.schema, column.table)
+                )
                 keys[column.table_name] = (
                     sql.SQL(" || '|' || ").join(
                         sql.SQL("{}::text").format(sql.Identifier(k)) for k in pk

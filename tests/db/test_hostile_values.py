@@ -101,7 +101,9 @@ def _try_update(
         (f"public.{table}", f"{table}_{column}_"),
     ).fetchall()
     query = sql.SQL(
-        "update public.{t} set {c} = %s::{cast} where ctid = (select ctid from public.{t} limit 1)"
+        # (tableoid, ctid): a ctid alone names a row only within one partition.
+        "update public.{t} set {c} = %s::{cast} where (tableoid, ctid) ="
+        " (select tableoid, ctid from public.{t} limit 1)"
     ).format(t=sql.Identifier(table), c=sql.Identifier(column), cast=sql.SQL(cast))
     try:
         with conn.transaction(force_rollback=True):

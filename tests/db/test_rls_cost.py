@@ -136,8 +136,10 @@ def _buffers(plan: Any) -> int:
 
 def _heap_pages(db: Database) -> int:
     with psycopg.connect(db.dsn) as conn:
+        # Summed over the partitions (the partitioned table itself has no pages).
         row = conn.execute(
-            "select relpages from pg_class where oid = 'public.transcript_segments'::regclass"
+            "select sum(relpages) from pg_class where oid in (select relid from"
+            " pg_partition_tree('public.transcript_segments'::regclass) where isleaf)"
         ).fetchone()
     assert row is not None
     return int(row[0])
