@@ -32,6 +32,14 @@
  * privilege revoked: the only way to them is through public.transcript_segments, where RLS
  * applies.
  *
+ * Realtime: the table stays in the `supabase_realtime` publication, but PostgreSQL publishes
+ * a partitioned table's changes under its partitions' names (unless the publication is
+ * altered with publish_via_partition_root, which this migration does not do to a
+ * publication it does not own alone), so Postgres Changes subscriptions on
+ * transcript_segments receive nothing. Live segments reach listeners as the SDK's
+ * `transcript` Broadcast events (append_transcript_segments with `interim`), which is the
+ * documented way; Postgres Changes on sessions and session_analytics are unchanged.
+ *
  * A database that already holds segments: this migration moves them, in one transaction,
  * holding an ACCESS EXCLUSIVE lock on the table meanwhile (appends wait; plan a quiet
  * moment for a large table: the copy runs at roughly COPY speed, then the indexes and the
