@@ -46,9 +46,9 @@
  * foreign key are built once). Ids are kept and the identity continues after the largest.
  */
 
-lock table public.transcript_segments in access exclusive mode;
-
 -- 1. The old table steps aside (into private, so that its index names free up) ------------
+-- (Its first statement takes the table's ACCESS EXCLUSIVE lock, held to the end of the
+-- migration's transaction.)
 
 alter table public.transcript_segments set schema private;
 alter table private.transcript_segments rename to transcript_segments_unpartitioned;
