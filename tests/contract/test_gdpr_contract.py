@@ -545,6 +545,8 @@ async def test_retention_runs_batches_until_nothing_is_left(
     retention = project.post(RPC + "gdpr_apply_retention").mock(
         side_effect=lambda request: next(batches)
     )
+    # Nothing left pending by earlier (scheduled) runs.
+    project.post(RPC + "gdpr_pending_storage").respond(200, json=[])
     delete = project.delete(storage_path(AUDIO)).mock(side_effect=removed)
     confirm = project.post(RPC + "gdpr_confirm_storage_removed").mock(
         side_effect=confirmed("retention")
@@ -560,6 +562,7 @@ async def test_retention_runs_batches_until_nothing_is_left(
         ("DELETE", storage_path(AUDIO)),
         ("POST", RPC + "gdpr_confirm_storage_removed"),
         ("POST", RPC + "gdpr_apply_retention"),
+        ("POST", RPC + "gdpr_pending_storage"),
     ]
     expected = {"company_id": str(COMPANY), "dry_run": False, "batch_size": 2}
     assert [body(c.request) for c in retention.calls] == [expected, expected]
