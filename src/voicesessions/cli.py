@@ -900,13 +900,9 @@ def _sql_error(exc: psycopg.Error) -> str:
 
 
 def _job(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-    row = conn.execute(
-        "select jobid, schedule, command, active, username from private.retention_schedule()"
-    ).fetchone()
-    if row is None:
-        return None
-    keys = ("jobid", "schedule", "command", "active", "username")
-    return dict(zip(keys, row, strict=True))
+    """The pg_cron retention job {jobid, schedule, command, active, username}, or None."""
+    row = conn.execute("select private.retention_schedule()").fetchone()
+    return dict(row[0]) if row and row[0] else None
 
 
 def _unschedule_retention(conn: psycopg.Connection[Any], as_json: bool) -> None:
@@ -946,13 +942,8 @@ def _show_retention_runs(conn: psycopg.Connection[Any], as_json: bool) -> None:
     row = conn.execute("select private.retention_has_pg_cron()").fetchone()
     has_cron = bool(row and row[0])
     job = _job(conn)
-    runs = [
-        dict(zip(("runid", "status", "return_message", "start_time", "end_time"), r, strict=True))
-        for r in conn.execute(
-            "select runid, status, return_message, start_time, end_time"
-            " from private.retention_runs(20)"
-        ).fetchall()
-    ]
+    row = conn.execute("select private.retention_runs(20)").fetchone()
+    runs: list[dict[str, Any]] = [dict(r) for r in (row[0] if row and row[0] else [])]
     row = conn.execute(
         "select count(*) from private.gdpr_pending_storage(null) where kind = 'retention'"
     ).fetchone()
@@ -976,7 +967,8 @@ def _show_retention_runs(conn: psycopg.Connection[Any], as_json: bool) -> None:
     if runs:
 
         def when(value: Any) -> str:
-            return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+            # JSON timestamps: 2026-11-28T03:00:00.002618+00:00
+            return str(value)[:19].replace("T", " ") if value else "-"
 
         table = [("RUN", "STATUS", "STARTED", "ENDED", "MESSAGE")] + [
             (

@@ -8,8 +8,8 @@
  *   select private.schedule_retention('0,5,10,15,20,25,30,35,40,45,50,55 1-5 * * *', 200);
  *                                                             every 5 minutes 01:00-05:55 GMT
  *   select private.unschedule_retention();                    stop (true if a job was removed)
- *   select * from private.retention_schedule();               the job (empty: not scheduled)
- *   select * from private.retention_runs(20);                 its latest runs (cron.job_run_details)
+ *   select private.retention_schedule();                      the job (null: not scheduled)
+ *   select private.retention_runs(20);                        its latest runs (cron.job_run_details)
  *
  * or `voicesessions gdpr retention --schedule '0 * * * *' | --unschedule | --runs` with a
  * direct connection string (--dsn; on Supabase the database's connection string, not the API
@@ -86,6 +86,24 @@ as $$
 $$;
 revoke all on function private.retention_job_name() from public, anon, authenticated, service_role;
 
+/**
+ * The schema of pg_cron's objects (`cron`, fixed by pg_cron), null when the extension is
+ * not installed in this database. The functions below build their pg_cron statements from
+ * it, so that nothing refers to pg_cron's objects where it is absent (plpgsql_check,
+ * `supabase db lint`).
+ */
+create or replace function private.retention_cron_schema()
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select 'cron'::text
+  where exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron');
+$$;
+revoke all on function private.retention_cron_schema()
+  from public, anon, authenticated, service_role;
+
 /** Whether the pg_cron extension is installed in this database. */
 create or replace function private.retention_has_pg_cron()
 returns boolean
@@ -93,7 +111,7 @@ language sql
 stable
 set search_path = ''
 as $$
-  select exists (select 1 from pg_catalog.pg_extension e where e.extname = 'pg_cron');
+  select private.retention_cron_schema() is not null;
 $$;
 revoke all on function private.retention_has_pg_cron()
   from public, anon, authenticated, service_role;
@@ -188,6 +206,7 @@ security invoker
 set search_path = ''
 as $$
 declare
+  cron_schema text := private.retention_cron_schema();
   job bigint;
 begin
   if schedule_retention.schedule is null or schedule_retention.batch_size is null then
@@ -201,7 +220,7 @@ begin
     raise exception 'schedule must be a cron expression such as ''0 3 * * *'''
       using errcode = '22023';
   end if;
-  if not private.retention_has_pg_cron() then
+  if cron_schema is null then
     raise exception 'pg_cron is not installed in this database, so retention cannot be scheduled here'
       using errcode = '0A000',
             hint = 'On Supabase enable pg_cron (Database > Extensions), then call again. '
@@ -209,7 +228,7 @@ begin
                    'from the system''s cron.';
   end if;
   begin
-    execute 'select cron.schedule($1, $2, $3)'
+    execute format('select %I.schedule($1, $2, $3)', cron_schema)
       into job
       using private.retention_job_name(), btrim(schedule_retention.schedule),
             format('select private.retention_tick(%s)', schedule_retention.batch_size);
@@ -236,12 +255,14 @@ security invoker
 set search_path = ''
 as $$
 declare
+  cron_schema text := private.retention_cron_schema();
   removed boolean;
 begin
-  if not private.retention_has_pg_cron() then
+  if cron_schema is null then
     return false;
   end if;
-  execute 'select bool_or(cron.unschedule(j.jobid)) from cron.job j where j.jobname = $1'
+  execute format('select bool_or(%1$I.unschedule(j.jobid)) from %1$I.job j where j.jobname = $1',
+                 cron_schema)
     into removed
     using private.retention_job_name();
   return coalesce(removed, false);
@@ -251,47 +272,52 @@ revoke all on function private.unschedule_retention()
   from public, anon, authenticated, service_role;
 
 /**
- * The retention job as pg_cron holds it (no row: not scheduled, or no pg_cron). pg_cron
- * shows a role its own jobs only: ask as the role that scheduled it.
+ * The retention job as pg_cron holds it: {jobid, schedule, command, active, username}, or
+ * null (not scheduled, or no pg_cron). pg_cron shows a role its own jobs only: ask as the
+ * role that scheduled it.
  */
 create or replace function private.retention_schedule()
-returns table (jobid bigint, schedule text, command text, active boolean, username text)
+returns jsonb
 language plpgsql
 stable
 security invoker
 set search_path = ''
 as $$
+declare
+  cron_schema text := private.retention_cron_schema();
+  job jsonb;
 begin
-  if not private.retention_has_pg_cron() then
-    return;
+  if cron_schema is null then
+    return null;
   end if;
-  return query execute
-    'select j.jobid::bigint, j.schedule::text, j.command::text, j.active::boolean,'
-    ' j.username::text from cron.job j where j.jobname = $1 order by j.jobid'
+  execute format(
+    'select jsonb_build_object(''jobid'', j.jobid, ''schedule'', j.schedule,'
+    ' ''command'', j.command, ''active'', j.active, ''username'', j.username)'
+    ' from %I.job j where j.jobname = $1 order by j.jobid desc limit 1', cron_schema)
+    into job
     using private.retention_job_name();
+  return job;
 end;
 $$;
 revoke all on function private.retention_schedule()
   from public, anon, authenticated, service_role;
 
 /**
- * The latest `max_runs` runs of the retention job, newest first, from cron.job_run_details
- * (status starting, running, succeeded or failed; return_message is the error of a failed
- * run). Empty without pg_cron or without runs. max_runs: 1..1000 (22023; null 22004).
+ * The latest `max_runs` runs of the retention job, newest first, from cron.job_run_details:
+ * [{runid, status, return_message, start_time, end_time}] (status starting, running,
+ * succeeded or failed; return_message is the error of a failed run). Empty without pg_cron,
+ * without a job or without runs. max_runs: 1..1000 (22023; null 22004).
  */
 create or replace function private.retention_runs(max_runs integer default 20)
-returns table (
-  runid bigint,
-  status text,
-  return_message text,
-  start_time timestamptz,
-  end_time timestamptz
-)
+returns jsonb
 language plpgsql
 stable
 security invoker
 set search_path = ''
 as $$
+declare
+  cron_schema text := private.retention_cron_schema();
+  runs jsonb;
 begin
   if retention_runs.max_runs is null then
     raise exception 'max_runs is required' using errcode = '22004';
@@ -300,14 +326,21 @@ begin
     raise exception 'max_runs must be between 1 and 1000, not %', retention_runs.max_runs
       using errcode = '22023';
   end if;
-  if not private.retention_has_pg_cron() then
-    return;
+  if cron_schema is null then
+    return '[]'::jsonb;
   end if;
-  return query execute
-    'select d.runid::bigint, d.status::text, d.return_message::text, d.start_time,'
-    ' d.end_time from cron.job_run_details d join cron.job j on j.jobid = d.jobid'
-    ' where j.jobname = $1 order by d.start_time desc nulls first, d.runid desc limit $2'
+  execute format(
+    'select coalesce(jsonb_agg(jsonb_build_object(''runid'', r.runid, ''status'', r.status,'
+    ' ''return_message'', r.return_message, ''start_time'', r.start_time,'
+    ' ''end_time'', r.end_time) order by r.start_time desc nulls first, r.runid desc),'
+    ' ''[]''::jsonb)'
+    ' from (select d.* from %1$I.job_run_details d join %1$I.job j on j.jobid = d.jobid'
+    '       where j.jobname = $1'
+    '       order by d.start_time desc nulls first, d.runid desc limit $2) r',
+    cron_schema)
+    into runs
     using private.retention_job_name(), retention_runs.max_runs;
+  return runs;
 end;
 $$;
 revoke all on function private.retention_runs(integer)

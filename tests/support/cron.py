@@ -38,11 +38,9 @@ def cron_cluster(*databases: str) -> Iterator[dict[str, Database]]:
     with temporary_cluster("voicesessions-cron-") as server:
         info = server.status()
         assert info is not None
-        dbs = {
-            name: Database(name, make_conninfo(info.dsn, dbname=name), "") for name in databases
-        }
+        dbs = {name: Database(name, make_conninfo(info.dsn, dbname=name), "") for name in databases}
         with psycopg.connect(info.dsn, autocommit=True) as admin:
-            require_available(admin, "pg_cron", PACKAGE)  # type: ignore[arg-type]
+            require_available(admin, "pg_cron", PACKAGE)
             for name in databases:
                 admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
         for db in dbs.values():
