@@ -39,7 +39,8 @@
  * A company whose retention fails is rolled back alone (its subtransaction) and the others'
  * work of the run is committed. The failure is recorded:
  *   - when the run changed something for other companies: an audit_log entry
- *     'gdpr.retention_failed' for that company (details {sqlstate, message, batch_size});
+ *     'gdpr.retention_failed' for that company (details {sqlstate, message, batch_size,
+ *     scheduled});
  *     the run itself is recorded as succeeded;
  *   - when the run changed nothing else (the usual case once the others are done): the run
  *     raises, with the failing company's SQLSTATE and a message naming every failing company,
