@@ -580,6 +580,49 @@ async def test_retention_runs_batches_until_nothing_is_left(
     )
 
 
+async def test_retention_finishes_the_audio_earlier_runs_of_its_scope_left_pending(
+    face: Face, project: respx.MockRouter, vs: Any
+) -> None:
+    """What a scheduled run (private.retention_tick) recorded as pending is deleted by the
+    next apply_retention_policy: retention requests of the company only, never an erasure's
+    or another company's."""
+    elsewhere = uuid.UUID("c0c0c0c0-0000-4000-8000-0000000000cb")
+    project.post(RPC + "gdpr_apply_retention").respond(
+        200, json=retention_batch([], more=False, count=0)
+    )
+    rows = [
+        {**pending_row(REQUEST, AUDIO, audio("scheduled.webm")), "kind": "retention"},
+        pending_row(REQUEST_2, AUDIO, audio("erased.webm")),
+        {
+            **pending_row(REQUEST_2, AUDIO, audio("elsewhere.webm")),
+            "kind": "retention",
+            "company_id": str(elsewhere),
+        },
+    ]
+    listed = project.post(RPC + "gdpr_pending_storage").respond(200, json=rows)
+    delete = project.delete(storage_path(AUDIO)).mock(side_effect=removed)
+    confirm = project.post(RPC + "gdpr_confirm_storage_removed").mock(
+        side_effect=confirmed("retention")
+    )
+
+    report = await face.call(vs.gdpr.apply_retention_policy, str(COMPANY))
+
+    assert calls(project) == [
+        ("POST", RPC + "gdpr_apply_retention"),
+        ("POST", RPC + "gdpr_pending_storage"),
+        ("POST", RPC + "gdpr_check_storage_removal"),
+        ("DELETE", storage_path(AUDIO)),
+        ("POST", RPC + "gdpr_confirm_storage_removed"),
+    ]
+    assert body(listed.calls.last.request) == {"subject_id": None}
+    assert body(delete.calls.last.request) == {"prefixes": [audio("scheduled.webm")]}
+    assert body(confirm.calls.last.request) == {
+        "request_id": str(REQUEST),
+        "paths": [audio("scheduled.webm")],
+    }
+    assert (report.storage_removed, report.pending_storage) == (1, [])
+
+
 # -- list_requests and resume_pending_storage ---------------------------------------------
 
 
