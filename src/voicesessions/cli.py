@@ -407,13 +407,14 @@ class _GdprGroup(click.Group):
 
 @cli.group(cls=_GdprGroup)
 def gdpr() -> None:
-    """Erase, anonymize and export a person's data, apply retention, list GDPR requests.
+    """Erase, anonymize and export a person's data, apply or schedule retention, list GDPR
+    requests.
 
-    Every command acts as the service role. The database comes from --dsn, else
-    $VOICESESSIONS_DSN, else $SUPABASE_URL with $SUPABASE_SECRET_KEY (or the legacy
-    $SUPABASE_SERVICE_ROLE_KEY), else the running local server. Erasure, anonymization and
-    retention ask for confirmation unless --yes. Exit codes: 0 done, 1 the operation failed,
-    2 usage error, refused confirmation or not found.
+    Every command acts as the service role (scheduling retention: as the role of --dsn).
+    The database comes from --dsn, else $VOICESESSIONS_DSN, else $SUPABASE_URL with
+    $SUPABASE_SECRET_KEY (or the legacy $SUPABASE_SERVICE_ROLE_KEY), else the running local
+    server. Erasure, anonymization and retention ask for confirmation unless --yes. Exit
+    codes: 0 done, 1 the operation failed, 2 usage error, refused confirmation or not found.
     """
 
 
