@@ -3,9 +3,10 @@
 pg_cron must be in ``shared_preload_libraries`` and its database named in
 ``cron.database_name`` when the server starts, so the suite's shared server cannot host it:
 :func:`cron_cluster` starts its own (the suite's ``temporary_cluster``: an unprivileged server
-user when run as root), creates and migrates the databases first, then restarts the server
-with pg_cron preloaded and creates the extension in the first database. Jobs run in
-background workers (``cron.use_background_workers``), so they need no password or socket.
+user when run as root), migrates the first database and clones it for the others, then
+restarts the server with pg_cron preloaded and creates the extension in the first database.
+Jobs run in background workers (``cron.use_background_workers``), so they need no password
+or socket.
 
 pg_cron comes from Debian's ``postgresql-<major>-cron`` (``.ci/run`` installs it): without it
 the tests skip saying so, and fail in CI's main run (tests/support/extensions.py).
@@ -39,24 +40,29 @@ def cron_cluster(*databases: str) -> Iterator[dict[str, Database]]:
         info = server.status()
         assert info is not None
         dbs = {name: Database(name, make_conninfo(info.dsn, dbname=name), "") for name in databases}
+        first = databases[0]
         with psycopg.connect(info.dsn, autocommit=True) as admin:
             require_available(admin, "pg_cron", PACKAGE)
-            for name in databases:
-                admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        for db in dbs.values():
-            with migrations.connect(db.dsn) as conn:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(first)))
+            with migrations.connect(dbs[first].dsn) as conn:
                 migrations.migrate(conn)
+            for name in databases[1:]:  # clones of the migrated one
+                admin.execute(
+                    sql.SQL("create database {} template {}").format(
+                        sql.Identifier(name), sql.Identifier(first)
+                    )
+                )
         # Appended to postgresql.conf: ALTER SYSTEM refuses cron.* before pg_cron is loaded.
         with (server.pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write(
                 "\n# Added by tests/support/cron.py\n"
                 "shared_preload_libraries = 'pg_cron'\n"
-                f"cron.database_name = '{databases[0]}'\n"
+                f"cron.database_name = '{first}'\n"
                 "cron.use_background_workers = on\n"
             )
         server.stop()
         server.start()
-        with psycopg.connect(dbs[databases[0]].dsn, autocommit=True) as conn:
+        with psycopg.connect(dbs[first].dsn, autocommit=True) as conn:
             conn.execute("create extension pg_cron")
         yield dbs
 
