@@ -353,7 +353,8 @@ class AsyncPostgresBackend(AsyncBackend):
         its DSN sets are its own). A replica that cannot be reached (refused, timed out,
         shutting down or starting up) is not an error: those reads go to ``dsn``, a warning
         is logged, and the replica is tried again after ``replica_retry_after`` seconds.
-        Without ``read_dsn`` there is one pool and nothing changes.
+        The replica's pool opens on the first read it serves (:meth:`open` opens the
+        primary's). Without ``read_dsn`` there is one pool and nothing changes.
         """
         return cls(
             dsn,
