@@ -275,3 +275,9 @@ async def test_other_replica_errors_are_raised_not_sent_to_the_project(
         assert (replica.call_count, primary.call_count) == (1, 0)
     finally:
         await face.close(backend)
+
+
+@pytest.mark.parametrize("retry_after", [-1, float("nan"), True, "10"])
+async def test_the_retry_interval_must_be_seconds(face: Face, retry_after: Any) -> None:
+    with pytest.raises(errors.ConfigurationError, match="replica_retry_after"):
+        face.build(read_url=READ, replica_retry_after=retry_after)
