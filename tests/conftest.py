@@ -133,6 +133,13 @@ def template_db(pg_server: LocalServerInfo) -> Database:
     _drop_database(pg_server, "vs_template_world")
     _drop_database(pg_server, "vs_template")
     db = _create_database(pg_server, "vs_template")
+    migrate_database(db)
+    return db
+
+
+def migrate_database(db: Database) -> None:
+    """Bootstrap and migrate ``db`` as the test templates are (also for clusters of their
+    own, such as the read-replica tests' primary)."""
     with db.connect() as conn:
         if supabase_defaults():
             migrations.bootstrap(conn)  # the API roles must exist first
@@ -143,7 +150,6 @@ def template_db(pg_server: LocalServerInfo) -> Database:
                 sql.Literal(AUTHENTICATOR_PASSWORD)
             )
         )
-    return db
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,10 @@ the statement go as one multi-statement simple Query message on an autocommit co
   ``setof <scalar>``), any other function one value (a dict for a composite), ``void`` None.
 - ``create_auth_user`` writes ``auth.users`` as the login role itself (no role switch),
   which must be allowed to: ``postgres`` on Supabase, the owner or a superuser locally.
+- With a ``read_dsn`` (a streaming replica), a second pool serves the reads marked
+  ``replica_ok`` (``select``, and ``rpc`` of a STABLE or IMMUTABLE function); everything
+  else, and any read when the replica cannot be reached, uses the pool of ``dsn`` (see
+  :class:`~voicesessions._async.backends.base.ReplicaHealth`).
 
 SQL is composed only with :mod:`psycopg.sql` (identifiers quoted, values always bound as
 parameters); names are also checked against a plain identifier pattern. ``dict`` and
@@ -42,7 +46,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
@@ -55,7 +59,11 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._async.backends.base import (
+    DEFAULT_REPLICA_RETRY_S,
+    AsyncBackend,
+    ReplicaHealth,
+)
 from voicesessions._events import EVENTS_CHANNEL, EventVerifier
 from voicesessions._identity import Identity
 from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
@@ -251,6 +259,8 @@ class AsyncPostgresBackend(AsyncBackend):
         identity: Identity | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         storage_root: Path | str | None = None,
+        read_dsn: str | None = None,
+        replica_retry_after: float = DEFAULT_REPLICA_RETRY_S,
     ) -> None:
         """See :meth:`from_dsn`."""
         if not isinstance(dsn, str) or not dsn.strip():
@@ -304,6 +314,9 @@ class AsyncPostgresBackend(AsyncBackend):
         )
         self.identity = identity if identity is not None else Identity.service_role()
         self._shared = _SharedPool(pool, dsn, kwargs)
+        self._replica = _replica_pool(
+            read_dsn, kwargs, connect_kwargs, pool, configure, replica_retry_after
+        )
         self._storage_root = _storage_root(storage_root)
         self._owns_pool = True
         self._closed = False
@@ -320,6 +333,8 @@ class AsyncPostgresBackend(AsyncBackend):
         identity: Identity | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         storage_root: Path | str | None = None,
+        read_dsn: str | None = None,
+        replica_retry_after: float = DEFAULT_REPLICA_RETRY_S,
     ) -> AsyncPostgresBackend:
         """A backend over ``dsn`` with a pool of ``min_size`` to ``max_size`` connections.
 
@@ -332,6 +347,14 @@ class AsyncPostgresBackend(AsyncBackend):
         ``<storage_root>/<bucket>/<path>`` (default: ``$VOICESESSIONS_STORAGE_ROOT``, else
         ``<user data dir>/voicesessions/storage``); backends made by :meth:`as_user` share
         it. No connection is made until the first call or :meth:`open`.
+
+        ``read_dsn`` names a read replica (a hot standby of ``dsn``) for the reads that
+        tolerate lag: it gets a pool of its own, with the same sizes and settings (keywords
+        its DSN sets are its own). A replica that cannot be reached (refused, timed out,
+        shutting down or starting up) is not an error: those reads go to ``dsn``, a warning
+        is logged, and the replica is tried again after ``replica_retry_after`` seconds.
+        The replica's pool opens on the first read it serves (:meth:`open` opens the
+        primary's). Without ``read_dsn`` there is one pool and nothing changes.
         """
         return cls(
             dsn,
@@ -342,6 +365,8 @@ class AsyncPostgresBackend(AsyncBackend):
             identity=identity,
             connect_kwargs=connect_kwargs,
             storage_root=storage_root,
+            read_dsn=read_dsn,
+            replica_retry_after=replica_retry_after,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -375,6 +400,8 @@ class AsyncPostgresBackend(AsyncBackend):
         self._closed = True
         if self._owns_pool:
             await self._shared.aclose()
+            if self._replica is not None:
+                await self._replica.shared.aclose()
 
     @property
     def storage_root(self) -> Path:
@@ -399,8 +426,10 @@ class AsyncPostgresBackend(AsyncBackend):
         filters: Sequence[Filter] = (),
         order: Sequence[Order] = (),
         limit: int | None = None,
+        replica_ok: bool = False,
     ) -> list[dict[str, Any]]:
-        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction.
+        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction
+        (on the read replica, if there is one, with ``replica_ok``).
 
         The statement of each shape of call (table, columns, filter columns and operators,
         order, limit) is composed once and reused: only the parameters change per call."""
@@ -428,6 +457,8 @@ class AsyncPostgresBackend(AsyncBackend):
             with contextlib.suppress(TypeError):
                 _remember(_SELECT_STATEMENTS, shape, query)
         params = _where_params(filters)
+        if replica_ok:
+            return await self._fetch_lagging("GET", f"/{table}", query, params)
         return await self._fetch("GET", f"/{table}", query, params, read_only=True)
 
     async def insert(
@@ -495,10 +526,17 @@ class AsyncPostgresBackend(AsyncBackend):
         params = [_param(v) for v in values.values()] + where_params
         return await self._fetch("PATCH", f"/{table}", query, params)
 
-    async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+    async def rpc(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        replica_ok: bool = False,
+    ) -> Any:
         """Call ``public.<function>`` with named arguments as PostgREST does and return its
         JSON-decoded result: a list for a set-returning function, else one value (None for
-        ``void``).
+        ``void``). With ``replica_ok``, a STABLE or IMMUTABLE function is called on the read
+        replica, if there is one (a VOLATILE one, which may write, always on the primary).
 
         The overload is the one whose parameters fit the argument names; each argument is
         read from JSON into its parameter's declared type (see the module docstring). No
@@ -516,9 +554,12 @@ class AsyncPostgresBackend(AsyncBackend):
             try:
                 overload = _resolve_overload(function, overloads, names)
                 query, values = _rpc_query(function, overload, names, body)
-                rows = await self._fetch(
-                    "POST", f"/rpc/{function}", query, values, read_only=overload.read_only
-                )
+                if replica_ok and overload.read_only:
+                    rows = await self._fetch_lagging("POST", f"/rpc/{function}", query, values)
+                else:
+                    rows = await self._fetch(
+                        "POST", f"/rpc/{function}", query, values, read_only=overload.read_only
+                    )
                 return _rpc_result(rows, overload)
             except APIError as exc:
                 if cached is None or isinstance(exc, TransientError):
@@ -735,15 +776,17 @@ class AsyncPostgresBackend(AsyncBackend):
         params: Sequence[Any],
         *,
         read_only: bool = False,
+        pool: _SharedPool | None = None,
     ) -> list[dict[str, Any]]:
-        """Run one statement as the identity, in ONE round trip: the request context and
+        """Run one statement as the identity, in ONE round trip (on ``pool``, by default the
+        primary's): the request context and
         the statement travel as one multi-statement simple Query message on an autocommit
         connection, which PostgreSQL runs as one implicit transaction (the context's
         ``set_config(..., true)`` holds for the statement, an error rolls back both, and
         nothing outlives the message). Parameters are bound on the client
         (``ClientCursor``: no server-side prepared statement, fine behind a
         transaction-mode pooler)."""
-        shared = self._usable()
+        shared = self._usable() if pool is None else pool
         context, context_params = request_context(
             self.identity.role, self.identity.claims, method=method, path=path
         )
@@ -766,6 +809,29 @@ class AsyncPostgresBackend(AsyncBackend):
         except psycopg.Error as exc:
             raise _api_error(exc) from exc
 
+    async def _fetch_lagging(
+        self, method: str, path: str, query: str | sql.Composed, params: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """:meth:`_fetch` of a READ ONLY call that tolerates lag: on the read replica when
+        there is one and it is reachable, else on the primary (see :class:`ReplicaHealth`)."""
+        replica = self._replica
+        if replica is not None and replica.health.usable():
+            self._usable()
+            try:
+                if replica.health.recovering:
+                    await replica.reconnect()
+                rows = await self._fetch(
+                    method, path, query, params, read_only=True, pool=replica.shared
+                )
+            except TransientError as exc:
+                if not _unreachable(exc):
+                    raise
+                replica.health.failed(exc)
+            else:
+                replica.health.succeeded()
+                return rows
+        return await self._fetch(method, path, query, params, read_only=True)
+
     async def _rpc_overloads(self, function: str) -> tuple[_Overload, ...]:
         """Look up the overloads of ``public.<function>`` (as the login role: the catalog is
         readable by all) and cache them for every backend of the pool."""
@@ -778,6 +844,71 @@ class AsyncPostgresBackend(AsyncBackend):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+@dataclass
+class _ReplicaPool:
+    """The read replica's pool and whether it is reachable, shared like :class:`_SharedPool`."""
+
+    shared: _SharedPool
+    health: ReplicaHealth
+
+    async def reconnect(self) -> None:
+        """After an outage: one new connection first (a still-dead replica fails at once,
+        not after the pool's timeout), then drop the pool's connections that died."""
+        await self.shared.check_connection()
+        if self.shared.opened:
+            try:
+                await self.shared.pool.check()
+            except psycopg.Error as exc:
+                raise _api_error(exc) from exc
+
+
+def _replica_pool(
+    read_dsn: str | None,
+    kwargs: Mapping[str, Any],
+    connect_kwargs: Mapping[str, Any] | None,
+    primary: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+    configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]],
+    retry_after: float,
+) -> _ReplicaPool | None:
+    """The pool of the read replica ``read_dsn`` (None without one): the primary pool's
+    sizes, timeout, settings and connection keywords, except those its DSN sets itself."""
+    if read_dsn is None:
+        return None
+    if not isinstance(read_dsn, str) or not read_dsn.strip():
+        raise ConfigurationError("read_dsn must be a PostgreSQL DSN, or None")
+    try:
+        read_params = conninfo_to_dict(read_dsn)
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"invalid read replica DSN: {exc}") from None
+    explicit = connect_kwargs or {}
+    read_kwargs = {k: v for k, v in kwargs.items() if k not in read_params or k in explicit}
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        read_dsn,
+        kwargs=read_kwargs,
+        min_size=primary.min_size,
+        max_size=primary.max_size,
+        timeout=primary.timeout,
+        configure=configure,
+        open=False,
+    )
+    host = _connect_host(read_dsn, read_kwargs) or "?"
+    port = read_kwargs.get("port") or read_params.get("port") or ""
+    name = f"{host}:{port}" if port else host
+    return _ReplicaPool(_SharedPool(pool, read_dsn, read_kwargs), ReplicaHealth(name, retry_after))
+
+
+#: SQLSTATEs of a server that is there but does not serve: shutting down, starting up.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _unreachable(exc: TransientError) -> bool:
+    """Whether a transient error says the server could not be reached or used at all (no
+    connection, a lost one, a server shutting down or starting up), rather than that one
+    statement failed (a conflict with recovery, a timeout: for the retry policy)."""
+    code = exc.code or ""
+    return not code or code.startswith("08") or code in _UNAVAILABLE_SQLSTATES
 
 
 async def _events_key(conn: psycopg.AsyncConnection[Any]) -> tuple[bytes, int]:
