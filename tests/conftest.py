@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support.api import Api
+from tests.support.pgbouncer import PgBouncer, running_pgbouncer
 from tests.support.world import World, seed_world
 from voicesessions.local import migrations
 
@@ -187,6 +188,20 @@ def shared_world_db(
     template, world = world_template
     for db in _clone(pg_server, template):
         yield db, world
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: LocalServerInfo) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode with a small pool in front of the run's PostgreSQL
+    (tests/support/pgbouncer.py), for the superuser and ``authenticator`` logins."""
+    dsn = pg_server.dsn
+    password = conninfo_to_dict(dsn).get("password")
+    passwords = {"authenticator": AUTHENTICATOR_PASSWORD}
+    user = str(conninfo_to_dict(dsn).get("user") or "postgres")
+    if password:
+        passwords[user] = str(password)
+    with running_pgbouncer(dsn, passwords) as bouncer:
+        yield bouncer
 
 
 def pytest_report_header(config: pytest.Config) -> str:
