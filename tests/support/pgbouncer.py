@@ -60,7 +60,9 @@ def require_pgbouncer() -> str:
     """The program, else skip (fail in CI, where .ci/run installs it)."""
     program = pgbouncer_program()
     if program is None:
-        message = "pgbouncer is not installed: install the pgbouncer package (apt install pgbouncer)"
+        message = (
+            "pgbouncer is not installed: install the pgbouncer package (apt install pgbouncer)"
+        )
         if in_ci():
             pytest.fail(f"{message} (CI=true: .ci/run installs it)")
         pytest.skip(message)
