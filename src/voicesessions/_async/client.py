@@ -90,7 +90,11 @@ class AsyncVoiceSessions:
         """Connect to PostgreSQL directly (a Supabase database, its pooler, or local mode).
 
         Acts as ``service_role`` (use :meth:`as_user` for a user). ``pool_options`` go to the
-        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``, ...).
+        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``,
+        ``listen_dsn``, ...). ``dsn`` may be a transaction-mode pooler (Supabase's on port
+        6543): live events then need ``listen_dsn`` (or ``VOICESESSIONS_LISTEN_DSN``), a
+        direct or session-mode DSN to ``LISTEN`` on, and are refused with
+        ConfigurationError without it.
         """
         if not dsn:
             raise ConfigurationError("a PostgreSQL DSN is required")
