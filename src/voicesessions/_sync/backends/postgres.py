@@ -139,7 +139,7 @@ _PGCRYPTO_AVAILABLE = sql.SQL(
 )
 
 _LOCK_EMAIL = sql.SQL(
-    "select pg_catalog.pg_advisory_xact_lock({}, pg_catalog.hashtext(%s))"
+    "select pg_catalog.pg_advisory_xact_lock({}, pg_catalog.hashtext(%(email)s))"
 ).format(sql.Literal(_AUTH_EMAIL_LOCK_KEY))
 
 # A confirmed email user as GoTrue's admin API creates it: the user and its email identity.
@@ -319,6 +319,8 @@ class PostgresBackend(Backend):
         self._settings: dict[str, str] = {}
         if statement_timeout is not None:
             self._settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
+        #: The same as the first statement of a message that sets no request context.
+        self._settings_prefix = _settings_literal(self._settings)
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             # Autocommit: a call of one statement is one simple Query message (see _fetch);
@@ -638,21 +640,19 @@ class PostgresBackend(Backend):
             "app_meta": Jsonb({"provider": "email", "providers": ["email"]}),
             "user_meta": Jsonb({}),
         }
-        with self._transaction(None, "") as cur:
-            if password is not None:
-                cur.execute(_PGCRYPTO_AVAILABLE)
-                check = cur.fetchone()
-                if not (check and check["available"]):
-                    raise ConfigurationError(
-                        "storing a password needs the pgcrypto extension in schema"
-                        " 'extensions' (or use the Supabase backend, whose Auth API hashes it)"
-                    )
-            cur.execute(_LOCK_EMAIL, (address,))
-            cur.execute(query, params)
-            created = cur.fetchone()
-            if created is None:
-                raise from_sqlstate("23505", f"a user with email {brief(address)} already exists")
-        new_id = created["id"]
+        if password is not None:
+            check = self._message(self._settings_prefix + _PGCRYPTO_AVAILABLE.as_string(None))
+            if not (check and check[0]["available"]):
+                raise ConfigurationError(
+                    "storing a password needs the pgcrypto extension in schema"
+                    " 'extensions' (or use the Supabase backend, whose Auth API hashes it)"
+                )
+        # One message, one implicit transaction: the lock on the address, then the insert.
+        text = self._settings_prefix + _LOCK_EMAIL.as_string(None) + "; " + query.as_string(None)
+        created = self._message(text, params)
+        if not created:
+            raise from_sqlstate("23505", f"a user with email {brief(address)} already exists")
+        new_id = created[0]["id"]
         assert isinstance(new_id, uuid.UUID)
         return new_id
 
@@ -769,8 +769,8 @@ class PostgresBackend(Backend):
                                 settings=self._settings,
                             )
                         )
-                    elif self._settings:
-                        cur.execute(*_settings_statement(self._settings))
+                    elif self._settings_prefix:
+                        cur.execute(self._settings_prefix.removesuffix("; "))
                     yield cur
         except PoolTimeout as exc:
             # No connection within the timeout: say why a new one cannot be made, if it
@@ -796,7 +796,6 @@ class PostgresBackend(Backend):
         nothing outlives the message; ``statement_timeout`` is set in the context, so it
         applies to the statement). Parameters are bound on the client (``ClientCursor``: no
         server-side prepared statement, fine behind a transaction-mode pooler)."""
-        shared = self._usable()
         context, context_params = request_context(
             self.identity.role,
             self.identity.claims,
@@ -806,6 +805,15 @@ class PostgresBackend(Backend):
         )
         statement = query if isinstance(query, str) else query.as_string(None)
         text = (_READ_ONLY if read_only else "") + context + "; " + statement
+        return self._message(text, (*context_params, *params))
+
+    def _message(
+        self, text: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Send ``text`` (statements separated by ``;``) as one simple Query message with
+        its parameters bound on the client, on an autocommit pooled connection: one round
+        trip, one implicit transaction. The rows of the last statement."""
+        shared = self._usable()
         try:
             shared.ensure_open()
             with shared.pool.connection() as conn:
@@ -813,7 +821,7 @@ class PostgresBackend(Backend):
                     conn.set_autocommit(True)
                 cur = psycopg.ClientCursor(conn, row_factory=dict_row)
                 with cur:
-                    cur.execute(text, (*context_params, *params))
+                    cur.execute(text, params)
                     while cur.nextset():  # to the last result: the statement's
                         pass
                     return cur.fetchall()
@@ -897,10 +905,17 @@ def _listen_dsn(given: object) -> str | None:
     return given
 
 
-def _settings_statement(settings: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
-    """``select set_config(name, value, true), ...``: the settings, transaction-local."""
-    calls = ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(settings))
-    return f"select {calls}", tuple(value for item in settings.items() for value in item)
+def _settings_literal(settings: Mapping[str, str]) -> str:
+    """``select set_config(name, value, true), ...; `` with the values inlined as
+    literals ('' without settings): the first statement of a message with no parameters of
+    its own style to share."""
+    if not settings:
+        return ""
+    calls = sql.SQL(", ").join(
+        sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+        for k, v in settings.items()
+    )
+    return (sql.SQL("select ") + calls).as_string(None) + "; "
 
 
 def _address(dsn: str, connect_kwargs: Mapping[str, Any]) -> tuple[str, str]:
