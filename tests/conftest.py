@@ -194,14 +194,18 @@ def shared_world_db(
 def pgbouncer(pg_server: LocalServerInfo) -> Iterator[PgBouncer]:
     """A PgBouncer in transaction mode with a small pool in front of the run's PostgreSQL
     (tests/support/pgbouncer.py), for the superuser and ``authenticator`` logins."""
-    dsn = pg_server.dsn
-    password = conninfo_to_dict(dsn).get("password")
-    passwords = {"authenticator": AUTHENTICATOR_PASSWORD}
-    user = str(conninfo_to_dict(dsn).get("user") or "postgres")
-    if password:
-        passwords[user] = str(password)
-    with running_pgbouncer(dsn, passwords) as bouncer:
+    with running_pgbouncer(pg_server.dsn, pgbouncer_passwords(pg_server)) as bouncer:
         yield bouncer
+
+
+def pgbouncer_passwords(server: LocalServerInfo) -> dict[str, str]:
+    """The logins a PgBouncer in front of the run's server lets through: the superuser of
+    the server's DSN and ``authenticator``, with their passwords."""
+    params = conninfo_to_dict(server.dsn)
+    passwords = {"authenticator": AUTHENTICATOR_PASSWORD}
+    if params.get("password"):
+        passwords[str(params.get("user") or "postgres")] = str(params["password"])
+    return passwords
 
 
 def pytest_report_header(config: pytest.Config) -> str:

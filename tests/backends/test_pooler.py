@@ -14,14 +14,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
-from tests.conftest import Database
+from tests.conftest import Database, pgbouncer_passwords
 from tests.support.live import entered, next_event
-from tests.support.pgbouncer import PgBouncer
+from tests.support.pgbouncer import PgBouncer, running_pgbouncer
 from tests.support.segments import segment
 from tests.support.world import World
 from voicesessions import (
@@ -35,6 +35,9 @@ from voicesessions._async.backends import postgres as async_postgres
 from voicesessions._async.backends.postgres import ENV_LISTEN_DSN, AsyncPostgresBackend
 from voicesessions._sync.backends import postgres as sync_postgres
 from voicesessions._sync.backends.postgres import PostgresBackend
+
+if TYPE_CHECKING:
+    from voicesessions.local.server import LocalServerInfo
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -249,6 +252,25 @@ async def test_live_events_through_the_pooler_with_a_listen_dsn_work(
         event = await next_event(events)
     assert event.event == "transcript"
     assert [s.seq for s in event.final_segments] == [70]
+
+
+async def test_a_session_mode_pooler_keeps_live_events_without_a_listen_dsn(
+    pg_server: LocalServerInfo, world_db: tuple[Database, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notification check refuses only what cannot deliver: through PgBouncer in
+    session mode (Supabase's pooler on port 5432), events work on the one DSN."""
+    db, world = world_db
+    monkeypatch.delenv(ENV_LISTEN_DSN, raising=False)
+    with running_pgbouncer(  # a server connection per client connection, for good
+        pg_server.dsn, pgbouncer_passwords(pg_server), pool_mode="session", pool_size=5
+    ) as session_pooler:
+        async with AsyncVoiceSessions.from_postgres(session_pooler.dsn(db.dsn), max_size=2) as vs:
+            owner = vs.as_user(world.person("A1").id)
+            sid = world.active_session["A1"]
+            async with owner.updates.events(sid) as events:
+                await owner.updates.append_transcript_chunk(sid, [segment(71)])
+                event = await next_event(events)
+    assert [s.seq for s in event.final_segments] == [71]
 
 
 @pytest.mark.parametrize(

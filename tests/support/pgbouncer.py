@@ -139,6 +139,7 @@ max_db_connections = 0
 server_reset_query =
 server_lifetime = 3600
 server_idle_timeout = 60
+query_wait_timeout = 30
 ignore_startup_parameters = extra_float_digits
 logfile = {log_file}
 pidfile = {workdir / "pgbouncer.pid"}
