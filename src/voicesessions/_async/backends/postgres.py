@@ -586,7 +586,8 @@ class AsyncPostgresBackend(AsyncBackend):
         the fix (``listen_dsn=`` or ``$VOICESESSIONS_LISTEN_DSN``): at once for Supabase's
         pooler port 6543, otherwise when a test notification, sent through the pool on a
         channel of its own before listening starts, does not arrive within
-        :data:`LISTEN_PROBE_TIMEOUT_S` (one extra round trip on a working connection)."""
+        :data:`LISTEN_PROBE_TIMEOUT_S` (on a working connection it costs three short round
+        trips when the feed starts: LISTEN, the notification, UNLISTEN)."""
         shared = self._usable()
         dsn, connect_kwargs = shared.listen or (shared.dsn, shared.connect_kwargs)
         if _is_supabase_transaction_pooler(dsn, connect_kwargs):
@@ -843,8 +844,10 @@ class AsyncPostgresBackend(AsyncBackend):
         channel = f"voicesessions_probe_{uuid.uuid4().hex}"
         nonce = uuid.uuid4().hex
         await conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
-        async with self._transaction(None, "") as cur:
-            await cur.execute("select pg_catalog.pg_notify(%s, %s)", (channel, nonce))
+        # As the login role (pg_notify is granted to PUBLIC), in one message.
+        await self._message(
+            self._settings_prefix + "select pg_catalog.pg_notify(%s, %s)", (channel, nonce)
+        )
         arrived = False
         async for notify in conn.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
             if notify.channel == channel and notify.payload == nonce:
