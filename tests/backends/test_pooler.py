@@ -30,6 +30,7 @@ from voicesessions import (
     QueryTimeoutError,
     SessionStatus,
     VoiceSessions,
+    VoiceSessionsError,
 )
 from voicesessions._async.backends import postgres as async_postgres
 from voicesessions._async.backends.postgres import ENV_LISTEN_DSN, AsyncPostgresBackend
@@ -273,27 +274,56 @@ async def test_a_session_mode_pooler_keeps_live_events_without_a_listen_dsn(
     assert [s.seq for s in event.final_segments] == [71]
 
 
+SUPAVISOR = "postgres.abcdefghijklmnop:pw@aws-0-eu-central-1.pooler.supabase.com"
+DEDICATED = "postgres:pw@db.abcdefghijklmnop.supabase.co"
+
+
 @pytest.mark.parametrize(
-    "dsn",
+    ("dsn", "listen_dsn", "refused"),
     [
-        "postgresql://postgres.abcdefghijklmnop:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
-        "postgresql://postgres:pw@db.abcdefghijklmnop.supabase.co:6543/postgres",
-        "host=aws-1-us-east-1.pooler.supabase.com port=6543 user=postgres.x dbname=postgres",
+        # Supabase's transaction mode (port 6543), Supavisor's or the dedicated pooler's.
+        (f"postgresql://{SUPAVISOR}:6543/postgres", None, True),
+        (f"postgresql://{DEDICATED}:6543/postgres", None, True),
+        ("host=aws-1-us-east-1.pooler.supabase.com port=6543 user=p.x dbname=postgres", None, True),
+        # A listen DSN that is itself the transaction pooler.
+        (
+            f"postgresql://{DEDICATED}:5432/postgres",
+            f"postgresql://{SUPAVISOR}:6543/postgres",
+            True,
+        ),
+        # Session mode or direct (5432), or a listen DSN given: not refused by address.
+        (f"postgresql://{SUPAVISOR}:5432/postgres", None, False),
+        (f"postgresql://{DEDICATED}:5432/postgres", None, False),
+        (
+            f"postgresql://{SUPAVISOR}:6543/postgres",
+            f"postgresql://{DEDICATED}:5432/postgres",
+            False,
+        ),
+        # Port 6543 elsewhere: the notification check decides (here: nothing listens).
+        ("postgresql://postgres:pw@127.0.0.1:6543/postgres", None, False),
     ],
 )
-async def test_supabase_transaction_pooler_urls_refuse_live_events_before_any_io(
-    dsn: str, monkeypatch: pytest.MonkeyPatch
+async def test_supabase_transaction_pooler_addresses_refuse_live_events_before_any_io(
+    dsn: str, listen_dsn: str | None, refused: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Supabase's transaction-mode pooler (port 6543) is known by its address: refused at
-    once, without connecting (these hosts do not exist here)."""
+    once, without connecting; anything else is tried (these hosts do not answer here)."""
     monkeypatch.delenv(ENV_LISTEN_DSN, raising=False)
-    backend = AsyncPostgresBackend.from_dsn(dsn)
+    backend = AsyncPostgresBackend.from_dsn(dsn, listen_dsn=listen_dsn, timeout=2)
     try:
-        with pytest.raises(ConfigurationError, match="listen_dsn"):
+        with pytest.raises(VoiceSessionsError) as caught:
             async with backend.session_events(uuid.uuid4()):
                 pass
     finally:
         await backend.aclose()
+    message = str(caught.value)
+    if refused:
+        assert isinstance(caught.value, ConfigurationError)
+        assert f"listen_dsn=... or ${ENV_LISTEN_DSN}" in message
+        assert "is Supabase's transaction pooler" in message
+        assert "pw@" not in message  # the address, never the password
+    else:
+        assert "LISTEN" not in message  # a connection was tried, and failed as such
 
 
 async def test_a_listen_dsn_must_be_a_dsn() -> None:
