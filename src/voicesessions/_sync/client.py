@@ -139,7 +139,8 @@ class VoiceSessions:
 
     @classmethod
     def from_env(cls, *, retry: RetryPolicy | None = None) -> VoiceSessions:
-        """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
+        """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL; live events listen on
+        ``VOICESESSIONS_LISTEN_DSN`` when set), else ``SUPABASE_URL``
         with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
         ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
         ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT), ``VOICESESSIONS_SIGNING_KEY`` (a private
