@@ -99,11 +99,14 @@ class AsyncVoiceSessions:
         """Connect to PostgreSQL directly (a Supabase database, its pooler, or local mode).
 
         Acts as ``service_role`` (use :meth:`as_user` for a user). ``pool_options`` go to the
-        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``, ...).
-        ``read_dsn`` names a read replica of ``dsn``: dashboards (``analytics``),
-        ``sessions.list`` and ``sessions.search_transcripts`` are served by it and may lag
-        behind the latest writes; everything else stays on ``dsn``. An unreachable replica
-        sends those reads to ``dsn`` (with a logged warning) until it is back.
+        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``,
+        ``listen_dsn``, ...). ``read_dsn`` names a read replica of ``dsn``: dashboards
+        (``analytics``), ``sessions.list`` and ``sessions.search_transcripts`` are served by
+        it and may lag behind the latest writes; everything else stays on ``dsn``. An
+        unreachable replica sends those reads to ``dsn`` (with a logged warning) until it is
+        back. ``dsn`` may be a transaction-mode pooler (Supabase's on port 6543): live events
+        then need ``listen_dsn`` (or ``VOICESESSIONS_LISTEN_DSN``), a direct or session-mode
+        DSN to ``LISTEN`` on, and are refused with ConfigurationError without it.
         """
         if not dsn:
             raise ConfigurationError("a PostgreSQL DSN is required")
@@ -152,7 +155,8 @@ class AsyncVoiceSessions:
     @classmethod
     def from_env(cls, *, retry: RetryPolicy | None = None) -> AsyncVoiceSessions:
         """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL, with its read replica
-        ``VOICESESSIONS_READ_DSN`` if set), else ``SUPABASE_URL``
+        ``VOICESESSIONS_READ_DSN`` if set; live events listen on ``VOICESESSIONS_LISTEN_DSN``
+        when set), else ``SUPABASE_URL``
         with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
         ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
         ``VOICESESSIONS_READ_URL`` (the API URL of a read replica),
