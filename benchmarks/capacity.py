@@ -7,7 +7,7 @@ trainee, in PostgREST's request context, each call committed), as a live call se
 - server CPU per call and per segment (the backend's own CPU time, Linux schedstat);
 - WAL bytes per segment (``pg_current_wal_lsn`` before and after, no checkpoint in between:
   full-page images after a checkpoint come on top, see docs/capacity.md);
-- bytes on disk per stored segment (the table's partitions with their indexes, after
+- bytes on disk per stored segment (the table, or its partitions, with indexes and TOAST, after
   ``VACUUM``), for segments of TEXT_CHARS characters of text.
 
 Then the dashboards a manager opens: ``company_metrics`` (whole history, last 30 days) for a
