@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -21,15 +20,23 @@ import jwt
 import pytest
 import respx
 
-from tests.contract.conftest import BASE, SECRET, SERVICE_KEY, SESSION, STARTED, USER_A, Face
+from tests.contract.conftest import (
+    BASE,
+    COMPANY,
+    NOW,
+    SECRET,
+    SERVICE_KEY,
+    SESSION,
+    USER_A,
+    Face,
+    session_row,
+)
 from voicesessions import AsyncVoiceSessions, RetryPolicy, VoiceSessions, errors
 from voicesessions._query import Filter
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 READ = "http://replica.supabase.test"
-COMPANY = uuid.UUID("c0c0c0c0-0000-4000-8000-00000000000c")
-NOW = "2026-01-02T03:04:05+00:00"
 
 
 async def call(value: Any) -> Any:
@@ -41,21 +48,6 @@ def hosts() -> Iterator[respx.MockRouter]:
     """The project and its replica; a request without a route fails the test."""
     with respx.mock(assert_all_called=False) as router:
         yield router
-
-
-def session_row() -> dict[str, Any]:
-    return {
-        "id": str(SESSION),
-        "profile_id": str(USER_A),
-        "company_id": str(COMPANY),
-        "title": "call",
-        "status": "completed",
-        "started_at": STARTED.isoformat(),
-        "ended_at": NOW,
-        "metadata": {},
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
 
 
 METRICS = {
