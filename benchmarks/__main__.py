@@ -35,7 +35,14 @@ from types import ModuleType
 from benchmarks._compare import Comparison, Report
 
 #: The benchmark modules, in the order they run (``benchmarks.<name>``).
-MODULES = ("rls_scale", "append_cost", "stream_throughput", "analytics_plans", "sdk_overhead")
+MODULES = (
+    "rls_scale",
+    "append_cost",
+    "stream_throughput",
+    "analytics_plans",
+    "sdk_overhead",
+    "gdpr_erase",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"

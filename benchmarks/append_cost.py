@@ -350,6 +350,12 @@ def report(
         if "then" in m:
             goal = Goal("max", round(m["then"] / m["seed"], 4))
             then = f"; the issue's code {m['seed'] / m['then']:.0f}x ({m['then']:.3f} ms)"
+            c = cpu[(big, batch)]
+            if c.get("ours") and c.get("then"):
+                then += (
+                    f"; server CPU {c['ours'] * 1000:.0f} µs, the issue's code"
+                    f" {c['then'] * 1000:.0f} µs"
+                )
         else:
             goal, then = Goal("max", round(recorded.get(batch, 1.0), 4)), ""
         comparisons.append(

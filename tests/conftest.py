@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support.api import Api
+from tests.support.pgbouncer import PgBouncer, running_pgbouncer
 from tests.support.world import World, seed_world
 from voicesessions.local import migrations
 
@@ -133,6 +134,13 @@ def template_db(pg_server: LocalServerInfo) -> Database:
     _drop_database(pg_server, "vs_template_world")
     _drop_database(pg_server, "vs_template")
     db = _create_database(pg_server, "vs_template")
+    migrate_database(db)
+    return db
+
+
+def migrate_database(db: Database) -> None:
+    """Bootstrap and migrate ``db`` as the test templates are (also for clusters of their
+    own, such as the read-replica tests' primary)."""
     with db.connect() as conn:
         if supabase_defaults():
             migrations.bootstrap(conn)  # the API roles must exist first
@@ -143,7 +151,6 @@ def template_db(pg_server: LocalServerInfo) -> Database:
                 sql.Literal(AUTHENTICATOR_PASSWORD)
             )
         )
-    return db
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +194,24 @@ def shared_world_db(
     template, world = world_template
     for db in _clone(pg_server, template):
         yield db, world
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: LocalServerInfo) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode with a small pool in front of the run's PostgreSQL
+    (tests/support/pgbouncer.py), for the superuser and ``authenticator`` logins."""
+    with running_pgbouncer(pg_server.dsn, pgbouncer_passwords(pg_server)) as bouncer:
+        yield bouncer
+
+
+def pgbouncer_passwords(server: LocalServerInfo) -> dict[str, str]:
+    """The logins a PgBouncer in front of the run's server lets through: the superuser of
+    the server's DSN and ``authenticator``, with their passwords."""
+    params = conninfo_to_dict(server.dsn)
+    passwords = {"authenticator": AUTHENTICATOR_PASSWORD}
+    if params.get("password"):
+        passwords[str(params.get("user") or "postgres")] = str(params["password"])
+    return passwords
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -25,6 +25,7 @@ _CONTEXT_SQL = (
     " set_config('request.path', %s, true),"
     " set_config('request.headers', %s, true)"
 )
+_SETTING_SQL = ", set_config(%s, %s, true)"
 
 
 def request_context(
@@ -35,11 +36,14 @@ def request_context(
     path: str = "/",
     headers: Mapping[str, str] | None = None,
     search_path: str = DEFAULT_SEARCH_PATH,
+    settings: Mapping[str, str] | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     """The statement and parameters that set PostgREST's request context in a transaction.
 
     Execute it first in the transaction (it uses ``set_config(..., true)``, i.e. SET LOCAL).
     ``claims`` must carry the same ``role``; header names are lower-cased as PostgREST does.
+    ``settings`` (name to value, e.g. ``{"statement_timeout": "30000"}``) are set in the
+    same statement, transaction-local too.
     """
     if role not in API_ROLES:
         raise ValueError(f"role must be one of {sorted(API_ROLES)}, not {role!r}")
@@ -47,7 +51,7 @@ def request_context(
         raise ValueError("the claims' role differs from the role being assumed")
     full_claims = {**claims, "role": role}
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    return _CONTEXT_SQL, (
+    params = (
         search_path,
         role,
         json.dumps(full_claims, separators=(",", ":")),
@@ -55,3 +59,7 @@ def request_context(
         path,
         json.dumps(lowered, separators=(",", ":")),
     )
+    if not settings:
+        return _CONTEXT_SQL, params
+    extra = [value for setting in settings.items() for value in setting]
+    return _CONTEXT_SQL + _SETTING_SQL * len(settings), (*params, *extra)

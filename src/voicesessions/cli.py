@@ -407,13 +407,14 @@ class _GdprGroup(click.Group):
 
 @cli.group(cls=_GdprGroup)
 def gdpr() -> None:
-    """Erase, anonymize and export a person's data, apply retention, list GDPR requests.
+    """Erase, anonymize and export a person's data, apply or schedule retention, list GDPR
+    requests.
 
-    Every command acts as the service role. The database comes from --dsn, else
-    $VOICESESSIONS_DSN, else $SUPABASE_URL with $SUPABASE_SECRET_KEY (or the legacy
-    $SUPABASE_SERVICE_ROLE_KEY), else the running local server. Erasure, anonymization and
-    retention ask for confirmation unless --yes. Exit codes: 0 done, 1 the operation failed,
-    2 usage error, refused confirmation or not found.
+    Every command acts as the service role (scheduling retention: as the role of --dsn).
+    The database comes from --dsn, else $VOICESESSIONS_DSN, else $SUPABASE_URL with
+    $SUPABASE_SECRET_KEY (or the legacy $SUPABASE_SERVICE_ROLE_KEY), else the running local
+    server. Erasure, anonymization and retention ask for confirmation unless --yes. Exit
+    codes: 0 done, 1 the operation failed, 2 usage error, refused confirmation or not found.
     """
 
 
@@ -772,11 +773,40 @@ def _write_zip(
 @click.option(
     "--dry-run", is_flag=True, help="Report what the first batch would do; change nothing."
 )
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Sessions per category in one batch (one short transaction).",
+)
+@click.option(
+    "--schedule",
+    "schedule",
+    metavar="CRON",
+    default=None,
+    help=(
+        "Instead of running now, have pg_cron run one batch on this schedule (cron syntax, "
+        "GMT, e.g. '*/10 * * * *'); replaces an earlier schedule. Needs the pg_cron "
+        "extension and a direct connection (--dsn)."
+    ),
+)
+@click.option("--unschedule", is_flag=True, help="Remove the pg_cron retention job.")
+@click.option(
+    "--runs",
+    "show_runs",
+    is_flag=True,
+    help="Show the pg_cron retention job, its latest runs and the audio still to delete.",
+)
 @_yes_option
 @_gdpr_options
 def gdpr_retention(
     company: Any,
     dry_run: bool,
+    batch_size: int,
+    schedule: str | None,
+    unschedule: bool,
+    show_runs: bool,
     yes: bool,
     dsn: str | None,
     storage_root: Path | None,
@@ -785,14 +815,35 @@ def gdpr_retention(
     """Apply each company's retention settings: anonymize or delete what is older.
 
     Works in batches (short locks) until nothing older than the limits is left, deleting
-    the audio each batch leaves pending. Idempotent and safe to run from cron (with --yes).
+    the audio each batch leaves pending, and the audio earlier runs (scheduled ones
+    included) left pending. Idempotent and safe to run from cron (with --yes).
+
+    With --schedule, --unschedule or --runs it manages the pg_cron job instead (see README
+    "Scheduled retention"): scheduled runs work in the database and leave the audio files
+    they take off sessions pending, for the next `gdpr retention --yes` to delete.
     """
+    modes = [
+        name
+        for name, on in (
+            ("--schedule", schedule is not None),
+            ("--unschedule", unschedule),
+            ("--runs", show_runs),
+        )
+        if on
+    ]
+    if modes:
+        if len(modes) > 1:
+            raise click.UsageError(f"{' and '.join(modes)} cannot be combined")
+        if company is not None or dry_run:
+            raise click.UsageError(f"{modes[0]} acts on every company: drop --company/--dry-run")
+        _retention_job(dsn, schedule, unschedule, batch_size, as_json)
+        return
     if not dry_run:
         _require_tty(yes, "apply retention")
     scope = f"company {company}" if company is not None else "every company"
     with _gdpr_client(dsn, storage_root) as (vs, _):
         if not dry_run and not yes:
-            plan = vs.gdpr.apply_retention_policy(company, dry_run=True)
+            plan = vs.gdpr.apply_retention_policy(company, dry_run=True, batch_size=batch_size)
             more = " and more" if plan.more else ""
             _confirm(
                 f"Apply retention to {scope} ({_counts_text(plan.counts)}{more}; "
@@ -800,7 +851,7 @@ def gdpr_retention(
                 "nothing was changed",
             )
         with _working(f"Applying retention to {scope}"):
-            report = vs.gdpr.apply_retention_policy(company, dry_run=dry_run)
+            report = vs.gdpr.apply_retention_policy(company, dry_run=dry_run, batch_size=batch_size)
     if as_json:
         _echo_json(report.model_dump(mode="json"))
         return
@@ -815,6 +866,130 @@ def gdpr_retention(
         click.echo(f"Storage objects to delete: {len(report.pending_storage)}")
     else:
         _echo_storage(report.pending_storage, report.storage_removed, [])
+
+
+def _retention_job(
+    dsn: str | None, schedule: str | None, unschedule: bool, batch_size: int, as_json: bool
+) -> None:
+    """--schedule / --unschedule / --runs: the pg_cron job, through the database's operator
+    functions (private.schedule_retention and co., migration 20261128001100)."""
+    if not dsn and os.environ.get(ENV_SUPABASE_URL):
+        raise click.UsageError(
+            "the pg_cron job is managed over a database connection, not the API: pass --dsn "
+            "(on Supabase the database connection string), or run "
+            "`select private.schedule_retention('*/10 * * * *');` in the SQL editor"
+        )
+    with _connect(_resolve_dsn(dsn)) as conn:
+        try:
+            if schedule is not None:
+                _schedule_retention(conn, schedule, batch_size, as_json)
+            elif unschedule:
+                _unschedule_retention(conn, as_json)
+            else:
+                _show_retention_runs(conn, as_json)
+        except psycopg.Error as exc:
+            raise click.ClickException(_sql_error(exc)) from exc
+
+
+def _sql_error(exc: psycopg.Error) -> str:
+    """The database's message and hint on one line."""
+    diag = exc.diag
+    text = diag.message_primary or str(exc)
+    if diag.message_hint:
+        text = f"{text} ({diag.message_hint})"
+    return _one_line(text)
+
+
+def _job(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+    """The pg_cron retention job {jobid, schedule, command, active, username}, or None."""
+    row = conn.execute("select private.retention_schedule()").fetchone()
+    return dict(row[0]) if row and row[0] else None
+
+
+def _unschedule_retention(conn: psycopg.Connection[Any], as_json: bool) -> None:
+    row = conn.execute("select private.unschedule_retention()").fetchone()
+    removed = bool(row and row[0])
+    if as_json:
+        _echo_json({"removed": removed})
+    else:
+        click.echo(
+            "Removed the retention job."
+            if removed
+            else "No retention job was scheduled (nothing removed)."
+        )
+
+
+def _schedule_retention(
+    conn: psycopg.Connection[Any], schedule: str, batch_size: int, as_json: bool
+) -> None:
+    conn.execute("select private.schedule_retention(%s, %s)", (schedule, batch_size))
+    job = _job(conn)
+    if job is None:
+        raise click.ClickException("pg_cron accepted the job but does not show it to this role")
+    if as_json:
+        _echo_json(job)
+        return
+    click.echo(
+        f"Scheduled retention: pg_cron job {job['jobid']} runs `{job['command']}` "
+        f"on '{job['schedule']}' (GMT) as {job['username']}."
+    )
+    click.echo(
+        "Scheduled runs leave the audio files they take off sessions pending: run "
+        "`voicesessions gdpr retention --yes` daily to delete them (`--runs` shows how many)."
+    )
+
+
+def _show_retention_runs(conn: psycopg.Connection[Any], as_json: bool) -> None:
+    row = conn.execute("select private.retention_has_pg_cron()").fetchone()
+    has_cron = bool(row and row[0])
+    job = _job(conn)
+    row = conn.execute("select private.retention_runs(20)").fetchone()
+    runs: list[dict[str, Any]] = [dict(r) for r in (row[0] if row and row[0] else [])]
+    row = conn.execute(
+        "select count(*) from private.gdpr_pending_storage(null) where kind = 'retention'"
+    ).fetchone()
+    pending = int(row[0]) if row else 0
+    if as_json:
+        _echo_json({"pg_cron": has_cron, "job": job, "runs": runs, "pending_storage": pending})
+        return
+    if not has_cron:
+        click.echo(
+            "pg_cron is not installed here: run `voicesessions gdpr retention --yes` from the "
+            "system's cron."
+        )
+    elif job is None:
+        click.echo("Retention is not scheduled (`--schedule CRON` schedules it).")
+    else:
+        state = "active" if job["active"] else "inactive"
+        click.echo(
+            f"Job {job['jobid']} ({state}, as {job['username']}): '{job['schedule']}' (GMT) "
+            f"runs `{job['command']}`"
+        )
+    if runs:
+
+        def when(value: Any) -> str:
+            # JSON timestamps: 2026-11-28T03:00:00.002618+00:00
+            return str(value)[:19].replace("T", " ") if value else "-"
+
+        table = [("RUN", "STATUS", "STARTED", "ENDED", "MESSAGE")] + [
+            (
+                str(r["runid"]),
+                str(r["status"]),
+                when(r["start_time"]),
+                when(r["end_time"]),
+                _one_line(str(r["return_message"] or "")),
+            )
+            for r in runs
+        ]
+        widths = [max(len(line[i]) for line in table) for i in range(4)]
+        for line in table:
+            cells = [f"{cell:<{widths[i]}}" for i, cell in enumerate(line[:4])]
+            click.echo("  ".join([*cells, line[4]]))
+    elif has_cron and job is not None:
+        click.echo("No runs yet.")
+    click.echo(f"Audio files pending deletion: {pending}")
+    if pending:
+        click.echo("  (run `voicesessions gdpr retention --yes` to delete them)")
 
 
 @gdpr.command("requests")

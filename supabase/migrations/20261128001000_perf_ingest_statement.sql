@@ -222,6 +222,7 @@ declare
   valid boolean;
   problem text;
   inserted integer;
+  owner uuid[];
   owner_id uuid;
   owner_company uuid;
 begin
@@ -241,51 +242,56 @@ begin
             hint = 'Split the segments into several calls.';
   end if;
 
-  -- One pass that vouches for a valid batch (20261128000800); a batch it does not vouch for
-  -- is judged by private.transcript_segments_problem.
-  valid := pg_catalog.octet_length(append_transcript_segments.segments::text) <= 8388608;
-  if valid then
-    valid := coalesce((
-      select pg_catalog.bool_and(
-        case when pg_catalog.jsonb_typeof(e.v) <> 'object' then false
-        else
-          e.v ?& '{seq,speaker,text,start_ms,end_ms}'::text[]
-          and (e.v - '{seq,speaker,text,start_ms,end_ms,confidence,words,segment_id}'::text[])
-              = '{}'::jsonb
-          and case when pg_catalog.jsonb_typeof(e.v -> 'seq') = 'number'
-                    and pg_catalog.jsonb_typeof(e.v -> 'start_ms') = 'number'
-                    and pg_catalog.jsonb_typeof(e.v -> 'end_ms') = 'number'
-                   then (e.v -> 'seq')::numeric between 0 and 2147483647
-                        and (e.v -> 'seq')::numeric = pg_catalog.trunc((e.v -> 'seq')::numeric)
-                        and (e.v -> 'start_ms')::numeric between 0 and 2147483647
-                        and (e.v -> 'start_ms')::numeric
-                            = pg_catalog.trunc((e.v -> 'start_ms')::numeric)
-                        and (e.v -> 'end_ms')::numeric between 0 and 2147483647
-                        and (e.v -> 'end_ms')::numeric
-                            = pg_catalog.trunc((e.v -> 'end_ms')::numeric)
-                        and (e.v -> 'end_ms')::numeric >= (e.v -> 'start_ms')::numeric
-                   else false end
-          and pg_catalog.jsonb_typeof(e.v -> 'speaker') = 'string'
-          and pg_catalog.char_length(e.v ->> 'speaker') between 1 and 64
-          and pg_catalog.jsonb_typeof(e.v -> 'text') = 'string'
-          and pg_catalog.char_length(e.v ->> 'text') <= 20000
-          and case pg_catalog.jsonb_typeof(e.v -> 'confidence')
-                when 'number' then (e.v -> 'confidence')::numeric = 0
-                                   or (e.v -> 'confidence')::numeric between 1e-20 and 1
-                when 'null' then true
-                else e.v -> 'confidence' is null end
-          and case pg_catalog.jsonb_typeof(e.v -> 'words')
-                when 'array' then private.transcript_words_problem(e.v -> 'words') is null
-                when 'null' then true
-                else e.v -> 'words' is null end
-          and case pg_catalog.jsonb_typeof(e.v -> 'segment_id')
-                when 'string' then pg_catalog.char_length(e.v ->> 'segment_id') between 1 and 200
-                when 'null' then true
-                else e.v -> 'segment_id' is null end
-        end)
-      from pg_catalog.jsonb_array_elements(append_transcript_segments.segments) e(v)
-    ), true);
-  end if;
+  -- In one statement (one executor start fewer per call): the session, locked FOR KEY SHARE
+  -- (see below), and the one pass that vouches for a valid batch (20261128000800); a batch it
+  -- does not vouch for is judged by private.transcript_segments_problem, before anything about
+  -- the session is answered.
+  select case when pg_catalog.octet_length(append_transcript_segments.segments::text) <= 8388608
+              then coalesce((
+                select pg_catalog.bool_and(
+                case when pg_catalog.jsonb_typeof(e.v) <> 'object' then false
+                else
+                  e.v ?& '{seq,speaker,text,start_ms,end_ms}'::text[]
+                  and (e.v - '{seq,speaker,text,start_ms,end_ms,confidence,words,segment_id}'::text[])
+                      = '{}'::jsonb
+                  and case when pg_catalog.jsonb_typeof(e.v -> 'seq') = 'number'
+                            and pg_catalog.jsonb_typeof(e.v -> 'start_ms') = 'number'
+                            and pg_catalog.jsonb_typeof(e.v -> 'end_ms') = 'number'
+                           then (e.v -> 'seq')::numeric between 0 and 2147483647
+                                and (e.v -> 'seq')::numeric = pg_catalog.trunc((e.v -> 'seq')::numeric)
+                                and (e.v -> 'start_ms')::numeric between 0 and 2147483647
+                                and (e.v -> 'start_ms')::numeric
+                                    = pg_catalog.trunc((e.v -> 'start_ms')::numeric)
+                                and (e.v -> 'end_ms')::numeric between 0 and 2147483647
+                                and (e.v -> 'end_ms')::numeric
+                                    = pg_catalog.trunc((e.v -> 'end_ms')::numeric)
+                                and (e.v -> 'end_ms')::numeric >= (e.v -> 'start_ms')::numeric
+                           else false end
+                  and pg_catalog.jsonb_typeof(e.v -> 'speaker') = 'string'
+                  and pg_catalog.char_length(e.v ->> 'speaker') between 1 and 64
+                  and pg_catalog.jsonb_typeof(e.v -> 'text') = 'string'
+                  and pg_catalog.char_length(e.v ->> 'text') <= 20000
+                  and case pg_catalog.jsonb_typeof(e.v -> 'confidence')
+                        when 'number' then (e.v -> 'confidence')::numeric = 0
+                                           or (e.v -> 'confidence')::numeric between 1e-20 and 1
+                        when 'null' then true
+                        else e.v -> 'confidence' is null end
+                  and case pg_catalog.jsonb_typeof(e.v -> 'words')
+                        when 'array' then private.transcript_words_problem(e.v -> 'words') is null
+                        when 'null' then true
+                        else e.v -> 'words' is null end
+                  and case pg_catalog.jsonb_typeof(e.v -> 'segment_id')
+                        when 'string' then pg_catalog.char_length(e.v ->> 'segment_id') between 1 and 200
+                        when 'null' then true
+                        else e.v -> 'segment_id' is null end
+                end)
+              from pg_catalog.jsonb_array_elements(append_transcript_segments.segments) e(v)
+              ), true)
+              else false end,
+         (select array[s.profile_id, s.company_id] from public.sessions s
+          where s.id = append_transcript_segments.session_id
+          for key share)
+  into valid, owner;
   if not valid then
     problem := private.transcript_segments_problem(append_transcript_segments.segments);
     if problem is not null then
@@ -293,14 +299,12 @@ begin
     end if;
   end if;
 
-  -- May the caller write to this session? FOR KEY SHARE passes RLS only where the caller may
-  -- update the session (its owner, service_role); it is the lock the foreign key takes for
-  -- each inserted segment anyway, and blocks nothing but deleting the session.
-  select s.profile_id, s.company_id into owner_id, owner_company
-  from public.sessions s
-  where s.id = append_transcript_segments.session_id
-  for key share;
-  if not found then
+  -- May the caller write to this session? FOR KEY SHARE (above) passes RLS only where the
+  -- caller may update the session (its owner, service_role); it is the lock the foreign key
+  -- takes for each inserted segment anyway, and blocks nothing but deleting the session.
+  owner_id := owner[1];
+  owner_company := owner[2];
+  if owner is null then
     if exists (select 1 from public.sessions s where s.id = append_transcript_segments.session_id)
     then
       raise exception 'only the owner of session % can add segments to it',

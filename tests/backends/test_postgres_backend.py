@@ -576,6 +576,11 @@ async def test_context_manager_closes(env: Env) -> None:
         {"min_size": -1},
         {"timeout": 0},
         {"statement_timeout": -1.0},
+        {"read_dsn": ""},
+        {"read_dsn": "host=x port"},
+        {"read_dsn": "host=replica", "replica_retry_after": -1},
+        {"read_dsn": "host=replica", "replica_retry_after": float("nan")},
+        {"read_dsn": "host=replica", "replica_retry_after": True},
     ],
 )
 async def test_invalid_pool_settings_are_configuration_errors(options: dict[str, Any]) -> None:

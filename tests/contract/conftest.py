@@ -27,12 +27,31 @@ USER_A = uuid.UUID("0a0a0a0a-0000-4000-8000-00000000000a")
 USER_B = uuid.UUID("0b0b0b0b-0000-4000-8000-00000000000b")
 SESSION = uuid.UUID("5e551011-0000-4000-8000-000000000001")
 STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+COMPANY = uuid.UUID("c0c0c0c0-0000-4000-8000-00000000000c")
+NOW = "2026-01-02T03:04:05+00:00"
 AUTH_API_VERSION = {"X-Supabase-Api-Version": "2024-01-01"}
 
 
 class Status(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
+
+
+def session_row(**values: Any) -> dict[str, Any]:
+    """A completed session of USER_A as PostgREST returns it (fields overridable)."""
+    return {
+        "id": str(SESSION),
+        "profile_id": str(USER_A),
+        "company_id": str(COMPANY),
+        "title": "call",
+        "status": "completed",
+        "started_at": STARTED.isoformat(),
+        "ended_at": NOW,
+        "metadata": {},
+        "created_at": NOW,
+        "updated_at": NOW,
+        **values,
+    }
 
 
 # -- faces and fixtures -------------------------------------------------------------------

@@ -22,7 +22,16 @@ import jwt
 import pytest
 import respx
 
-from tests.contract.conftest import BASE, SECRET, SERVICE_KEY, SESSION, STARTED, USER_A
+from tests.contract.conftest import (
+    BASE,
+    COMPANY,
+    NOW,
+    SECRET,
+    SERVICE_KEY,
+    SESSION,
+    USER_A,
+    session_row,
+)
 from voicesessions import (
     AnalysisInput,
     AsyncVoiceSessions,
@@ -37,10 +46,8 @@ from voicesessions import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-COMPANY = uuid.UUID("c0c0c0c0-0000-4000-8000-00000000000c")
 SINCE = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 UNTIL = datetime.datetime(2026, 2, 1, tzinfo=datetime.UTC)
-NOW = "2026-01-02T03:04:05+00:00"
 
 
 async def call(value: Any) -> Any:
@@ -80,22 +87,6 @@ def analysis_row(**values: Any) -> dict[str, Any]:
         "processing_time_ms": None,
         "api_cost_usd": None,
         "created_at": NOW,
-        **values,
-    }
-
-
-def session_row(**values: Any) -> dict[str, Any]:
-    return {
-        "id": str(SESSION),
-        "profile_id": str(USER_A),
-        "company_id": str(COMPANY),
-        "title": "call",
-        "status": "completed",
-        "started_at": STARTED.isoformat(),
-        "ended_at": NOW,
-        "metadata": {},
-        "created_at": NOW,
-        "updated_at": NOW,
         **values,
     }
 

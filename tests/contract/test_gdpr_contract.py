@@ -545,6 +545,8 @@ async def test_retention_runs_batches_until_nothing_is_left(
     retention = project.post(RPC + "gdpr_apply_retention").mock(
         side_effect=lambda request: next(batches)
     )
+    # Nothing left pending by earlier (scheduled) runs.
+    project.post(RPC + "gdpr_pending_storage").respond(200, json=[])
     delete = project.delete(storage_path(AUDIO)).mock(side_effect=removed)
     confirm = project.post(RPC + "gdpr_confirm_storage_removed").mock(
         side_effect=confirmed("retention")
@@ -560,6 +562,7 @@ async def test_retention_runs_batches_until_nothing_is_left(
         ("DELETE", storage_path(AUDIO)),
         ("POST", RPC + "gdpr_confirm_storage_removed"),
         ("POST", RPC + "gdpr_apply_retention"),
+        ("POST", RPC + "gdpr_pending_storage"),
     ]
     expected = {"company_id": str(COMPANY), "dry_run": False, "batch_size": 2}
     assert [body(c.request) for c in retention.calls] == [expected, expected]
@@ -575,6 +578,49 @@ async def test_retention_runs_batches_until_nothing_is_left(
         "completed",
         [REQUEST],
     )
+
+
+async def test_retention_finishes_the_audio_earlier_runs_of_its_scope_left_pending(
+    face: Face, project: respx.MockRouter, vs: Any
+) -> None:
+    """What a scheduled run (private.retention_tick) recorded as pending is deleted by the
+    next apply_retention_policy: retention requests of the company only, never an erasure's
+    or another company's."""
+    elsewhere = uuid.UUID("c0c0c0c0-0000-4000-8000-0000000000cb")
+    project.post(RPC + "gdpr_apply_retention").respond(
+        200, json=retention_batch([], more=False, count=0)
+    )
+    rows = [
+        {**pending_row(REQUEST, AUDIO, audio("scheduled.webm")), "kind": "retention"},
+        pending_row(REQUEST_2, AUDIO, audio("erased.webm")),
+        {
+            **pending_row(REQUEST_2, AUDIO, audio("elsewhere.webm")),
+            "kind": "retention",
+            "company_id": str(elsewhere),
+        },
+    ]
+    listed = project.post(RPC + "gdpr_pending_storage").respond(200, json=rows)
+    delete = project.delete(storage_path(AUDIO)).mock(side_effect=removed)
+    confirm = project.post(RPC + "gdpr_confirm_storage_removed").mock(
+        side_effect=confirmed("retention")
+    )
+
+    report = await face.call(vs.gdpr.apply_retention_policy, str(COMPANY))
+
+    assert calls(project) == [
+        ("POST", RPC + "gdpr_apply_retention"),
+        ("POST", RPC + "gdpr_pending_storage"),
+        ("POST", RPC + "gdpr_check_storage_removal"),
+        ("DELETE", storage_path(AUDIO)),
+        ("POST", RPC + "gdpr_confirm_storage_removed"),
+    ]
+    assert body(listed.calls.last.request) == {"subject_id": None}
+    assert body(delete.calls.last.request) == {"prefixes": [audio("scheduled.webm")]}
+    assert body(confirm.calls.last.request) == {
+        "request_id": str(REQUEST),
+        "paths": [audio("scheduled.webm")],
+    }
+    assert (report.storage_removed, report.pending_storage) == (1, [])
 
 
 # -- list_requests and resume_pending_storage ---------------------------------------------

@@ -3,6 +3,15 @@
 Every scenario runs twice, over the sync ``VoiceSessions`` and the async
 ``AsyncVoiceSessions``. Scenarios are written once: they ``await sdk(...)`` on whatever a
 method returns, which is the value itself for the sync face.
+
+A module marked ``pytestmark = pytest.mark.through_pooler`` runs its scenarios once more
+through PgBouncer in transaction mode with a pool of 2 server connections (the
+``pgbouncer`` fixture of tests/conftest.py), as Supabase's pooler on port 6543 serves them:
+test id ``[async-pgbouncer]``. The client is made exactly as a direct one
+(``from_postgres(dsn)``, nothing pooler-specific); ``Sdk.db`` stays the direct database,
+for the tests' own checks. The async face only: the sync face is generated from the same
+code and sends the same statements (to keep CI short; tests/backends/test_pooler.py runs
+both faces at once through the pooler, threads and tasks).
 """
 
 from __future__ import annotations
@@ -41,20 +50,44 @@ class Sdk:
         return self.vs.as_user(self.world.person(key).id)
 
 
-@pytest.fixture(params=["sync", "async"])
+#: The faces every scenario runs on, and the same through the pooler (``through_pooler``).
+FACES = ("sync", "async")
+POOLED_FACES = ("async-pgbouncer",)
+#: The fixtures that give a scenario its client, parametrized by face here.
+FACE_FIXTURES = ("client", "gdpr")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    pooled = metafunc.definition.get_closest_marker("through_pooler") is not None
+    for name in FACE_FIXTURES:
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, FACES + POOLED_FACES if pooled else FACES, indirect=True)
+
+
+def face_and_dsn(request: pytest.FixtureRequest, db: Database) -> tuple[str, str]:
+    """The face (``sync`` or ``async``) of the fixture's parameter, and the DSN its client
+    connects to: the database's own, or the same through the pooler."""
+    face, _, via = str(request.param).partition("-")
+    if via == "pgbouncer":
+        return face, request.getfixturevalue("pgbouncer").dsn(db.dsn)
+    return face, db.dsn
+
+
+@pytest.fixture
 async def client(
     request: pytest.FixtureRequest, world_db: tuple[Database, World]
 ) -> AsyncIterator[Sdk]:
     db, world = world_db
+    face, dsn = face_and_dsn(request, db)
     retry = RetryPolicy()  # the default policy users get
-    if request.param == "sync":
-        vs: Any = VoiceSessions.from_postgres(db.dsn, retry=retry)
+    if face == "sync":
+        vs: Any = VoiceSessions.from_postgres(dsn, retry=retry)
     else:
-        vs = AsyncVoiceSessions.from_postgres(db.dsn, retry=retry)
+        vs = AsyncVoiceSessions.from_postgres(dsn, retry=retry)
     try:
-        yield Sdk(vs, world, db, request.param)
+        yield Sdk(vs, world, db, face)
     finally:
-        if request.param == "sync":
+        if face == "sync":
             vs.close()
         else:
             await vs.aclose()

@@ -23,6 +23,9 @@ from voicesessions import (
 )
 from voicesessions.metrics import METRICS_VERSION, conversation_metrics
 
+# Also through PgBouncer in transaction mode (see tests/sdk/conftest.py).
+pytestmark = pytest.mark.through_pooler
+
 CALL = [
     {
         "seq": 0,

@@ -28,6 +28,8 @@ ENV_VARS = (
     "SUPABASE_JWT_SECRET",
     "VOICESESSIONS_SIGNING_KEY",
     "VOICESESSIONS_SIGNING_KEY_ID",
+    "VOICESESSIONS_READ_DSN",
+    "VOICESESSIONS_READ_URL",
 )
 SECRET = "s" * 40
 
@@ -58,6 +60,35 @@ def test_from_env_supabase(clean_env: pytest.MonkeyPatch) -> None:
         assert isinstance(vs._backend, SupabaseBackend)
         user = vs.as_user(uuid.uuid4())
         assert user.identity.role == "authenticated"
+
+
+@pytest.mark.parametrize("read", [None, "", "same server"])
+def test_from_env_reads_the_read_replica_dsn(
+    clean_env: pytest.MonkeyPatch, fresh_db: Database, read: str | None
+) -> None:
+    clean_env.setenv("VOICESESSIONS_DSN", fresh_db.dsn)
+    if read is not None:
+        clean_env.setenv("VOICESESSIONS_READ_DSN", fresh_db.dsn if read else "")
+    with VoiceSessions.from_env() as vs:
+        assert isinstance(vs._backend, PostgresBackend)
+        assert (vs._backend._replica is not None) == bool(read)
+        assert vs.sessions.list().items == []  # through the replica pool when there is one
+        if read:
+            assert vs._backend._replica is not None
+            assert vs._backend._replica.shared.opened
+
+
+@pytest.mark.parametrize("read_url", [None, "", "http://replica.supabase.test"])
+def test_from_env_reads_the_read_replica_url(
+    clean_env: pytest.MonkeyPatch, read_url: str | None
+) -> None:
+    clean_env.setenv("SUPABASE_URL", "http://supabase.test")
+    clean_env.setenv("SUPABASE_SECRET_KEY", "sb_secret_x")
+    if read_url is not None:
+        clean_env.setenv("VOICESESSIONS_READ_URL", read_url)
+    with VoiceSessions.from_env() as vs:
+        assert isinstance(vs._backend, SupabaseBackend)
+        assert vs._backend._shared.read_url == (read_url or None)
 
 
 @pytest.mark.parametrize(

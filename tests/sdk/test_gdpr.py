@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Database
-from tests.sdk.conftest import sdk
+from tests.sdk.conftest import face_and_dsn, sdk
 from tests.support.world import World
 from voicesessions import (
     AnonymizationReport,
@@ -30,6 +30,9 @@ from voicesessions import (
     VoiceSessions,
 )
 from voicesessions._retry_policy import RetryPolicy
+
+# Also through PgBouncer in transaction mode (see tests/sdk/conftest.py).
+pytestmark = pytest.mark.through_pooler
 
 BUCKET = "session-audio"
 
@@ -72,21 +75,22 @@ class Gdpr:
         return row[0]  # type: ignore[index]
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture  # parametrized by face in tests/sdk/conftest.py
 async def gdpr(
     request: pytest.FixtureRequest, world_db: tuple[Database, World], tmp_path: Path
 ) -> AsyncIterator[Gdpr]:
     db, world = world_db
+    face, dsn = face_and_dsn(request, db)
     root = tmp_path / "store"
     retry = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.02)
-    if request.param == "sync":
-        vs: Any = VoiceSessions.from_postgres(db.dsn, retry=retry, storage_root=root)
+    if face == "sync":
+        vs: Any = VoiceSessions.from_postgres(dsn, retry=retry, storage_root=root)
     else:
-        vs = AsyncVoiceSessions.from_postgres(db.dsn, retry=retry, storage_root=root)
+        vs = AsyncVoiceSessions.from_postgres(dsn, retry=retry, storage_root=root)
     try:
-        yield Gdpr(vs, world, db, request.param, root)
+        yield Gdpr(vs, world, db, face, root)
     finally:
-        if request.param == "sync":
+        if face == "sync":
             vs.close()
         else:
             await vs.aclose()

@@ -20,6 +20,9 @@ from voicesessions import (
     VoiceSessions,
 )
 
+# Also through PgBouncer in transaction mode (see tests/sdk/conftest.py).
+pytestmark = pytest.mark.through_pooler
+
 
 async def test_create_as_owner_sets_company_and_metadata(client: Sdk) -> None:
     a1 = client.world.person("A1")

@@ -21,6 +21,9 @@ from voicesessions import (
     RetentionPolicy,
 )
 
+# Also through PgBouncer in transaction mode (see tests/sdk/conftest.py).
+pytestmark = pytest.mark.through_pooler
+
 
 async def test_provision_a_company_with_users(client: Sdk) -> None:
     tenants = client.vs.tenants

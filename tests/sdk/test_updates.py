@@ -25,6 +25,9 @@ from voicesessions import (
 )
 from voicesessions._values import MAX_SEGMENTS_PER_CALL
 
+# Also through PgBouncer in transaction mode (see tests/sdk/conftest.py).
+pytestmark = pytest.mark.through_pooler
+
 CHANNEL = "vs_session_events"
 
 

@@ -1,4 +1,4 @@
-"""Optional PostgreSQL extensions the database tests need (plpgsql_check, pgTAP).
+"""Optional PostgreSQL extensions the database tests need (plpgsql_check, pgTAP, pg_cron).
 
 They come from Debian packages for the system's PostgreSQL. On a developer's machine a missing
 extension skips the tests that need it, saying which package to install. In CI (``CI=true``)
@@ -28,11 +28,9 @@ def ci_requires_extensions() -> bool:
     return find_binaries().source == "system"
 
 
-def require_extension(
-    conn: psycopg.Connection[TupleRow], name: str, package: str, schema: str | None = None
-) -> None:
-    """``create extension if not exists name [with schema schema]``, or skip without it (fail
-    in CI's main run). ``package`` names the Debian package, ``<major>`` for the version."""
+def require_available(conn: psycopg.Connection[TupleRow], name: str, package: str) -> None:
+    """Skip (fail in CI's main run) unless the server can create the extension ``name``;
+    the message names ``package``, the Debian package (``<major>`` for the version)."""
     available = conn.execute(
         "select exists (select 1 from pg_available_extensions where name = %s)", (name,)
     ).fetchone()
@@ -45,6 +43,14 @@ def require_extension(
         if ci_requires_extensions():
             pytest.fail(f"{message} (CI=true on the system's PostgreSQL: .ci/run installs it)")
         pytest.skip(message)
+
+
+def require_extension(
+    conn: psycopg.Connection[TupleRow], name: str, package: str, schema: str | None = None
+) -> None:
+    """``create extension if not exists name [with schema schema]``, or skip without it (fail
+    in CI's main run). ``package`` names the Debian package, ``<major>`` for the version."""
+    require_available(conn, name, package)
     statement = sql.SQL("create extension if not exists {}").format(sql.Identifier(name))
     if schema is not None:
         statement += sql.SQL(" with schema {}").format(sql.Identifier(schema))

@@ -8,6 +8,9 @@ PermissionDeniedError, what the caller would only see as nothing: another compan
 numbers, another trainee's progress. Windows are
 ``[since, until)`` over the sessions' start times. Definitions are in the README
 ("Analytics") and in the migration ``20261126001100_analytics.sql``.
+
+Dashboards tolerate lag: every method is served by the read replica when the client has
+one (``read_dsn`` / ``read_url``), so a session written a moment ago may not be counted yet.
 """
 
 from __future__ import annotations
@@ -105,7 +108,9 @@ class AsyncAnalyticsRepository(Resource):
         return [parse_model(MetricsBucket, r) for r in rows]
 
     async def _read(self, function: str, params: dict[str, Any]) -> builtins.list[Row]:
-        rows = await self._call(lambda: self._backend.rpc(function, params), idempotent=True)
+        rows = await self._call(
+            lambda: self._backend.rpc(function, params, replica_ok=True), idempotent=True
+        )
         if not isinstance(rows, builtins.list) or not all(isinstance(r, dict) for r in rows):
             raise UnexpectedResponseError(
                 f"expected rows from {function}, got {type(rows).__name__}"

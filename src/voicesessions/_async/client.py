@@ -31,7 +31,11 @@ from voicesessions.local.server import LocalPostgres
 
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
 ENV_DSN = "VOICESESSIONS_DSN"
+#: A read replica of ``VOICESESSIONS_DSN`` for the reads that tolerate lag.
+ENV_READ_DSN = "VOICESESSIONS_READ_DSN"
 ENV_SUPABASE_URL = "SUPABASE_URL"
+#: The API URL of a read replica of the ``SUPABASE_URL`` project.
+ENV_READ_URL = "VOICESESSIONS_READ_URL"
 #: The API key: the first of these that is set (the new key names before the legacy ones).
 ENV_SUPABASE_KEYS = (
     "SUPABASE_SECRET_KEY",
@@ -85,16 +89,29 @@ class AsyncVoiceSessions:
 
     @classmethod
     def from_postgres(
-        cls, dsn: str, *, retry: RetryPolicy | None = None, **pool_options: Any
+        cls,
+        dsn: str,
+        *,
+        read_dsn: str | None = None,
+        retry: RetryPolicy | None = None,
+        **pool_options: Any,
     ) -> AsyncVoiceSessions:
         """Connect to PostgreSQL directly (a Supabase database, its pooler, or local mode).
 
         Acts as ``service_role`` (use :meth:`as_user` for a user). ``pool_options`` go to the
-        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``, ...).
+        Postgres backend (``min_size``, ``max_size``, ``timeout``, ``storage_root``,
+        ``listen_dsn``, ...). ``read_dsn`` names a read replica of ``dsn``: dashboards
+        (``analytics``), ``sessions.list`` and ``sessions.search_transcripts`` are served by
+        it and may lag behind the latest writes; everything else stays on ``dsn``. An
+        unreachable replica sends those reads to ``dsn`` (with a logged warning) until it is
+        back. ``dsn`` may be a transaction-mode pooler (Supabase's on port 6543): live events
+        then need ``listen_dsn`` (or ``VOICESESSIONS_LISTEN_DSN``), a direct or session-mode
+        DSN to ``LISTEN`` on, and are refused with ConfigurationError without it.
         """
         if not dsn:
             raise ConfigurationError("a PostgreSQL DSN is required")
-        return cls(AsyncPostgresBackend.from_dsn(dsn, **pool_options), retry=retry)
+        backend = AsyncPostgresBackend.from_dsn(dsn, read_dsn=read_dsn or None, **pool_options)
+        return cls(backend, retry=retry)
 
     @classmethod
     def from_supabase(
@@ -106,6 +123,7 @@ class AsyncVoiceSessions:
         jwt_secret: str | None = None,
         signing_key: str | Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         signing_key_id: str | None = None,
+        read_url: str | None = None,
         retry: RetryPolicy | None = None,
         **options: Any,
     ) -> AsyncVoiceSessions:
@@ -116,7 +134,9 @@ class AsyncVoiceSessions:
         imported into Supabase Auth, or a JWKS / list of JWKs holding it) or ``jwt_secret``
         (the legacy HS256 JWT secret) lets :meth:`as_user` act as any user from a service
         key. From a key set, ``signing_key_id`` names the key to sign with (by ``kid``);
-        without it, the first private key that may sign.
+        without it, the first private key that may sign. ``read_url`` is the API URL of a
+        read replica of the project: the same lag-tolerant reads as ``from_postgres``'s
+        ``read_dsn`` go there.
         """
         if not url or not key:
             raise ConfigurationError("a Supabase URL and an API key are required")
@@ -127,15 +147,19 @@ class AsyncVoiceSessions:
             jwt_secret=jwt_secret,
             signing_key=signing_key,
             signing_key_id=signing_key_id,
+            read_url=read_url or None,
             **options,
         )
         return cls(backend, retry=retry)
 
     @classmethod
     def from_env(cls, *, retry: RetryPolicy | None = None) -> AsyncVoiceSessions:
-        """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL), else ``SUPABASE_URL``
+        """From the environment: ``VOICESESSIONS_DSN`` (PostgreSQL, with its read replica
+        ``VOICESESSIONS_READ_DSN`` if set; live events listen on ``VOICESESSIONS_LISTEN_DSN``
+        when set), else ``SUPABASE_URL``
         with the first key set of ``SUPABASE_SECRET_KEY``, ``SUPABASE_PUBLISHABLE_KEY``,
         ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``, ``SUPABASE_ANON_KEY``, and optionally
+        ``VOICESESSIONS_READ_URL`` (the API URL of a read replica),
         ``VOICESESSIONS_ACCESS_TOKEN`` (a user's JWT), ``VOICESESSIONS_SIGNING_KEY`` (a private
         JWK, or a JWKS / list of JWKs, as JSON) with ``VOICESESSIONS_SIGNING_KEY_ID`` (the
         ``kid`` to sign with) and ``SUPABASE_JWT_SECRET``; with none
@@ -148,7 +172,7 @@ class AsyncVoiceSessions:
         would act as the key's role instead of that user."""
         dsn = os.environ.get(ENV_DSN)
         if dsn:
-            return cls.from_postgres(dsn, retry=retry)
+            return cls.from_postgres(dsn, read_dsn=os.environ.get(ENV_READ_DSN), retry=retry)
         url = os.environ.get(ENV_SUPABASE_URL)
         key = next((os.environ[k] for k in ENV_SUPABASE_KEYS if os.environ.get(k)), None)
         if url and key:
@@ -167,6 +191,7 @@ class AsyncVoiceSessions:
                 jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
                 signing_key=os.environ.get(ENV_SIGNING_KEY) or None,
                 signing_key_id=os.environ.get(ENV_SIGNING_KEY_ID) or None,
+                read_url=os.environ.get(ENV_READ_URL) or None,
                 retry=retry,
             )
         if url and not key:

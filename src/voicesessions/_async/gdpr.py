@@ -126,6 +126,11 @@ class AsyncGDPRSessionManager(Resource):
         service role), batch after batch until nothing older than the limits is left,
         deleting the audio each batch leaves pending. Idempotent and safe to run from cron.
 
+        Then it finishes the audio that earlier retention runs of the same scope left
+        pending (the runs pg_cron makes in the database, ``private.retention_tick``, cannot
+        delete Storage objects; an interrupted run): those objects are deleted and confirmed
+        too, and count in ``storage_removed`` / ``pending_storage``.
+
         ``dry_run`` changes nothing and reports what the first batch would do (``more`` says
         whether more would follow). Over every company, a company whose retention fails is
         listed in ``failures`` (its batch rolled back) and the others go on.
@@ -177,6 +182,11 @@ class AsyncGDPRSessionManager(Resource):
             # A dry run finds the same rows again; a batch that changed nothing would too.
             if dry_run or not more or not any(counts.values()):
                 break
+        if not dry_run:
+            seen = {(e["request_id"], e["path"]) for e in pending}
+            removed, earlier = await self._finish_earlier_retention(cid, seen)
+            removed_total += removed
+            pending.extend(earlier)
         return parse_model(
             RetentionReport,
             dict(
@@ -227,6 +237,32 @@ class AsyncGDPRSessionManager(Resource):
         return removed
 
     # -- storage ------------------------------------------------------------------------
+
+    async def _finish_earlier_retention(
+        self, company_id: uuid.UUID | None, seen: set[tuple[Any, str]]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Delete and confirm the objects open retention requests (of ``company_id``, or of
+        every company the caller may act on) still wait for, except the ``seen`` ones
+        (request id, path) this run already tried. Returns the number deleted and the
+        entries still pending."""
+        rows = await self._call(
+            lambda: self._backend.rpc("gdpr_pending_storage", {"subject_id": None}),
+            idempotent=True,
+        )
+        if rows is not None and not isinstance(rows, list):
+            raise UnexpectedResponseError(
+                f"gdpr_pending_storage answered {type(rows).__name__} where rows were expected"
+            )
+        with reading("gdpr_pending_storage"):
+            earlier = [
+                row
+                for row in rows or []
+                if row.get("kind") == "retention"
+                and (company_id is None or str(row.get("company_id")) == str(company_id))
+            ]
+        entries = [e for e in _entries(earlier) if (e["request_id"], e["path"]) not in seen]
+        removed, remaining, _ = await self._finish_storage(entries)
+        return removed, remaining
 
     async def _finish_storage(
         self, pending: Any

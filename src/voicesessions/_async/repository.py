@@ -155,7 +155,10 @@ class AsyncSessionRepository(Resource):
         """Visible sessions, newest first (started_at, then id: a total, stable order).
 
         Keyset pagination: pass the returned ``next_cursor`` to get the following page;
-        rows inserted meanwhile never make a page skip or repeat a row.
+        rows inserted meanwhile never make a page skip or repeat a row. Served by the read
+        replica when the client has one (``read_dsn`` / ``read_url``): a session created
+        or changed a moment ago may not be listed yet, or listed as it was (:meth:`get`
+        reads the primary).
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
@@ -170,7 +173,8 @@ class AsyncSessionRepository(Resource):
         if cursor is not None:
             params["after_started_at"], params["after_id"] = decode_cursor(cursor)
         items = await self._call(
-            lambda: self._backend.rpc_rows("list_sessions", params, Session), idempotent=True
+            lambda: self._backend.rpc_rows("list_sessions", params, Session, replica_ok=True),
+            idempotent=True,
         )
         next_cursor = None
         if len(items) > limit:
@@ -260,14 +264,17 @@ class AsyncSessionRepository(Resource):
     ) -> builtins.list[TranscriptHit]:
         """Completed sessions whose transcript matches ``query`` (web-search syntax: words,
         "quoted phrases", or, -exclusion), each matched in its transcript's language, best
-        first, with a snippet where matches are wrapped in ``**``. RLS applies."""
+        first, with a snippet where matches are wrapped in ``**``. RLS applies. Served by
+        the read replica when the client has one (may lag behind the latest writes)."""
         if not query or not query.strip():
             raise InvalidInputError("the search query is empty")
         check_text(query, "query")
         if not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise InvalidInputError(f"limit must be between 1 and {MAX_SEARCH_LIMIT}, not {limit}")
         rows = await self._call(
-            lambda: self._backend.rpc("search_transcripts", {"query": query, "max_results": limit}),
+            lambda: self._backend.rpc(
+                "search_transcripts", {"query": query, "max_results": limit}, replica_ok=True
+            ),
             idempotent=True,
         )
         return [parse_model(TranscriptHit, r) for r in _rows(rows)]

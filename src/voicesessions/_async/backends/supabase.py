@@ -30,6 +30,13 @@ How the traps of supabase-py 2.34 are handled
   ``Authorization`` from the client's headers (REST, Storage) and from its Auth and Auth admin
   clients' copies: the key travels in ``apikey`` alone, and Supabase's gateway turns it into
   the role's JWT.
+
+Read replicas: with ``read_url`` (the API URL of a Supabase read replica), every identity
+has a second supabase-py client for that URL, over the same HTTP connection pool, with the
+same key and ``Authorization``. Calls marked ``replica_ok`` (``select``, ``rpc``,
+``rpc_rows``) go through it; a replica that cannot be reached (a network error, or the
+gateway or its PostgREST answering 502, 503 or 504) sends them to the project URL
+instead (see :class:`~voicesessions._async.backends.base.ReplicaHealth`).
 """
 
 from __future__ import annotations
@@ -61,7 +68,11 @@ from supabase_auth.types import AdminUserAttributes
 
 import supabase
 from voicesessions import errors
-from voicesessions._async.backends.base import AsyncBackend
+from voicesessions._async.backends.base import (
+    DEFAULT_REPLICA_RETRY_S,
+    AsyncBackend,
+    ReplicaHealth,
+)
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order, conflict_target
 from voicesessions._query import json_scalar as _scalar
@@ -268,6 +279,9 @@ class _Shared:
     http: httpx.AsyncClient
     signer: _Signer | None = None
     closed: bool = False
+    #: The read replica's API URL and whether it is reachable (None without a replica).
+    read_url: str | None = None
+    replica: ReplicaHealth | None = None
 
 
 class AsyncSupabaseBackend(AsyncBackend):
@@ -291,7 +305,10 @@ class AsyncSupabaseBackend(AsyncBackend):
     then a change of ``signing_key_id`` once the project has made that key its current one.
     ``timeout`` is a number of seconds, an ``httpx.Timeout``, or ``None`` for no timeout.
     ``identity`` states who the backend acts as when the key does not tell (it must agree
-    with the key or token when they do).
+    with the key or token when they do). ``read_url`` is the API URL of a read replica of
+    the project (``https://<ref>-rr-<region>-<id>.supabase.co``): the reads the SDK marks
+    lag-tolerant go there, and to ``url`` for ``replica_retry_after`` seconds after the
+    replica could not be reached (a warning is logged).
 
     Every call is one HTTP request; errors come out as :mod:`voicesessions.errors`
     exceptions; nothing is retried here.
@@ -308,6 +325,8 @@ class AsyncSupabaseBackend(AsyncBackend):
         signing_key_id: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         identity: Identity | None = None,
+        read_url: str | None = None,
+        replica_retry_after: float = DEFAULT_REPLICA_RETRY_S,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise errors.ConfigurationError(
@@ -315,6 +334,16 @@ class AsyncSupabaseBackend(AsyncBackend):
             )
         if not key:
             raise errors.ConfigurationError("the Supabase API key is empty")
+        if read_url is not None and (
+            not isinstance(read_url, str) or not read_url.startswith(("http://", "https://"))
+        ):
+            raise errors.ConfigurationError(
+                "the read replica URL must start with http:// or https://,"
+                f" not {errors.brief(read_url)}"
+            )
+        replica = (
+            None if read_url is None else ReplicaHealth(read_url.rstrip("/"), replica_retry_after)
+        )
         if jwt_secret is not None and len(jwt_secret) < MIN_JWT_SECRET_LENGTH:
             raise errors.ConfigurationError(
                 f"the JWT secret is shorter than {MIN_JWT_SECRET_LENGTH} characters;"
@@ -333,7 +362,15 @@ class AsyncSupabaseBackend(AsyncBackend):
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             event_hooks={"response": [_record_status]},
         )
-        self._shared = _Shared(url.rstrip("/"), key, jwt_secret, http, signer)
+        self._shared = _Shared(
+            url.rstrip("/"),
+            key,
+            jwt_secret,
+            http,
+            signer,
+            read_url=None if read_url is None else read_url.rstrip("/"),
+            replica=replica,
+        )
         self._owns_shared = True
         self._closed = False
         self._user_id: uuid.UUID | None = None
@@ -352,15 +389,21 @@ class AsyncSupabaseBackend(AsyncBackend):
         filters: Sequence[Filter] = (),
         order: Sequence[Order] = (),
         limit: int | None = None,
+        replica_ok: bool = False,
     ) -> list[dict[str, Any]]:
-        """Rows of ``table`` visible to the identity: ``GET /rest/v1/<table>?select=...``."""
-        query = self._supabase().table(table).select(*columns)
-        query = _apply_filters(query, filters)
-        for item in order:
-            query = query.order(item.column, desc=item.descending)
-        if limit is not None:
-            query = query.limit(limit)
-        response, status = await self._send(query.execute)
+        """Rows of ``table`` visible to the identity: ``GET /rest/v1/<table>?select=...``
+        (to the read replica's URL, if there is one, with ``replica_ok``)."""
+
+        def request(client: supabase.AsyncClient) -> Callable[[], Awaitable[Any]]:
+            query = client.table(table).select(*columns)
+            query = _apply_filters(query, filters)
+            for item in order:
+                query = query.order(item.column, desc=item.descending)
+            if limit is not None:
+                query = query.limit(limit)
+            return query.execute
+
+        response, status = await self._send_read(request, replica_ok)
         return _rows(response.data, status)
 
     async def insert(
@@ -406,23 +449,44 @@ class AsyncSupabaseBackend(AsyncBackend):
         response, status = await self._send(query.execute)
         return _rows(response.data, status)
 
-    async def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+    async def rpc(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        replica_ok: bool = False,
+    ) -> Any:
         """Call ``public.<function>`` with ``POST /rest/v1/rpc/<function>``; return its JSON
-        (``None`` for a function returning void)."""
-        query = self._supabase().rpc(function, _jsonable(params or {}))
-        response, status = await self._send(query.execute)
+        (``None`` for a function returning void). With ``replica_ok`` (the caller's promise
+        that the function only reads: PostgREST runs a STABLE one READ ONLY, which a replica
+        serves), to the read replica's URL if there is one."""
+        body = _jsonable(params or {})
+
+        def request(client: supabase.AsyncClient) -> Callable[[], Awaitable[Any]]:
+            return client.rpc(function, body).execute
+
+        response, status = await self._send_read(request, replica_ok)
         if status == httpx.codes.NO_CONTENT:
             return None
         return response.data
 
     async def rpc_rows(
-        self, function: str, params: Mapping[str, Any] | None, model: type[_M]
+        self,
+        function: str,
+        params: Mapping[str, Any] | None,
+        model: type[_M],
+        *,
+        replica_ok: bool = False,
     ) -> list[_M]:
         """:meth:`rpc` for a set-returning function, its rows validated as ``model`` straight
         from the bytes of the answer (:func:`voicesessions._validation.parse_rows_json`):
         postgrest-py's ``execute()`` would first decode the whole body into dicts."""
-        query = self._supabase().rpc(function, _jsonable(params or {}))
-        response, status = await self._send(functools.partial(_fetch, query.request))
+        body = _jsonable(params or {})
+
+        def request(client: supabase.AsyncClient) -> Callable[[], Awaitable[httpx.Response]]:
+            return functools.partial(_fetch, client.rpc(function, body).request)
+
+        response, status = await self._send_read(request, replica_ok)
         if status == httpx.codes.NO_CONTENT:
             return []
         return parse_rows_json(model, response.content, http_status=status)
@@ -629,8 +693,15 @@ class AsyncSupabaseBackend(AsyncBackend):
 
     def _new_client(self, bearer: str | None) -> supabase.AsyncClient:
         """A supabase-py client whose requests carry ``Authorization: Bearer <bearer>``, or
-        no ``Authorization`` at all when ``bearer`` is None (see the module docstring)."""
+        no ``Authorization`` at all when ``bearer`` is None (see the module docstring); the
+        read replica's client (``self._read_client``) is made anew with it."""
         self._token = bearer
+        read_url = self._shared.read_url
+        self._read_client = None if read_url is None else self._client_for(read_url, bearer)
+        return self._client_for(self._shared.url, bearer)
+
+    def _client_for(self, url: str, bearer: str | None) -> supabase.AsyncClient:
+        """The client of :meth:`_new_client` for the API at ``url``."""
         headers = dict(DEFAULT_HEADERS)
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
@@ -641,7 +712,7 @@ class AsyncSupabaseBackend(AsyncBackend):
             postgrest_client_retry=False,
             httpx_client=self._shared.http,
         )
-        client = supabase.AsyncClient(self._shared.url, self._shared.key, options)
+        client = supabase.AsyncClient(url, self._shared.key, options)
         if bearer is None:
             _drop_authorization(client)
         return client
@@ -656,6 +727,35 @@ class AsyncSupabaseBackend(AsyncBackend):
         if self._user_id is not None and time.time() >= self._refresh_at:
             self._client = self._new_client(self._mint_token(self._user_id))
         return self._client
+
+    def _read_supabase(self) -> supabase.AsyncClient | None:
+        """This identity's client for the read replica (None without one), refreshed as
+        :meth:`_supabase` is."""
+        with self._refresh_lock:
+            self._supabase_locked()
+            return self._read_client
+
+    async def _send_read(
+        self,
+        request: Callable[[supabase.AsyncClient], Callable[[], Awaitable[_T]]],
+        replica_ok: bool,
+    ) -> tuple[_T, int | None]:
+        """:meth:`_send` of the request ``request`` builds on a client: the read replica's
+        with ``replica_ok`` when there is one and it is reachable, else the project's."""
+        health = self._shared.replica
+        if replica_ok and health is not None and health.usable():
+            client = self._read_supabase()
+            if client is not None:
+                try:
+                    result = await self._send(request(client))
+                except errors.TransientError as exc:
+                    if not _unreachable(exc):
+                        raise
+                    health.failed(exc)
+                else:
+                    health.succeeded()
+                    return result
+        return await self._send(request(self._supabase()))
 
     def _mint_token(self, user_id: uuid.UUID) -> str:
         issued_at = int(time.time())
@@ -727,6 +827,22 @@ def _map_error(exc: Exception, http_status: int | None) -> errors.APIError | Non
             http_status=http_status,
         )
     return None
+
+
+#: Network failures that mean the replica's API could not be reached (a slow answer,
+#: ``ReadTimeout``, is not one of them: sending the query to the primary would not help).
+_UNREACHABLE_TRANSPORT = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+#: Answers of a gateway or a PostgREST that cannot reach or use its database.
+_UNREACHABLE_STATUSES = frozenset({502, 503, 504})
+
+
+def _unreachable(exc: errors.TransientError) -> bool:
+    """Whether a failed request says the API could not be reached or could not reach its
+    database, rather than that one query failed (for the retry policy)."""
+    return (
+        isinstance(exc.__cause__, _UNREACHABLE_TRANSPORT)
+        or exc.http_status in _UNREACHABLE_STATUSES
+    )
 
 
 def _storage_error(exc: StorageApiError) -> errors.APIError:

@@ -15,12 +15,23 @@ Contract for every implementation
   ``voicesessions.errors.from_sqlstate`` / ``from_postgrest``), never the library's own.
 - No retries here: the retry policy lives above (``voicesessions._async.retry``), because only the
   caller knows whether a write is idempotent.
+
+Read replicas
+- ``select``, ``rpc`` and ``rpc_rows`` take ``replica_ok``: the caller (a repository, which
+  alone knows whether the call tolerates replication lag: dashboards, lists, search) allows
+  the backend to answer from a read replica. A backend without one ignores it; a backend
+  with one never sends anything else there (writes, read-your-writes reads, live events).
+- A replica found unreachable is not an error: the read goes to the primary, a warning is
+  logged, and the replica is tried again :attr:`ReplicaHealth.retry_after` seconds later
+  (:class:`ReplicaHealth`). Any other error of the replica is raised as it is.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeVar
@@ -30,9 +41,71 @@ from pydantic import BaseModel
 from voicesessions._identity import Identity
 from voicesessions._query import Filter, Order
 from voicesessions._validation import parse_rows
+from voicesessions.errors import ConfigurationError
 
 Row = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger("voicesessions")
+
+#: Seconds a read replica found unreachable is left alone (its reads go to the primary)
+#: before it is tried again.
+DEFAULT_REPLICA_RETRY_S = 10.0
+
+
+class ReplicaHealth:
+    """Whether to send lag-tolerant reads to a backend's read replica now.
+
+    Shared by a backend and the backends its ``as_user`` made. After :meth:`failed` (the
+    replica could not be reached) reads go to the primary for ``retry_after`` seconds, then
+    the next read tries the replica again; :meth:`succeeded` ends the outage.
+    """
+
+    def __init__(self, name: str, retry_after: float = DEFAULT_REPLICA_RETRY_S) -> None:
+        if (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, (int, float))
+            or not retry_after >= 0
+        ):
+            raise ConfigurationError("replica_retry_after must be a number of seconds >= 0")
+        self.name = name
+        self.retry_after = float(retry_after)
+        #: When the current outage began (``time.monotonic()``), None while reachable.
+        self.down_since: float | None = None
+        self._retry_at = 0.0
+
+    def usable(self) -> bool:
+        """Whether the next lag-tolerant read should try the replica."""
+        return self.down_since is None or time.monotonic() >= self._retry_at
+
+    @property
+    def recovering(self) -> bool:
+        """True while an outage is on: the next try should check the replica first."""
+        return self.down_since is not None
+
+    def failed(self, error: BaseException) -> None:
+        """The replica could not be reached: primary only for :attr:`retry_after` seconds."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+        self._retry_at = now + self.retry_after
+        logger.warning(
+            "read replica %s unreachable (%s): reads go to the primary, replica tried again"
+            " in %.0f s",
+            self.name,
+            error,
+            self.retry_after,
+        )
+
+    def succeeded(self) -> None:
+        """A read was answered by the replica."""
+        if self.down_since is not None:
+            logger.info(
+                "read replica %s reachable again after %.0f s: lag-tolerant reads go to it",
+                self.name,
+                time.monotonic() - self.down_since,
+            )
+            self.down_since = None
 
 
 class Backend(abc.ABC):
@@ -49,8 +122,10 @@ class Backend(abc.ABC):
         filters: Sequence[Filter] = (),
         order: Sequence[Order] = (),
         limit: int | None = None,
+        replica_ok: bool = False,
     ) -> list[Row]:
-        """Rows of ``table`` (schema public) visible to the identity, filtered and ordered."""
+        """Rows of ``table`` (schema public) visible to the identity, filtered and ordered.
+        ``replica_ok``: the caller tolerates lag, a read replica may answer."""
 
     @abc.abstractmethod
     def insert(
@@ -75,16 +150,30 @@ class Backend(abc.ABC):
         """Update the visible rows matching ``filters`` (at least one filter) and return them."""
 
     @abc.abstractmethod
-    def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+    def rpc(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        replica_ok: bool = False,
+    ) -> Any:
         """Call ``public.<function>`` with named parameters; return its JSON-decoded result
-        (a list of rows for a set-returning function)."""
+        (a list of rows for a set-returning function). ``replica_ok``: the caller tolerates
+        lag and the function only reads (STABLE), a read replica may answer."""
 
-    def rpc_rows(self, function: str, params: Mapping[str, Any] | None, model: type[M]) -> list[M]:
+    def rpc_rows(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None,
+        model: type[M],
+        *,
+        replica_ok: bool = False,
+    ) -> list[M]:
         """Call the set-returning ``public.<function>`` as :meth:`rpc` does; return its rows
         read as ``model`` (UnexpectedResponseError for an answer that does not fit). A
         backend that receives the answer as JSON text may read the rows from it directly
         (:func:`voicesessions._validation.parse_rows_json`)."""
-        return parse_rows(model, self.rpc(function, params))
+        return parse_rows(model, self.rpc(function, params, replica_ok=replica_ok))
 
     @abc.abstractmethod
     def session_events(

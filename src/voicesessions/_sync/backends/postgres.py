@@ -11,6 +11,15 @@ they do behind Supabase's API. A call of one statement is ONE round trip: the co
 the statement go as one multi-statement simple Query message on an autocommit connection
 (one implicit transaction; parameters bound on the client, no prepared statements).
 
+Nothing outlives a transaction on the server, so the DSN may be a transaction-mode pooler
+(Supabase's pooler on port 6543, Supavisor, PgBouncer ``pool_mode = transaction``), where
+consecutive transactions of one client run on different server connections shared with
+other clients: no server-side prepared statements (``prepare_threshold=None`` on every
+connection), the request context and ``statement_timeout`` set with
+``set_config(..., true)`` in each call's transaction, no session-level ``SET``. Only live
+events need a session of their own (``LISTEN``): see :meth:`PostgresBackend.session_events`
+and ``listen_dsn``.
+
 - ``select`` is a GET: its transaction is READ ONLY, as PostgREST's is.
 - ``insert`` and ``rpc`` are POSTs, ``update`` a PATCH: READ WRITE; but ``rpc`` of a
   STABLE or IMMUTABLE function runs READ ONLY, as PostgREST runs it.
@@ -27,6 +36,10 @@ the statement go as one multi-statement simple Query message on an autocommit co
   ``setof <scalar>``), any other function one value (a dict for a composite), ``void`` None.
 - ``create_auth_user`` writes ``auth.users`` as the login role itself (no role switch),
   which must be allowed to: ``postgres`` on Supabase, the owner or a superuser locally.
+- With a ``read_dsn`` (a streaming replica), a second pool serves the reads marked
+  ``replica_ok`` (``select``, and ``rpc`` of a STABLE or IMMUTABLE function); everything
+  else, and any read when the replica cannot be reached, uses the pool of ``dsn`` (see
+  :class:`~voicesessions._async.backends.base.ReplicaHealth`).
 
 SQL is composed only with :mod:`psycopg.sql` (identifiers quoted, values always bound as
 parameters); names are also checked against a plain identifier pattern. ``dict`` and
@@ -44,7 +57,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
@@ -57,6 +70,10 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from voicesessions._async.backends.base import (
+    DEFAULT_REPLICA_RETRY_S,
+    ReplicaHealth,
+)
 from voicesessions._events import EVENTS_CHANNEL, EventVerifier
 from voicesessions._identity import Identity
 from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
@@ -88,6 +105,25 @@ DEFAULT_APPLICATION_NAME = "voicesessions"
 #: How long, in seconds, a listener waits for a notification before it yields ``None``.
 LISTEN_TICK_S = 1.0
 
+#: Environment variable naming the DSN live events listen on (a direct or session-mode
+#: connection), when ``listen_dsn`` is not given: see :meth:`AsyncPostgresBackend.from_dsn`.
+ENV_LISTEN_DSN = "VOICESESSIONS_LISTEN_DSN"
+
+#: How long, in seconds, a new listening connection waits for its test notification (sent
+#: through the pool) before it is judged to be behind a transaction-mode pooler.
+LISTEN_PROBE_TIMEOUT_S = 5.0
+
+#: Connection options that name a server, database or login: those of ``connect_kwargs``
+#: are not applied to ``listen_dsn``, which names its own.
+_WHO_AND_WHERE = frozenset(
+    {"host", "hostaddr", "port", "dbname", "user", "password", "passfile", "service"}
+)
+
+#: Supabase's transaction-mode pooler (Supavisor on ``*.pooler.supabase.com``, the
+#: dedicated PgBouncer on ``db.<ref>.supabase.co``) listens on this port; 5432 is direct or
+#: the pooler's session mode.
+SUPABASE_TRANSACTION_POOLER_PORT = 6543
+
 #: Environment variable naming the directory of the local storage store.
 ENV_STORAGE_ROOT = "VOICESESSIONS_STORAGE_ROOT"
 
@@ -111,7 +147,7 @@ _PGCRYPTO_AVAILABLE = sql.SQL(
 )
 
 _LOCK_EMAIL = sql.SQL(
-    "select pg_catalog.pg_advisory_xact_lock({}, pg_catalog.hashtext(%s))"
+    "select pg_catalog.pg_advisory_xact_lock({}, pg_catalog.hashtext(%(email)s))"
 ).format(sql.Literal(_AUTH_EMAIL_LOCK_KEY))
 
 # A confirmed email user as GoTrue's admin API creates it: the user and its email identity.
@@ -200,10 +236,14 @@ class _SharedPool:
         pool: ConnectionPool[psycopg.Connection[Any]],
         dsn: str,
         connect_kwargs: dict[str, Any],
+        listen: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
         self.pool = pool
-        self.dsn = dsn  # and connect_kwargs: for connections outside the pool (LISTEN)
+        self.dsn = dsn
         self.connect_kwargs = connect_kwargs
+        #: The DSN and connection options of listening connections (LISTEN), if given
+        #: apart from the pool's.
+        self.listen = listen
         self.opened = False
         self.closed = False
         #: The overloads of each function ``rpc`` called, by name (PostgREST's schema cache).
@@ -233,8 +273,8 @@ class _SharedPool:
 
 
 class PostgresBackend(Backend):
-    """The backend over a PostgreSQL DSN: a Supabase database (direct or through its
-    pooler in session mode), a local server, the test cluster.
+    """The backend over a PostgreSQL DSN: a Supabase database (direct, or through its
+    pooler in session or transaction mode), a local server, the test cluster.
 
     Build it with :meth:`from_dsn`. It acts as ``identity`` (``service_role`` by default);
     :meth:`as_user` gives a backend acting as a user over the same pool. Close it with
@@ -253,6 +293,9 @@ class PostgresBackend(Backend):
         identity: Identity | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         storage_root: Path | str | None = None,
+        read_dsn: str | None = None,
+        replica_retry_after: float = DEFAULT_REPLICA_RETRY_S,
+        listen_dsn: str | None = None,
     ) -> None:
         """See :meth:`from_dsn`."""
         if not isinstance(dsn, str) or not dsn.strip():
@@ -273,26 +316,26 @@ class PostgresBackend(Backend):
                 "statement_timeout must be a positive number of seconds, or None"
             )
 
-        kwargs: dict[str, Any] = {}
-        if "connect_timeout" not in dsn_params:
-            kwargs["connect_timeout"] = max(2, math.ceil(timeout))  # libpq's minimum is 2
-        if "application_name" not in dsn_params:
-            kwargs["application_name"] = DEFAULT_APPLICATION_NAME
-        kwargs.update(connect_kwargs or {})
+        listen_dsn = _listen_dsn(listen_dsn)
+        kwargs = _connect_kwargs(dsn_params, timeout, connect_kwargs)
+        listen = None
+        if listen_dsn is not None:
+            # The caller's options but those naming another server, database or login.
+            options = {k: v for k, v in (connect_kwargs or {}).items() if k not in _WHO_AND_WHERE}
+            listen = (listen_dsn, _connect_kwargs(conninfo_to_dict(listen_dsn), timeout, options))
 
-        statement_timeout_ms = (
-            None if statement_timeout is None else max(1, round(statement_timeout * 1000))
-        )
+        #: Set in every call's transaction (set_config(..., true)), never on the session: a
+        #: transaction-mode pooler hands the session to other clients between transactions.
+        self._settings: dict[str, str] = {}
+        if statement_timeout is not None:
+            self._settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
+        #: The same as the first statement of a message that sets no request context.
+        self._settings_prefix = _settings_literal(self._settings)
 
         def configure(conn: psycopg.Connection[Any]) -> None:
-            if statement_timeout_ms is not None:
-                conn.execute(
-                    "select pg_catalog.set_config('statement_timeout', %s, false)",
-                    (str(statement_timeout_ms),),
-                )
-                conn.commit()
             # Autocommit: a call of one statement is one simple Query message (see _fetch);
             # calls of several statements open their own transaction (conn.transaction()).
+            # Client-side only: nothing is sent to the server (it may be a pooler's).
             conn.set_autocommit(True)
 
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -305,7 +348,10 @@ class PostgresBackend(Backend):
             open=False,
         )
         self.identity = identity if identity is not None else Identity.service_role()
-        self._shared = _SharedPool(pool, dsn, kwargs)
+        self._shared = _SharedPool(pool, dsn, kwargs, listen)
+        self._replica = _replica_pool(
+            read_dsn, kwargs, connect_kwargs, pool, configure, replica_retry_after
+        )
         self._storage_root = _storage_root(storage_root)
         self._owns_pool = True
         self._closed = False
@@ -322,18 +368,34 @@ class PostgresBackend(Backend):
         identity: Identity | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         storage_root: Path | str | None = None,
+        read_dsn: str | None = None,
+        replica_retry_after: float = DEFAULT_REPLICA_RETRY_S,
+        listen_dsn: str | None = None,
     ) -> PostgresBackend:
         """A backend over ``dsn`` with a pool of ``min_size`` to ``max_size`` connections.
 
         ``timeout`` bounds the wait for a connection (TransientError after it);
-        ``statement_timeout`` is set on every connection (None leaves the server's own);
-        ``identity`` defaults to ``service_role``; ``connect_kwargs`` go to
-        ``psycopg.Connection.connect`` (e.g. ``{"prepare_threshold": None}`` behind a
-        transaction-mode pooler). ``storage_root`` is the directory of the local storage
+        ``statement_timeout`` is set in every call's transaction (None leaves the server's
+        own); ``identity`` defaults to ``service_role``; ``connect_kwargs`` go to
+        ``psycopg.Connection.connect`` (the default ``prepare_threshold=None``, no
+        server-side prepared statements, is what lets ``dsn`` be a transaction-mode
+        pooler such as Supabase's on port 6543; the backend's own calls bind parameters
+        on the client and gain nothing from preparing). ``listen_dsn`` (default:
+        ``$VOICESESSIONS_LISTEN_DSN``) is where live events listen (:meth:`session_events`)
+        when ``dsn`` is a transaction-mode pooler: a direct connection or a session-mode
+        pooler of the same database. ``storage_root`` is the directory of the local storage
         store, where the object ``<path>`` of ``<bucket>`` is the file
         ``<storage_root>/<bucket>/<path>`` (default: ``$VOICESESSIONS_STORAGE_ROOT``, else
         ``<user data dir>/voicesessions/storage``); backends made by :meth:`as_user` share
         it. No connection is made until the first call or :meth:`open`.
+
+        ``read_dsn`` names a read replica (a hot standby of ``dsn``) for the reads that
+        tolerate lag: it gets a pool of its own, with the same sizes and settings (keywords
+        its DSN sets are its own). A replica that cannot be reached (refused, timed out,
+        shutting down or starting up) is not an error: those reads go to ``dsn``, a warning
+        is logged, and the replica is tried again after ``replica_retry_after`` seconds.
+        The replica's pool opens on the first read it serves (:meth:`open` opens the
+        primary's). Without ``read_dsn`` there is one pool and nothing changes.
         """
         return cls(
             dsn,
@@ -344,6 +406,9 @@ class PostgresBackend(Backend):
             identity=identity,
             connect_kwargs=connect_kwargs,
             storage_root=storage_root,
+            read_dsn=read_dsn,
+            replica_retry_after=replica_retry_after,
+            listen_dsn=listen_dsn,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -377,6 +442,8 @@ class PostgresBackend(Backend):
         self._closed = True
         if self._owns_pool:
             self._shared.close()
+            if self._replica is not None:
+                self._replica.shared.close()
 
     @property
     def storage_root(self) -> Path:
@@ -401,8 +468,10 @@ class PostgresBackend(Backend):
         filters: Sequence[Filter] = (),
         order: Sequence[Order] = (),
         limit: int | None = None,
+        replica_ok: bool = False,
     ) -> list[dict[str, Any]]:
-        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction.
+        """Rows of ``public.<table>`` visible to the identity, in a READ ONLY transaction
+        (on the read replica, if there is one, with ``replica_ok``).
 
         The statement of each shape of call (table, columns, filter columns and operators,
         order, limit) is composed once and reused: only the parameters change per call."""
@@ -430,6 +499,8 @@ class PostgresBackend(Backend):
             with contextlib.suppress(TypeError):
                 _remember(_SELECT_STATEMENTS, shape, query)
         params = _where_params(filters)
+        if replica_ok:
+            return self._fetch_lagging("GET", f"/{table}", query, params)
         return self._fetch("GET", f"/{table}", query, params, read_only=True)
 
     def insert(
@@ -497,10 +568,17 @@ class PostgresBackend(Backend):
         params = [_param(v) for v in values.values()] + where_params
         return self._fetch("PATCH", f"/{table}", query, params)
 
-    def rpc(self, function: str, params: Mapping[str, Any] | None = None) -> Any:
+    def rpc(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        replica_ok: bool = False,
+    ) -> Any:
         """Call ``public.<function>`` with named arguments as PostgREST does and return its
         JSON-decoded result: a list for a set-returning function, else one value (None for
-        ``void``).
+        ``void``). With ``replica_ok``, a STABLE or IMMUTABLE function is called on the read
+        replica, if there is one (a VOLATILE one, which may write, always on the primary).
 
         The overload is the one whose parameters fit the argument names; each argument is
         read from JSON into its parameter's declared type (see the module docstring). No
@@ -518,9 +596,12 @@ class PostgresBackend(Backend):
             try:
                 overload = _resolve_overload(function, overloads, names)
                 query, values = _rpc_query(function, overload, names, body)
-                rows = self._fetch(
-                    "POST", f"/rpc/{function}", query, values, read_only=overload.read_only
-                )
+                if replica_ok and overload.read_only:
+                    rows = self._fetch_lagging("POST", f"/rpc/{function}", query, values)
+                else:
+                    rows = self._fetch(
+                        "POST", f"/rpc/{function}", query, values, read_only=overload.read_only
+                    )
                 return _rpc_result(rows, overload)
             except APIError as exc:
                 if cached is None or isinstance(exc, TransientError):
@@ -535,19 +616,31 @@ class PostgresBackend(Backend):
     @contextlib.contextmanager
     def session_events(self, session_id: uuid.UUID) -> Iterator[Iterator[dict[str, Any] | None]]:
         """``LISTEN`` on the channel ``broadcast_session_event`` notifies, on a connection of
-        its own (outside the pool, as the DSN's login role), keeping the events of
-        ``session_id``: notifications signed by the database (HMAC-SHA-256 with the key
-        ``private.session_events_key()`` gives service_role), for that session, checked
-        before they are decoded; anything else is dropped. See
-        :meth:`Backend.session_events`."""
+        its own (outside the pool, as the login role of ``listen_dsn``, else of the DSN),
+        keeping the events of ``session_id``: notifications signed by the database
+        (HMAC-SHA-256 with the key ``private.session_events_key()`` gives service_role), for
+        that session, checked before they are decoded; anything else is dropped. See
+        :meth:`Backend.session_events`.
+
+        ``LISTEN`` needs a session that stays with its client, which a transaction-mode
+        pooler does not give. Such a listening DSN is refused with ConfigurationError naming
+        the fix (``listen_dsn=`` or ``$VOICESESSIONS_LISTEN_DSN``): at once for Supabase's
+        pooler port 6543, otherwise when a test notification, sent through the pool on a
+        channel of its own before listening starts, does not arrive within
+        :data:`LISTEN_PROBE_TIMEOUT_S` (on a working connection it costs three short round
+        trips when the feed starts: LISTEN, the notification, UNLISTEN)."""
         shared = self._usable()
+        dsn, connect_kwargs = shared.listen or (shared.dsn, shared.connect_kwargs)
+        if _is_supabase_transaction_pooler(dsn, connect_kwargs):
+            raise _no_listening_through(dsn, connect_kwargs, "is Supabase's transaction pooler")
         try:
-            conn = psycopg.Connection.connect(shared.dsn, autocommit=True, **shared.connect_kwargs)
+            conn = psycopg.Connection.connect(dsn, autocommit=True, **connect_kwargs)
         except psycopg.Error as exc:
-            raise _connect_error(exc, shared.dsn, shared.connect_kwargs) from exc
+            raise _connect_error(exc, dsn, connect_kwargs) from exc
         try:
             try:
                 key, now_ms = _events_key(conn)
+                self._check_notifications_arrive(conn, dsn, connect_kwargs)
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(EVENTS_CHANNEL)))
             except psycopg.Error as exc:
                 raise _api_error(exc) from exc
@@ -589,21 +682,19 @@ class PostgresBackend(Backend):
             "app_meta": Jsonb({"provider": "email", "providers": ["email"]}),
             "user_meta": Jsonb({}),
         }
-        with self._transaction(None, "") as cur:
-            if password is not None:
-                cur.execute(_PGCRYPTO_AVAILABLE)
-                check = cur.fetchone()
-                if not (check and check["available"]):
-                    raise ConfigurationError(
-                        "storing a password needs the pgcrypto extension in schema"
-                        " 'extensions' (or use the Supabase backend, whose Auth API hashes it)"
-                    )
-            cur.execute(_LOCK_EMAIL, (address,))
-            cur.execute(query, params)
-            created = cur.fetchone()
-            if created is None:
-                raise from_sqlstate("23505", f"a user with email {brief(address)} already exists")
-        new_id = created["id"]
+        if password is not None:
+            check = self._message(self._settings_prefix + _PGCRYPTO_AVAILABLE.as_string(None))
+            if not (check and check[0]["available"]):
+                raise ConfigurationError(
+                    "storing a password needs the pgcrypto extension in schema"
+                    " 'extensions' (or use the Supabase backend, whose Auth API hashes it)"
+                )
+        # One message, one implicit transaction: the lock on the address, then the insert.
+        text = self._settings_prefix + _LOCK_EMAIL.as_string(None) + "; " + query.as_string(None)
+        created = self._message(text, params)
+        if not created:
+            raise from_sqlstate("23505", f"a user with email {brief(address)} already exists")
+        new_id = created[0]["id"]
         assert isinstance(new_id, uuid.UUID)
         return new_id
 
@@ -713,9 +804,15 @@ class PostgresBackend(Backend):
                     if method is not None:
                         cur.execute(
                             *request_context(
-                                self.identity.role, self.identity.claims, method=method, path=path
+                                self.identity.role,
+                                self.identity.claims,
+                                method=method,
+                                path=path,
+                                settings=self._settings,
                             )
                         )
+                    elif self._settings_prefix:
+                        cur.execute(self._settings_prefix.removesuffix("; "))
                     yield cur
         except PoolTimeout as exc:
             # No connection within the timeout: say why a new one cannot be made, if it
@@ -733,20 +830,39 @@ class PostgresBackend(Backend):
         params: Sequence[Any],
         *,
         read_only: bool = False,
+        pool: _SharedPool | None = None,
     ) -> list[dict[str, Any]]:
-        """Run one statement as the identity, in ONE round trip: the request context and
+        """Run one statement as the identity, in ONE round trip (on ``pool``, by default the
+        primary's): the request context and
         the statement travel as one multi-statement simple Query message on an autocommit
         connection, which PostgreSQL runs as one implicit transaction (the context's
         ``set_config(..., true)`` holds for the statement, an error rolls back both, and
-        nothing outlives the message). Parameters are bound on the client
-        (``ClientCursor``: no server-side prepared statement, fine behind a
-        transaction-mode pooler)."""
-        shared = self._usable()
+        nothing outlives the message; ``statement_timeout`` is set in the context, so it
+        applies to the statement). Parameters are bound on the client (``ClientCursor``: no
+        server-side prepared statement, fine behind a transaction-mode pooler)."""
         context, context_params = request_context(
-            self.identity.role, self.identity.claims, method=method, path=path
+            self.identity.role,
+            self.identity.claims,
+            method=method,
+            path=path,
+            settings=self._settings,
         )
         statement = query if isinstance(query, str) else query.as_string(None)
         text = (_READ_ONLY if read_only else "") + context + "; " + statement
+        return self._message(text, (*context_params, *params), pool=pool)
+
+    def _message(
+        self,
+        text: str,
+        params: Sequence[Any] | Mapping[str, Any] = (),
+        *,
+        pool: _SharedPool | None = None,
+    ) -> list[dict[str, Any]]:
+        """Send ``text`` (statements separated by ``;``) as one simple Query message with
+        its parameters bound on the client, on an autocommit connection of ``pool`` (by
+        default the primary's): one round trip, one implicit transaction. The rows of the
+        last statement."""
+        shared = self._usable() if pool is None else pool
         try:
             shared.ensure_open()
             with shared.pool.connection() as conn:
@@ -754,7 +870,7 @@ class PostgresBackend(Backend):
                     conn.set_autocommit(True)
                 cur = psycopg.ClientCursor(conn, row_factory=dict_row)
                 with cur:
-                    cur.execute(text, (*context_params, *params))
+                    cur.execute(text, params)
                     while cur.nextset():  # to the last result: the statement's
                         pass
                     return cur.fetchall()
@@ -763,6 +879,57 @@ class PostgresBackend(Backend):
             raise _api_error(exc) from exc
         except psycopg.Error as exc:
             raise _api_error(exc) from exc
+
+    def _fetch_lagging(
+        self, method: str, path: str, query: str | sql.Composed, params: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """:meth:`_fetch` of a READ ONLY call that tolerates lag: on the read replica when
+        there is one and it is reachable, else on the primary (see :class:`ReplicaHealth`)."""
+        replica = self._replica
+        if replica is not None and replica.health.usable():
+            self._usable()
+            try:
+                if replica.health.recovering:
+                    replica.reconnect()
+                rows = self._fetch(method, path, query, params, read_only=True, pool=replica.shared)
+            except TransientError as exc:
+                if not _unreachable(exc):
+                    raise
+                replica.health.failed(exc)
+            else:
+                replica.health.succeeded()
+                return rows
+        return self._fetch(method, path, query, params, read_only=True)
+
+    def _check_notifications_arrive(
+        self, conn: psycopg.Connection[Any], dsn: str, connect_kwargs: Mapping[str, Any]
+    ) -> None:
+        """Listen on a channel of this connection's own, notify it through the pool, and
+        refuse the connection (ConfigurationError) unless the notification arrives within
+        :data:`LISTEN_PROBE_TIMEOUT_S`. Behind a transaction-mode pooler it never does: the
+        server connection that ran ``LISTEN`` went back to the pooler's pool, and whoever
+        holds it then gets the notification (or nobody). It is sent from another client
+        because a connection notifying itself would get it back even there."""
+        channel = f"voicesessions_probe_{uuid.uuid4().hex}"
+        nonce = uuid.uuid4().hex
+        conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+        # As the login role (pg_notify is granted to PUBLIC), in one message.
+        self._message(
+            self._settings_prefix + "select pg_catalog.pg_notify(%s, %s)", (channel, nonce)
+        )
+        arrived = False
+        for notify in conn.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
+            if notify.channel == channel and notify.payload == nonce:
+                arrived = True
+                break
+        conn.execute(sql.SQL("unlisten {}").format(sql.Identifier(channel)))
+        if not arrived:
+            raise _no_listening_through(
+                dsn,
+                connect_kwargs,
+                "did not deliver a test notification within"
+                f" {LISTEN_PROBE_TIMEOUT_S:g} s: it looks like a transaction-mode pooler",
+            )
 
     def _rpc_overloads(self, function: str) -> tuple[_Overload, ...]:
         """Look up the overloads of ``public.<function>`` (as the login role: the catalog is
@@ -776,6 +943,153 @@ class PostgresBackend(Backend):
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+@dataclass
+class _ReplicaPool:
+    """The read replica's pool and whether it is reachable, shared like :class:`_SharedPool`."""
+
+    shared: _SharedPool
+    health: ReplicaHealth
+
+    def reconnect(self) -> None:
+        """After an outage: one new connection first (a still-dead replica fails at once,
+        not after the pool's timeout), then drop the pool's connections that died."""
+        self.shared.check_connection()
+        if self.shared.opened:
+            try:
+                self.shared.pool.check()
+            except psycopg.Error as exc:
+                raise _api_error(exc) from exc
+
+
+def _replica_pool(
+    read_dsn: str | None,
+    kwargs: Mapping[str, Any],
+    connect_kwargs: Mapping[str, Any] | None,
+    primary: ConnectionPool[psycopg.Connection[Any]],
+    configure: Callable[[psycopg.Connection[Any]], None],
+    retry_after: float,
+) -> _ReplicaPool | None:
+    """The pool of the read replica ``read_dsn`` (None without one): the primary pool's
+    sizes, timeout, settings and connection keywords, except those its DSN sets itself."""
+    if read_dsn is None:
+        return None
+    if not isinstance(read_dsn, str) or not read_dsn.strip():
+        raise ConfigurationError("read_dsn must be a PostgreSQL DSN, or None")
+    try:
+        read_params = conninfo_to_dict(read_dsn)
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"invalid read replica DSN: {exc}") from None
+    explicit = connect_kwargs or {}
+    read_kwargs = {k: v for k, v in kwargs.items() if k not in read_params or k in explicit}
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        read_dsn,
+        kwargs=read_kwargs,
+        min_size=primary.min_size,
+        max_size=primary.max_size,
+        timeout=primary.timeout,
+        configure=configure,
+        open=False,
+    )
+    host = _connect_host(read_dsn, read_kwargs) or "?"
+    port = read_kwargs.get("port") or read_params.get("port") or ""
+    name = f"{host}:{port}" if port else host
+    return _ReplicaPool(_SharedPool(pool, read_dsn, read_kwargs), ReplicaHealth(name, retry_after))
+
+
+#: SQLSTATEs of a server that is there but does not serve: shutting down, starting up.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _unreachable(exc: TransientError) -> bool:
+    """Whether a transient error says the server could not be reached or used at all (no
+    connection, a lost one, a server shutting down or starting up), rather than that one
+    statement failed (a conflict with recovery, a timeout: for the retry policy)."""
+    code = exc.code or ""
+    return not code or code.startswith("08") or code in _UNAVAILABLE_SQLSTATES
+
+
+def _connect_kwargs(
+    dsn_params: Mapping[str, Any], timeout: float, given: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The options of every connection to a DSN with these parameters: no server-side
+    prepared statements (a transaction-mode pooler cannot keep them: "prepared statement
+    _pg3_0 already exists"), a connect timeout and the package's application name unless
+    the DSN says otherwise, then the caller's ``connect_kwargs``."""
+    kwargs: dict[str, Any] = {"prepare_threshold": None}
+    if "connect_timeout" not in dsn_params:
+        kwargs["connect_timeout"] = max(2, math.ceil(timeout))  # libpq's minimum is 2
+    if "application_name" not in dsn_params:
+        kwargs["application_name"] = DEFAULT_APPLICATION_NAME
+    kwargs.update(given or {})
+    return kwargs
+
+
+def _listen_dsn(given: object) -> str | None:
+    """The DSN live events listen on: ``given``, else ``$VOICESESSIONS_LISTEN_DSN``, else
+    None (the pool's DSN). ConfigurationError unless it is a DSN."""
+    if given is None:
+        given = os.environ.get(ENV_LISTEN_DSN) or None
+        if given is None:
+            return None
+    if not isinstance(given, str) or not given.strip():
+        raise ConfigurationError("listen_dsn must be a PostgreSQL DSN, or None")
+    try:
+        conninfo_to_dict(given)
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"invalid listen_dsn: {exc}") from None
+    return given
+
+
+def _settings_literal(settings: Mapping[str, str]) -> str:
+    """``select set_config(name, value, true), ...; `` with the values inlined as
+    literals ('' without settings): the first statement of a message with no parameters of
+    its own style to share."""
+    if not settings:
+        return ""
+    calls = sql.SQL(", ").join(
+        sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+        for k, v in settings.items()
+    )
+    return (sql.SQL("select ") + calls).as_string(None) + "; "
+
+
+def _address(dsn: str, connect_kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """The (first) host and port a DSN with these options connects to ('' when unknown)."""
+    try:
+        params = conninfo_to_dict(
+            dsn, **{k: v for k, v in connect_kwargs.items() if k in {"host", "port"}}
+        )
+    except psycopg.Error:
+        return "", ""
+    host = str(params.get("host") or os.environ.get("PGHOST") or "").split(",")[0]
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432").split(",")[0]
+    return host.strip().lower().rstrip("."), port.strip()
+
+
+def _is_supabase_transaction_pooler(dsn: str, connect_kwargs: Mapping[str, Any]) -> bool:
+    """Whether the DSN is Supabase's transaction-mode pooler by its address: port 6543 of a
+    ``supabase.com`` (Supavisor) or ``supabase.co`` (dedicated pooler) host."""
+    host, port = _address(dsn, connect_kwargs)
+    return port == str(SUPABASE_TRANSACTION_POOLER_PORT) and host.endswith(
+        (".supabase.com", ".supabase.co")
+    )
+
+
+def _no_listening_through(
+    dsn: str, connect_kwargs: Mapping[str, Any], why: str
+) -> ConfigurationError:
+    """The error refusing live events over a transaction-mode pooler, naming the fix."""
+    host, port = _address(dsn, connect_kwargs)
+    where = f"{host or 'the server'}:{port}"
+    return ConfigurationError(
+        f"live events need LISTEN on a session of their own, which a transaction-mode"
+        f" pooler does not keep; {where} {why}. Give from_postgres a direct or session-mode"
+        f" DSN of the same database to listen on: listen_dsn=... or ${ENV_LISTEN_DSN}"
+        " (on Supabase: the direct connection db.<ref>.supabase.co:5432, or the pooler's"
+        " session mode on port 5432); every other call keeps using the pooler"
+    )
 
 
 def _events_key(conn: psycopg.Connection[Any]) -> tuple[bytes, int]:
