@@ -99,7 +99,7 @@ create index transcript_segments_company_id_profile_id_idx
 
 comment on table public.transcript_segments is
   'Final transcript segments, one row each; unique (session_id, seq) makes replays no-ops.'
-  ' Partitioned by hash of session_id (20261128001200).';
+  ' Partitioned by hash of session_id (20261128001400).';
 
 -- 5. Triggers (as 20261128000800 and 20261128001000 left them) -----------------------------
 

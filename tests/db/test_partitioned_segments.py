@@ -1,4 +1,4 @@
-"""transcript_segments partitioned by hash of session (20261128001200_partitioned_segments).
+"""transcript_segments partitioned by hash of session (20261128001400_partitioned_segments).
 
 What the layout must keep and give: a database that already holds segments moves them
 unchanged (every column, the ids, the identity continuing after them), the rules still hold
@@ -24,7 +24,7 @@ from voicesessions.local import migrations
 
 Conn = psycopg.Connection[TupleRow]
 
-PARTITIONING = "20261128001200"
+PARTITIONING = "20261128001400"
 ROWS = "select to_jsonb(t) - 'tableoid' from public.transcript_segments t order by id"
 
 
