@@ -155,8 +155,12 @@ begin
   ) b
   order by b.seq
   -- The already stored seqs: the unique index's own check before each row is written (one
-  -- probe each, whatever the session holds), skipped without error.
-  on conflict on constraint transcript_segments_session_seq_key do nothing;
+  -- probe each, whatever the session holds), skipped without error. No conflict target: the
+  -- table's unique keys are (session_id, seq) and its primary key (id, session_id), whose id
+  -- is always generated, so (session_id, seq) is the only key a row of this INSERT can
+  -- conflict on; naming it would make PostgreSQL map it to the partition's index at every
+  -- execution on a partitioned table (a catalog scan per index of the partition).
+  on conflict do nothing;
   get diagnostics inserted = row_count;
 
   return jsonb_build_object('inserted', inserted, 'duplicates', total - inserted);

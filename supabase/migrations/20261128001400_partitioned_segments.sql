@@ -23,9 +23,8 @@
  *
  * What stays the same: the table's name, columns, defaults, identity, CHECKs, the value
  * policy, the foreign key to sessions (on delete cascade), the unique (session_id, seq)
- * constraint and its name (append_transcript_segments' ON CONFLICT names it), the indexes,
- * the row and statement triggers, RLS and its policies, the grants, the publication, the
- * comments. The primary key becomes (id, session_id): a partitioned table's primary key
+ * constraint and its name (a duplicate's error names it), the indexes, the row and
+ * statement triggers, RLS and its policies, the grants, the publication, the comments. The primary key becomes (id, session_id): a partitioned table's primary key
  * must contain the partition key; `id` is still unique (one identity sequence).
  *
  * The partitions live in `private` (not exposed by the API), with RLS enabled and every
