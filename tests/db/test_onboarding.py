@@ -69,12 +69,15 @@ def test_onboarding_twice_answers_the_same_company_and_profile(fresh_db: Databas
     assert first["profile"]["id"] == str(uid)
     assert first["profile"]["company_id"] == first["company"]["id"]
     assert (first["profile"]["role"], first["profile"]["display_name"]) == ("admin", "Riley")
-    assert scalar(
-        fresh_db,
-        "select count(*) from public.audit_log where action = 'tenancy.onboard'"
-        " and entity_id = %s",
-        (first["company"]["id"],),
-    ) == 1
+    assert (
+        scalar(
+            fresh_db,
+            "select count(*) from public.audit_log where action = 'tenancy.onboard'"
+            " and entity_id = %s",
+            (first["company"]["id"],),
+        )
+        == 1
+    )
     with unchanged(fresh_db):
         again = onboard(fresh_db, user_id=uid, company_name="Acme Sales", display_name="Other")
     assert again["created"] is False
@@ -106,8 +109,13 @@ def test_a_failure_after_the_company_insert_leaves_no_company(fresh_db: Database
         fresh_db,
         SERVICE,
         ONBOARD,
-        {"user_id": uid, "company_name": "Half Co", "role": "admin", "display_name": None,
-         "audio": None},
+        {
+            "user_id": uid,
+            "company_name": "Half Co",
+            "role": "admin",
+            "display_name": None,
+            "audio": None,
+        },
     )
     assert state == "XX000"
     assert scalar(fresh_db, "select count(*) from public.companies") == companies
