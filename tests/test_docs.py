@@ -46,3 +46,31 @@ def test_live_call_guide_runs_twice(fresh_db: Database, tmp_path: Path) -> None:
         assert f"Sam Seller: {sessions} session(s), latest 78" in output
     assert scalar(fresh_db, "select count(*) from public.companies") == 1
     assert scalar(fresh_db, "select count(*) from public.profiles") == 2
+
+
+def test_gdpr_operator_guide_runs_twice(fresh_db: Database, tmp_path: Path) -> None:
+    """The CLI commands run through a subprocess shell, with the test database's DSN."""
+    steps = snippets.steps(DOCS / "gdpr-operator.md")
+    assert [s.lang for s in steps] == ["python", "bash"]
+    env = snippets.environment(fresh_db.dsn)
+    for run in range(2):
+        setup, shell = (snippets.run(step, env, tmp_path) for step in steps)
+        erasures = scalar(
+            fresh_db,
+            "select count(*) from public.gdpr_requests where kind = 'erasure'"
+            " and status = 'completed'",
+        )
+        assert erasures == run + 1
+        lines = shell.splitlines()
+        user_id = lines[0]
+        assert f"Exported user {user_id} to pat-export.json" in shell
+        assert f"Dry run: would erase user {user_id} (nothing changed)" in shell
+        assert f"Erased user {user_id}" in shell
+        assert f"Exported user {user_id} to after-erasure.json" in shell
+        assert "pat@initech.example" in (tmp_path / "pat-export.json").read_text()
+        assert "pat@initech.example" not in (tmp_path / "after-erasure.json").read_text()
+        assert scalar(fresh_db, "select count(*) from auth.users where id = %s", (user_id,)) == 0
+        assert scalar(fresh_db, "select count(*) from public.sessions") == 0
+    # The organisation was made once; Pat is gone each time.
+    assert scalar(fresh_db, "select count(*) from public.companies") == 1
+    assert scalar(fresh_db, "select count(*) from public.profiles") == 1

@@ -4,10 +4,11 @@ A fenced block is executed when an HTML comment right above it says so::
 
     <!-- run: what the test checks -->           executed (python in one process, bash
                                                  with ``bash -euo pipefail``)
-    <!-- run: continued -->                      a python block that continues the python
-                                                 block(s) right before it: they run as one
-                                                 program, as a reader pasting them in order
-                                                 into one file would run them
+    <!-- run: continued -->                      a block that continues the executed block(s)
+                                                 of its language right before it: they run as
+                                                 one program (python) or in one shell (bash),
+                                                 as a reader pasting them in order would run
+                                                 them (a shell variable set above is set)
     <!-- fragment: why it cannot run -->         not executed (placeholders); compiled
     <!-- not run: why -->                        not executed (e.g. needs Docker)
 
@@ -102,10 +103,10 @@ def steps(path: Path) -> list[Step]:
         if block.lang not in CHECKED_LANGUAGES:
             raise AssertionError(f"{block.where}: cannot run a {block.lang!r} block")
         if block.note.startswith("continued"):
-            if not result or result[-1].lang != "python" or block.lang != "python":
-                raise AssertionError(f"{block.where}: 'continued' follows no python block")
+            if not result or result[-1].lang != block.lang:
+                raise AssertionError(f"{block.where}: 'continued' follows no {block.lang} block")
             last = result.pop()
-            result.append(Step("python", last.code + block.code, f"{last.where}+{block.line}"))
+            result.append(Step(block.lang, last.code + block.code, f"{last.where}+{block.line}"))
         else:
             result.append(Step(block.lang, block.code, block.where))
     return result
