@@ -11,6 +11,7 @@ commands that need no Docker). Every python and bash block of a guide carries a 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from tests.conftest import Database
 from tests.support import snippets
 from tests.support.db import scalar
+from tests.support.extensions import ci_requires_extensions
 
 DOCS = snippets.ROOT / "docs"
 GUIDES = ("live-call.md", "gdpr-operator.md", "local-testing.md")
@@ -54,7 +56,7 @@ def test_gdpr_operator_guide_runs_twice(fresh_db: Database, tmp_path: Path) -> N
     assert [s.lang for s in steps] == ["python", "bash"]
     env = snippets.environment(fresh_db.dsn)
     for run in range(2):
-        setup, shell = (snippets.run(step, env, tmp_path) for step in steps)
+        _setup, shell = (snippets.run(step, env, tmp_path) for step in steps)
         erasures = scalar(
             fresh_db,
             "select count(*) from public.gdpr_requests where kind = 'erasure'"
@@ -74,3 +76,28 @@ def test_gdpr_operator_guide_runs_twice(fresh_db: Database, tmp_path: Path) -> N
     # The organisation was made once; Pat is gone each time.
     assert scalar(fresh_db, "select count(*) from public.companies") == 1
     assert scalar(fresh_db, "select count(*) from public.profiles") == 1
+
+
+def test_local_testing_guide_runs_twice() -> None:
+    """From the repository's root, in a new VOICESESSIONS_HOME: the server started, a scratch
+        database migrated, pgTAP passing on it, the seed loaded, the server stopped; twice. The
+        `supabase` block needs Docker and the `pytest` block is this suite: marked not run. The
+    page needs pgTAP, as it says: without pg_prove this skips as tests/db/test_pgtap.py does
+    (and fails in CI's main run, which installs it)."""
+    path = DOCS / "local-testing.md"
+    steps = snippets.steps(path)
+    assert [s.lang for s in steps] == ["bash"]
+    skipped = [b for b in snippets.blocks(path) if b.kind == "not run"]
+    assert [b.code.split()[0] for b in skipped] == ["pytest", "supabase"]
+    assert "Docker" in skipped[1].note
+    if shutil.which("pg_prove") is None:  # as tests/db/test_pgtap.py
+        message = "pg_prove is not installed: install Debian's pgtap"
+        if ci_requires_extensions():
+            pytest.fail(f"{message} (CI=true on the system's PostgreSQL: .ci/run installs it)")
+        pytest.skip(message)
+    with snippets.local_home() as env:
+        first, second = snippets.run_twice(steps, env, snippets.ROOT, timeout=300)
+    for output in (first[0], second[0]):
+        assert "All tests successful." in output
+        assert "Cold call: Northwind Logistics | completed" in output
+        assert "(1 row)" in output

@@ -10,10 +10,8 @@ tests/support/snippets.py, shared with tests/test_docs.py and tests/test_example
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,15 +38,9 @@ def _quickstart() -> list[snippets.Step]:
 @pytest.fixture(scope="module")
 def local_home() -> Iterator[dict[str, str]]:
     """An environment whose only database is a fresh `voicesessions local start`."""
-    home = Path(tempfile.mkdtemp(prefix="voicesessions-readme-"))
-    home.chmod(0o711)  # reachable by the unprivileged server user when run as root
-    env = snippets.environment(VOICESESSIONS_HOME=str(home))
-    subprocess.run([*CLI, "local", "start", "--fast"], env=env, check=True, capture_output=True)
-    try:
+    with snippets.local_home() as env:
+        subprocess.run([*CLI, "local", "start", "--fast"], env=env, check=True, capture_output=True)
         yield env
-    finally:
-        subprocess.run([*CLI, "local", "stop"], env=env, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_quickstart_runs_twice_against_local_start(

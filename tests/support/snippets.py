@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +161,19 @@ def run_twice(
     first = [run(step, env, cwd, timeout=timeout) for step in page_steps]
     second = [run(step, env, cwd, timeout=timeout) for step in page_steps]
     return first, second
+
+
+@contextmanager
+def local_home() -> Iterator[dict[str, str]]:
+    """An environment whose only database is the `voicesessions local start` server of a
+    new ``VOICESESSIONS_HOME`` (not started here); the server is stopped and the directory
+    removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="voicesessions-snippets-"))
+    home.chmod(0o711)  # reachable by the unprivileged server user when run as root
+    env = environment(VOICESESSIONS_HOME=str(home))
+    try:
+        yield env
+    finally:
+        command = [sys.executable, "-m", "voicesessions", "local", "stop"]
+        subprocess.run(command, env=env, capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
