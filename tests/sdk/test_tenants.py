@@ -3,6 +3,7 @@ allows them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -10,9 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.conftest import Database
 from tests.sdk.conftest import Sdk, sdk
 from tests.support.db import scalar, unchanged
+from tests.support.world import World
 from voicesessions import (
+    AsyncVoiceSessions,
     ConflictError,
     CreatedInvitation,
     InvalidInputError,
@@ -165,6 +169,20 @@ async def test_ensure_user_finds_or_creates(client: Sdk) -> None:
     assert await sdk(tenants.ensure_user(" fresh@example.test ")) == made
     assert await sdk(tenants.find_user("FRESH@example.test")) == made
     assert await sdk(tenants.ensure_user("spare@example.test")) == client.world.spare_user
+
+
+async def test_concurrent_onboardings_of_one_person_make_one_company(
+    world_db: tuple[Database, World],
+) -> None:
+    db, _ = world_db
+    async with AsyncVoiceSessions.from_postgres(db.dsn) as vs:
+        made = await asyncio.gather(
+            *(vs.tenants.onboard("Race Co", "race@example.test") for _ in range(6))
+        )
+    assert sum(m.created for m in made) == 1
+    assert len({(m.company.id, m.user_id) for m in made}) == 1
+    assert scalar(db, "select count(*) from public.companies where name = 'Race Co'") == 1
+    assert scalar(db, "select count(*) from auth.users where email = 'race@example.test'") == 1
 
 
 @pytest.mark.parametrize("who", ["AA", "A1"])
