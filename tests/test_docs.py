@@ -12,6 +12,7 @@ commands that need no Docker). Every python and bash block of a guide carries a 
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -63,12 +64,16 @@ def test_gdpr_operator_guide_runs_twice(fresh_db: Database, tmp_path: Path) -> N
             " and status = 'completed'",
         )
         assert erasures == run + 1
+        exports = scalar(
+            fresh_db,
+            "select count(*) from public.gdpr_requests where kind = 'export'"
+            " and status = 'completed'",
+        )
+        assert exports == 2 * (run + 1)  # before and after the erasure: the proof
         lines = shell.splitlines()
-        user_id = lines[0]
-        assert f"Exported user {user_id} to pat-export.json" in shell
-        assert f"Dry run: would erase user {user_id} (nothing changed)" in shell
-        assert f"Erased user {user_id}" in shell
-        assert f"Exported user {user_id} to after-erasure.json" in shell
+        user_id = str(uuid.UUID(lines[0]))  # found by email, not "None"
+        # The CLI's wording is its own tests' business: here, what was done.
+        assert shell.count(user_id) >= 5  # looked up, exported, dry run, erased, exported
         assert "pat@initech.example" in (tmp_path / "pat-export.json").read_text()
         assert "pat@initech.example" not in (tmp_path / "after-erasure.json").read_text()
         assert scalar(fresh_db, "select count(*) from auth.users where id = %s", (user_id,)) == 0
