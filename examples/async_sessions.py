@@ -7,16 +7,15 @@ python examples/async_sessions.py
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from voicesessions import AsyncVoiceSessions
 
 
 async def main() -> None:
     async with AsyncVoiceSessions.from_env() as vs:
-        company = await vs.tenants.create_company(f"Async Co {uuid.uuid4().hex[:8]}")
-        rep = await vs.tenants.create_user(f"rep-{uuid.uuid4().hex[:8]}@async.example")
-        await vs.tenants.create_profile(rep, company.id, display_name="Ada")
+        # Re-runnable: the second run finds Ada and her company instead of making new ones.
+        ada = await vs.tenants.onboard("Async Co", "ada@async.example", display_name="Ada")
+        rep = ada.user_id
         me = vs.as_user(rep)
         sessions = await asyncio.gather(
             *(me.sessions.create(rep, f"Warm-up {i}") for i in range(3))

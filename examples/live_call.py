@@ -7,7 +7,6 @@ python examples/live_call.py
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from voicesessions import AsyncVoiceSessions
 
@@ -16,9 +15,9 @@ LINES = [("trainee", "Hi, it's Lee."), ("buyer", "Hello Lee."), ("trainee", "Sha
 
 async def main() -> None:
     async with AsyncVoiceSessions.from_env() as vs:
-        company = await vs.tenants.create_company(f"Live Co {uuid.uuid4().hex[:8]}")
-        rep = await vs.tenants.create_user(f"rep-{uuid.uuid4().hex[:8]}@live.example")
-        await vs.tenants.create_profile(rep, company.id, display_name="Lee")
+        # Re-runnable: the second run finds Lee and Live Co instead of making new ones.
+        lee = await vs.tenants.onboard("Live Co", "lee@live.example", display_name="Lee")
+        rep = lee.user_id
         me = vs.as_user(rep)
         call = await me.sessions.create(rep, "Renewal call")
 

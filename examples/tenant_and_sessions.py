@@ -7,27 +7,29 @@ at it as the manager: the same API, with Row-Level Security deciding what each o
 
 from __future__ import annotations
 
-import uuid
-
 from voicesessions import PermissionDeniedError, VoiceSessions
 
 
 def main() -> None:
-    suffix = uuid.uuid4().hex[:8]
-    with VoiceSessions.from_env() as vs:  # service role: provisioning
-        company = vs.tenants.create_company(f"Northwind {suffix}", retention={"audio_days": 30})
-        manager_id = vs.tenants.create_user(f"manager-{suffix}@northwind.example")
-        trainee_id = vs.tenants.create_user(f"trainee-{suffix}@northwind.example")
-        vs.tenants.create_profile(manager_id, company.id, role="manager", display_name="Mia")
-        vs.tenants.create_profile(trainee_id, company.id, display_name="Theo")
+    with VoiceSessions.from_env() as vs:  # service role: provisioning, safe to run again
+        mia = vs.tenants.onboard(
+            "Northwind",
+            "manager@northwind.example",
+            role="manager",
+            display_name="Mia",
+            retention={"audio_days": 30},
+        )
+        company, manager_id = mia.company, mia.user_id
+        trainee_id = vs.tenants.ensure_user("trainee@northwind.example")  # found or created
+        vs.tenants.create_profile(trainee_id, company.id, display_name="Theo")  # or the same one
 
         trainee = vs.as_user(trainee_id)
         call = trainee.sessions.create(trainee_id, "Objection handling", scenario="price")
         print(f"Theo started {call.title!r} ({call.status.value})")
 
         manager = vs.as_user(manager_id)
-        seen = manager.sessions.list(company_id=company.id)
-        print(f"Mia sees {len(seen.items)} session(s) of her team")
+        seen = manager.sessions.list(company_id=company.id, status="active")
+        print(f"Mia sees {len(seen.items)} active session(s) of her team")
         try:
             manager.sessions.complete(call.id)
         except PermissionDeniedError as exc:

@@ -130,6 +130,20 @@ class Profile(_Row):
     updated_at: datetime
 
 
+class Onboarding(_Row):
+    """A company and its first person (``tenants.onboard``). ``created`` is False when an
+    earlier identical onboarding made them (nothing was written this time)."""
+
+    company: Company
+    profile: Profile
+    created: bool
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """The person's auth uid (their profile's id): what ``as_user`` takes."""
+        return self.profile.id
+
+
 class InvitationStatus(StrEnum):
     """Where an invitation stands: ``pending`` until accepted, revoked or expired."""
 

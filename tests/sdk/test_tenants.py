@@ -3,19 +3,26 @@ allows them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
+from tests.conftest import Database
 from tests.sdk.conftest import Sdk, sdk
+from tests.support.db import scalar, unchanged
+from tests.support.world import World
 from voicesessions import (
+    AsyncVoiceSessions,
     ConflictError,
     CreatedInvitation,
     InvalidInputError,
     InvitationStatus,
     NotFoundError,
+    Onboarding,
     PermissionDeniedError,
     ProfileRole,
     RetentionPolicy,
@@ -59,6 +66,132 @@ async def test_retention_given_as_a_dict_is_validated(client: Sdk) -> None:
         await sdk(client.vs.tenants.create_company("Bad", retention={"audio_days": 0}))
     with pytest.raises(InvalidInputError):
         await sdk(client.vs.tenants.create_company("Bad", retention={"video_days": 3}))
+
+
+async def test_onboarding_twice_gives_the_same_company_and_person(client: Sdk) -> None:
+    tenants = client.vs.tenants
+    first = await sdk(tenants.onboard("Acme Sales", "Rep@Acme.example", display_name="Riley Rep"))
+    assert isinstance(first, Onboarding)
+    assert first.created
+    assert (first.company.name, first.profile.display_name) == ("Acme Sales", "Riley Rep")
+    assert first.profile.role is ProfileRole.ADMIN
+    assert first.user_id == first.profile.id == await sdk(tenants.find_user("rep@acme.example"))
+    with unchanged(client.db):
+        again = await sdk(tenants.onboard("Acme Sales", "rep@acme.example"))
+    assert not again.created
+    assert (again.company, again.profile) == (first.company, first.profile)
+    session = await sdk(client.vs.as_user(again.user_id).sessions.create(again.user_id, "Call"))
+    assert session.company_id == first.company.id
+
+
+async def test_onboarding_someone_already_elsewhere_writes_nothing(client: Sdk) -> None:
+    """A1 is a trainee of Company A (email a1@example.test)."""
+    with unchanged(client.db):
+        with pytest.raises(ConflictError) as raised:
+            await sdk(client.vs.tenants.onboard("Another Co", "a1@example.test", role="trainee"))
+        with pytest.raises(ConflictError):
+            await sdk(client.vs.tenants.onboard("Company A", "a1@example.test", role="admin"))
+    assert raised.value.code == "23505"
+    assert "already belongs to company" in raised.value.message
+
+
+async def test_onboarding_with_retention_and_a_password(client: Sdk) -> None:
+    made = await sdk(
+        client.vs.tenants.onboard(
+            "Keepers",
+            "keeper@example.test",
+            role="manager",
+            retention={"audio_days": 30},
+            password="s3cret-pass",
+        )
+    )
+    assert made.company.retention == RetentionPolicy(audio_days=30)
+    assert made.profile.role is ProfileRole.MANAGER
+    assert made.profile.display_name == "keeper"
+    assert scalar(
+        client.db,
+        "select encrypted_password like '$2%%' from auth.users where id = %s",
+        (made.user_id,),
+    )
+
+
+ONBOARD_BAD_INPUT: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    (("", "x@example.test"), {}),
+    (("  ", "x@example.test"), {}),
+    (("x" * 201, "x@example.test"), {}),
+    (("Co", "not-an-email"), {}),
+    (("Co", "two words@example.test"), {}),
+    (("Co", "x@example.test"), {"role": "owner"}),
+    (("Co", "x@example.test"), {"display_name": ""}),
+    (("Co", "x@example.test"), {"retention": {"audio_days": 0}}),
+    (("Co", "x@example.test"), {"retention": {"video_days": 3}}),
+    (("Co", "x@example.test"), {"password": "short"}),
+    ((None, "x@example.test"), {}),
+    (("Co", 42), {}),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), ONBOARD_BAD_INPUT, ids=lambda v: repr(v)[:40])
+async def test_onboarding_input_is_checked_before_any_io(
+    client: Sdk, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with unchanged(client.db), pytest.raises(InvalidInputError):
+        await sdk(client.vs.tenants.onboard(*args, **kwargs))
+
+
+async def test_a_refused_onboarding_leaves_no_company(client: Sdk) -> None:
+    """The database refuses after the company row is written (a trigger on profiles here):
+    no company stays, and the next call, once the cause is gone, onboards the same person."""
+    companies = scalar(client.db, "select count(*) from public.companies")
+    with psycopg.connect(client.db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "create function public.test_refuse_profile() returns trigger language plpgsql"
+            " as $$ begin raise exception 'refused' using errcode = '23514'; end $$;"
+            " create trigger test_refuse before insert on public.profiles for each row"
+            " execute function public.test_refuse_profile()"
+        )
+    with pytest.raises(InvalidInputError):
+        await sdk(client.vs.tenants.onboard("Half Co", "half@example.test"))
+    assert scalar(client.db, "select count(*) from public.companies") == companies
+    uid = await sdk(client.vs.tenants.find_user("half@example.test"))
+    with psycopg.connect(client.db.dsn, autocommit=True) as conn:
+        conn.execute("drop trigger test_refuse on public.profiles")
+    made = await sdk(client.vs.tenants.onboard("Half Co", "half@example.test"))
+    assert made.created
+    assert made.user_id == uid
+    assert scalar(client.db, "select count(*) from public.companies") == companies + 1
+
+
+async def test_ensure_user_finds_or_creates(client: Sdk) -> None:
+    tenants = client.vs.tenants
+    assert await sdk(tenants.find_user("fresh@example.test")) is None
+    made = await sdk(tenants.ensure_user("Fresh@Example.test"))
+    assert await sdk(tenants.ensure_user(" fresh@example.test ")) == made
+    assert await sdk(tenants.find_user("FRESH@example.test")) == made
+    assert await sdk(tenants.ensure_user("spare@example.test")) == client.world.spare_user
+
+
+async def test_concurrent_onboardings_of_one_person_make_one_company(
+    world_db: tuple[Database, World],
+) -> None:
+    db, _ = world_db
+    async with AsyncVoiceSessions.from_postgres(db.dsn) as vs:
+        made = await asyncio.gather(
+            *(vs.tenants.onboard("Race Co", "race@example.test") for _ in range(6))
+        )
+    assert sum(m.created for m in made) == 1
+    assert len({(m.company.id, m.user_id) for m in made}) == 1
+    assert scalar(db, "select count(*) from public.companies where name = 'Race Co'") == 1
+    assert scalar(db, "select count(*) from auth.users where email = 'race@example.test'") == 1
+
+
+@pytest.mark.parametrize("who", ["AA", "A1"])
+async def test_end_users_cannot_onboard_nor_look_up_users(client: Sdk, who: str) -> None:
+    with unchanged(client.db):
+        with pytest.raises(PermissionDeniedError):
+            await sdk(client.user(who).tenants.onboard("Rogue Inc", "rogue@example.test"))
+        with pytest.raises(PermissionDeniedError):
+            await sdk(client.user(who).tenants.find_user("a1@example.test"))
 
 
 @pytest.mark.parametrize("email", ["", "no-at-sign", "two words@x.test"])

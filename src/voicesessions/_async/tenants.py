@@ -1,8 +1,12 @@
 """TenantRepository: companies, auth users, profiles and invitations (tenant provisioning).
 
-Creating companies, users and profiles needs the service role. People join a company by
-invitation: an admin of the company (or the service role) invites an email address or an
-existing user with a role, and the invitee accepts with the token, which is their consent.
+Creating companies, users and profiles needs the service role. :meth:`onboard` sets up a
+company and its first person in one call that can be run again: the person is found by
+email (created when missing), and the company and their profile are made by one database
+function in one transaction, or found as an earlier identical call made them. People join a
+company by invitation: an admin of the company (or the service role) invites an email
+address or an existing user with a role, and the invitee accepts with the token, which is
+their consent.
 Admins change roles in their company; a person changes only their own display name. The
 database decides (RLS, triggers, functions), not this class.
 """
@@ -30,6 +34,7 @@ from voicesessions.models import (
     CreatedInvitation,
     Invitation,
     InvitationStatus,
+    Onboarding,
     Profile,
     ProfileRole,
     RetentionPolicy,
@@ -93,19 +98,82 @@ class AsyncTenantRepository(Resource):
         Through the Supabase Auth admin API on Supabase, an ``auth.users`` row on plain
         PostgreSQL. Not retried: a second attempt could create a second account.
         """
-        address = email.strip() if isinstance(email, str) else ""
-        if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
-            raise InvalidInputError(f"not an email address: {brief(email)}")
-        check_text(address, "email")
-        if password is not None:
-            check_text(password, "password")
-        if password is not None and len(password) < 6:
-            raise InvalidInputError("password must have at least 6 characters")
+        address = _email(email)
+        _password(password)
         uid = None if user_id is None else as_uuid(user_id, "user_id")
         return await self._call(
             lambda: self._backend.create_auth_user(address, password=password, user_id=uid),
             idempotent=False,
         )
+
+    async def find_user(self, email: str) -> uuid.UUID | None:
+        """The id of the auth user with this email address (compared trimmed and in lower
+        case, as Supabase Auth stores addresses), or None. Service role only
+        (PermissionDeniedError otherwise)."""
+        address = _email(email)
+        found = await self._call(
+            lambda: self._backend.rpc("auth_user_id", {"email": address}), idempotent=True
+        )
+        return None if found is None else as_uuid(found, "auth_user_id")
+
+    async def ensure_user(self, email: str, *, password: str | None = None) -> uuid.UUID:
+        """The id of the auth user with this email address, created (confirmed, with
+        ``password`` if given) when there is none: safe to run again. An existing user is
+        returned as is (their password is not changed). Service role only."""
+        address = _email(email)
+        _password(password)
+        found = await self.find_user(address)
+        if found is not None:
+            return found
+        try:
+            return await self.create_user(address, password=password)
+        except ConflictError:
+            # Created by a concurrent call between the look-up and the insert.
+            found = await self.find_user(address)
+            if found is None:
+                raise
+            return found
+
+    async def onboard(
+        self,
+        company_name: str,
+        email: str,
+        *,
+        role: ProfileRole | str = ProfileRole.ADMIN,
+        display_name: str | None = None,
+        retention: RetentionPolicy | dict[str, Any] | None = None,
+        password: str | None = None,
+    ) -> Onboarding:
+        """A new company and its first person, with ``role`` (admin by default) and
+        ``display_name`` (default: the local part of the email); run it again and you get
+        the same ones back (``created`` False, nothing written).
+
+        The person is the key: the auth user is found by ``email``, or created (as
+        :meth:`ensure_user`); then one database function (``onboard_member``) creates the
+        company (with ``retention``) and the profile in one transaction, or returns them when
+        that person's profile is already in a company of that name with that role. A person
+        whose profile is anywhere else is ConflictError, and nothing is written. Every
+        argument is checked before any I/O; if the database refuses the company or the
+        profile, neither exists, and only a newly made auth user (without a profile) stays,
+        to be found by the next call. Service role only (PermissionDeniedError otherwise).
+        """
+        params: dict[str, Any] = {
+            "user_id": None,
+            "company_name": _name(company_name, "company_name"),
+            "role": _role(role).value,
+            "display_name": None if display_name is None else _name(display_name, "display_name"),
+        }
+        policy = (
+            RetentionPolicy()
+            if retention is None
+            else validate_mapping(RetentionPolicy, retention, "retention")
+        )
+        params.update(policy.to_columns())
+        address = _email(email)
+        _password(password)
+        params["user_id"] = await self.ensure_user(address, password=password)
+        raw = await self._call(lambda: self._backend.rpc("onboard_member", params), idempotent=True)
+        return parse_model(Onboarding, raw)
 
     async def create_profile(
         self,
@@ -319,6 +387,22 @@ def _role(value: ProfileRole | str) -> ProfileRole:
     except ValueError as exc:
         allowed = ", ".join(r.value for r in ProfileRole)
         raise InvalidInputError(f"role must be one of {allowed}, not {brief(value)}") from exc
+
+
+def _email(value: Any) -> str:
+    address = value.strip() if isinstance(value, str) else ""
+    if "@" not in address or len(address) > 255 or any(c.isspace() for c in address):
+        raise InvalidInputError(f"not an email address: {brief(value)}")
+    check_text(address, "email")
+    return address
+
+
+def _password(value: str | None) -> None:
+    if value is None:
+        return
+    check_text(value, "password")
+    if len(value) < 6:
+        raise InvalidInputError("password must have at least 6 characters")
 
 
 def _name(value: Any, field: str) -> str:
