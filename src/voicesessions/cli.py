@@ -2,7 +2,9 @@
 
 Groups: ``local`` (the embedded PostgreSQL for development), ``db`` (migrations against
 any PostgreSQL or Supabase database) and ``gdpr`` (erasure, anonymization, export, retention
-and GDPR requests, as the service role); ``demo`` streams a simulated call and shows it live.
+and GDPR requests, as the service role); ``demo`` streams a simulated call and shows it live
+(``demo --cleanup`` erases what it made). Every command's one-line summary is its
+``short_help`` (click would cut a docstring's first sentence at "Art." or at the width).
 Every user error is one line on stderr with exit code 1; usage mistakes are reported by click
 (exit code 2), and so are, for ``gdpr``, a refused confirmation and a subject that does not
 exist.
