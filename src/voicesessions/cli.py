@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import psycopg
@@ -33,6 +33,9 @@ from voicesessions.errors import InvalidInputError, NotFoundError, VoiceSessions
 from voicesessions.local import migrations
 from voicesessions.local.server import LocalPostgres, LocalServerInfo
 from voicesessions.models import GDPRRequest, GDPRRequestStatus
+
+if TYPE_CHECKING:
+    from voicesessions._demo import DemoCleanup
 
 __all__ = ["cli", "main"]
 
@@ -477,8 +480,8 @@ def demo(speed: float, cleanup: bool) -> None:
             stop_after.stop()
 
 
-def _echo_cleanup(result: Any) -> None:
-    """What ``demo --cleanup`` removed (a :class:`voicesessions._demo.DemoCleanup`)."""
+def _echo_cleanup(result: DemoCleanup) -> None:
+    """What ``demo --cleanup`` removed."""
     if result.nothing_left:
         click.echo("Nothing to clean up: no demo data is left in this database")
         return
@@ -1030,6 +1033,13 @@ def gdpr_retention(
     if report.dry_run:
         if not changes and not report.pending_storage:
             click.echo(f"Dry run: retention would change nothing for {scope} (nothing changed)")
+            return
+        if not changes:
+            click.echo(
+                f"Dry run: retention would change no rows for {scope}, only delete "
+                f"{len(report.pending_storage)} audio file(s) earlier runs left pending "
+                "(nothing changed)"
+            )
             return
         more = ", more batches would follow" if report.more else ""
         click.echo(
