@@ -444,6 +444,18 @@ def test_an_unparsable_dsn_in_the_environment_stops_the_demo(
         assert "Traceback" not in result.stderr
 
 
+def test_the_demo_on_a_database_without_the_migrations_says_what_to_run(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_DSN, fresh_database)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    for args in (("demo",), ("demo", "--cleanup")):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert "apply the migrations first (`voicesessions db migrate`" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_no_database_at_all_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     home = _scratch_dir()
     try:
