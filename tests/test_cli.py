@@ -7,7 +7,10 @@ never touched; every server started here is stopped by the fixtures.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +129,96 @@ def test_every_command_has_help_text() -> None:
                 assert param.help, f"{' '.join(path)} {param.opts[0]} has no help text"
 
 
+#: Widths of terminal the command lists are checked at (click shortens a summary to fit).
+WIDTHS = (50, 80, 120)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_no_command_summary_is_cut(width: int) -> None:
+    """Every command and group of every level: its one-line summary in its group's list is a
+    whole phrase (click cuts a docstring's first sentence at "Art." or at the width and
+    ends it with "..."), in the listing as printed at several terminal widths."""
+    for path, command in _commands(cli):
+        summary = command.get_short_help_str(limit=20)
+        assert command.short_help, f"{' '.join(path)} has no short_help"
+        assert summary == command.short_help.strip(), path
+        assert not summary.endswith(("...", "Art.", "Arts.", "e.g.", "i.e.")), path
+        assert summary.endswith((".", ")")), path
+    for path, command in [((), cli), *_commands(cli)]:
+        if not isinstance(command, click.Group):
+            continue
+        result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=width)
+        listing = result.stdout.split("Commands:", 1)[1]
+        assert "..." not in listing, (path, listing)
+        listed = " ".join(listing.split())
+        for name, sub in command.commands.items():
+            assert f"{name} {sub.short_help}" in listed, (path, name, listing)
+
+
+def test_the_top_level_help_says_what_the_tool_is_and_names_every_command() -> None:
+    out = run("--help").stdout
+    description = out.split("Options:")[0]
+    assert "voice training sessions" in description
+    for command in ("voicesessions demo", "demo --cleanup", "local start", "db migrate", "gdpr"):
+        assert command in description, command
+    assert "_VOICESESSIONS_COMPLETE=bash_source" in description
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version_flags(flag: str) -> None:
+    from voicesessions import __version__
+
+    result = run(flag)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"voicesessions, version {__version__}\n"
+
+
+def _completion_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_VOICESESSIONS")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    return env | extra
+
+
+def test_shell_completion_works_in_bash(tmp_path: Path) -> None:
+    """What the README says to put in ~/.bashrc completes commands and options in bash, for
+    the `voicesessions` console script (here a stand-in running this interpreter)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "voicesessions"
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} -m voicesessions "$@"\n')
+    script.chmod(0o755)
+    env = _completion_env(PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    shell = (
+        'eval "$(_VOICESESSIONS_COMPLETE=bash_source voicesessions)"\n'
+        "complete -p voicesessions\n"
+        "for words in 'voicesessions gd' 'voicesessions gdpr er' 'voicesessions demo --cl'; do\n"
+        "  COMP_WORDS=($words); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n"
+        '  COMPREPLY=(); _voicesessions_completion voicesessions; echo "${COMPREPLY[*]}"\n'
+        "done\n"
+    )
+    done = subprocess.run(
+        ["bash", "--norc", "-c", shell], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "_voicesessions_completion" in lines[0]
+    assert lines[1:] == ["gdpr", "erase", "--cleanup"]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_shell_completion_scripts_for_other_shells(shell: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "voicesessions"],
+        env=_completion_env(_VOICESESSIONS_COMPLETE=f"{shell}_source"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "_VOICESESSIONS_COMPLETE" in done.stdout
+    assert "voicesessions" in done.stdout
+
+
 # --- local -----------------------------------------------------------------------------------
 
 
@@ -190,7 +283,12 @@ def test_local_stop_and_start_again() -> None:
         status = run("local", "status", "--data-dir", str(data_dir), "--json")
         assert json.loads(status.stdout)["running"] is False
         text = run("local", "status", "--data-dir", str(data_dir))
-        assert "not running (created)" in text.stdout
+        assert "Status:     not running (start it with `voicesessions local start`)\n" in (
+            text.stdout
+        )
+        assert "(created)" not in text.stdout
+        never = run("local", "status", "--data-dir", str(home / "never"))
+        assert "not running, not created yet (`voicesessions local start` creates" in (never.stdout)
 
         again = run("local", "stop", "--data-dir", str(data_dir))
         assert "is not running" in again.stdout
@@ -226,6 +324,39 @@ def test_dry_run_changes_nothing(fresh_database: str, fake_migrations: Path) -> 
     assert again.stdout == "Database is up to date (2 migrations applied)\n"
     dry_again = run("db", "migrate", "--dry-run", *args)
     assert dry_again.stdout == "Database is up to date (2 migrations applied)\n"
+
+
+def test_db_migrate_json(fresh_database: str, fake_migrations: Path) -> None:
+    """`db migrate --json`: the files applied now, as `local start --json` names them, the
+    files still pending, and the total."""
+    args = ("--dsn", fresh_database, "--migrations-dir", str(fake_migrations), "--json")
+    files = ["20240101000000_first.sql", "20240102000000_second.sql"]
+    dry = run("db", "migrate", "--dry-run", *args)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout) == {
+        "dry_run": True,
+        "migrations_applied": [],
+        "pending": files,
+        "applied_total": 0,
+    }
+    applied = run("db", "migrate", *args)
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout) == {
+        "dry_run": False,
+        "migrations_applied": files,
+        "pending": [],
+        "applied_total": 2,
+    }
+    again = run("db", "migrate", *args)
+    assert json.loads(again.stdout)["migrations_applied"] == []
+    assert json.loads(again.stdout)["applied_total"] == 2
+
+
+def test_local_start_and_db_migrate_json_name_the_files_alike(home: Path, dsn: str) -> None:
+    start = json.loads(run("local", "start", "--json").stdout)
+    migrate = json.loads(run("db", "migrate", "--dsn", dsn, "--json").stdout)
+    assert start["migrations_applied"] == migrate["migrations_applied"] == []
+    assert migrate["applied_total"] == len(load_migrations())
 
 
 def test_db_status_lists_versions_unknown_to_the_package(
@@ -270,6 +401,59 @@ def test_the_dsn_comes_from_the_environment(
 )
 def test_a_bad_dsn_is_a_one_line_error(command: str, bad_dsn: str) -> None:
     assert_one_line_error(run("db", command, "--dsn", bad_dsn))
+
+
+#: Every command that takes --dsn (and the demo, which reads $VOICESESSIONS_DSN).
+DSN_COMMANDS = [
+    ("db", "migrate"),
+    ("db", "migrate", "--dry-run"),
+    ("db", "status"),
+    ("gdpr", "erase", "--user", "00000000-0000-4000-8000-000000000001", "--yes"),
+    ("gdpr", "anonymize", "--session", "00000000-0000-4000-8000-000000000001", "--yes"),
+    ("gdpr", "export", "--user", "00000000-0000-4000-8000-000000000001", "-o", "x.json"),
+    ("gdpr", "retention", "--dry-run"),
+    ("gdpr", "retention", "--runs"),
+    ("gdpr", "requests"),
+]
+
+
+@pytest.mark.parametrize(
+    "bad_dsn", ["DSN", "not a dsn at all", "host=127.0.0.1 x", "postgresql://u@h:1/d?x=1"]
+)
+@pytest.mark.parametrize("args", DSN_COMMANDS, ids=" ".join)
+def test_an_unparsable_dsn_says_what_a_dsn_looks_like(
+    args: tuple[str, ...], bad_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    line = assert_one_line_error(run(*args, "--dsn", bad_dsn))
+    assert line.startswith("Error: invalid DSN (from --dsn or $VOICESESSIONS_DSN): ")
+    assert "A DSN looks like postgresql://postgres:PASSWORD@127.0.0.1:5432/postgres" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unparsable_dsn_in_the_environment_stops_the_demo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_DSN, "DSN")
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    for args in (("demo",), ("demo", "--cleanup")):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert "Error: invalid DSN (from --dsn or $VOICESESSIONS_DSN)" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_the_demo_on_a_database_without_the_migrations_says_what_to_run(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_DSN, fresh_database)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    for args in (("demo",), ("demo", "--cleanup")):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert "apply the migrations first (`voicesessions db migrate`" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_no_database_at_all_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:

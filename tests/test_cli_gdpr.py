@@ -4,6 +4,7 @@ with the audio in a scratch local store."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from voicesessions import cli as cli_module
 from voicesessions.cli import cli, gdpr
 
 BUCKET = "session-audio"
+#: The gdpr commands that touch no audio file (no --storage-root).
+NO_AUDIO = {"requests"}
 ANON_TITLE = "Anonymized session"
 
 
@@ -30,7 +33,9 @@ class Env:
     root: Path
 
     def run(self, *args: str, input: str | None = None) -> Result:
-        argv = ["gdpr", *args, "--dsn", self.db.dsn, "--storage-root", str(self.root)]
+        argv = ["gdpr", *args, "--dsn", self.db.dsn]
+        if args[0] not in NO_AUDIO:
+            argv += ["--storage-root", str(self.root)]
         return CliRunner().invoke(cli, argv, input=input)
 
     def id(self, key: str) -> uuid.UUID:
@@ -101,6 +106,7 @@ def test_every_gdpr_command_and_option_has_help_text() -> None:
         assert result.exit_code == 0
         assert "--json" in result.stdout
         assert "--dsn" in result.stdout
+        assert ("--storage-root" in result.stdout) == (name not in NO_AUDIO), name
     assert CliRunner().invoke(cli, ["gdpr", "--help"]).exit_code == 0
 
 
@@ -124,6 +130,67 @@ def test_erase_with_yes_erases_rows_and_audio(env: Env) -> None:
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
     assert report["already_erased"] is True
+
+
+def _table(output: str) -> list[str]:
+    """The names of the count table's rows, in the order printed."""
+    return [m.group(1) for m in re.finditer(r"^  ([a-z_]+) +\d+$", output, re.M)]
+
+
+def test_counts_are_listed_in_a_fixed_order_of_meaning(env: Env, tmp_path: Path) -> None:
+    """The database hands counts back ordered by key length (jsonb): the CLI lists the
+    person, then the sessions and what hangs off them, then audio and records."""
+    rank = {name: i for i, name in enumerate(cli_module.COUNT_ORDER)}
+    dry = env.run("erase", "--user", str(env.id("A1")), "--include-account", "--dry-run")
+    export = env.run("export", "--user", str(env.id("A1")), "-o", str(tmp_path / "a1.json"))
+    erase = env.run("erase", "--user", str(env.id("A1")), "--include-account", "--yes")
+    for result in (dry, export, erase):
+        assert result.exit_code == 0, result.output
+        names = _table(result.stdout)
+        assert len(names) >= 9, result.stdout
+        assert set(names) <= rank.keys(), result.stdout
+        assert names == sorted(names, key=rank.__getitem__), result.stdout
+    assert _table(erase.stdout)[:5] == [
+        "account",
+        "identities",
+        "auth_audit_entries",
+        "profile",
+        "sessions",
+    ]
+    assert cli_module._counts_text(
+        json.loads(
+            env.run(
+                "erase", "--user", str(env.id("A2")), "--dry-run", "--json", "--include-account"
+            ).stdout
+        )["counts"]
+    ).startswith("account 1, profile 1, sessions 2, participants")
+
+
+def test_a_repeated_erase_says_plainly_that_nothing_was_left(env: Env) -> None:
+    first = env.run("erase", "--user", str(env.id("A1")), "--yes")
+    assert first.exit_code == 0, first.output
+    request = re.search(r"^Request: ([0-9a-f-]{36}) \(completed\)$", first.stdout, re.M)
+    assert request, first.stdout
+    again = env.run("erase", "--user", str(env.id("A1")), "--yes")
+    assert again.exit_code == 0, again.output
+    assert again.stdout == (
+        f"Nothing left to erase for user {env.id('A1')}: already erased by request "
+        f"{request.group(1)}\n"
+    )
+
+
+def test_a_repeated_anonymization_says_plainly_that_nothing_was_left(env: Env) -> None:
+    sid = env.world.completed_session["A1"]
+    first = env.run("anonymize", "--session", str(sid), "--yes")
+    assert first.exit_code == 0, first.output
+    assert "Stores: database" in first.stdout
+    again = env.run("anonymize", "--session", str(sid), "--yes")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.startswith(
+        f"Nothing left to anonymize in session {sid}: already anonymized"
+    )
+    assert "(-)" not in again.stdout
+    assert "Stores: -" not in again.stdout
 
 
 def test_erase_json_report(env: Env) -> None:
@@ -312,8 +379,11 @@ def test_retention_dry_run_then_run(env: Env) -> None:
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout)["counts"]["audio"] == 2
     human = env.run("retention", "--company", company, "--dry-run")
-    assert "Dry run" in human.stdout
+    assert human.stdout.startswith(
+        f"Dry run: retention would change 1 company (company {company}; nothing changed)\n"
+    )
     assert "audio" in human.stdout
+    assert "Companies:" not in human.stdout
     assert all(f.exists() for f in files)
     assert env.requests() == before
 
@@ -329,6 +399,16 @@ def test_retention_dry_run_then_run(env: Env) -> None:
     again = env.run("retention", "--yes", "--json")
     assert again.exit_code == 0, again.output
     assert sum(json.loads(again.stdout)["counts"].values()) == 0
+
+    # Nothing older than the limits: one plain sentence, dry run or not.
+    dry_again = env.run("retention", "--dry-run")
+    assert dry_again.stdout == (
+        "Dry run: retention would change nothing for every company (nothing changed)\n"
+    )
+    run_again = env.run("retention", "--yes")
+    assert run_again.stdout == (
+        "Retention changed nothing for every company: nothing is older than the limits\n"
+    )
 
 
 @pytest.mark.usefixtures("tty")

@@ -1,24 +1,39 @@
 """``voicesessions demo``: a simulated practice call streamed through the SDK while a
 subscriber prints what it hears.
 
-The demo uses only the public API, as an application would: the service role creates a
-company and a trainee; the trainee (through ``as_user``, so RLS applies) starts a session,
-subscribes to it, streams the call (interim segments as words arrive, then the final one,
-and audio metrics now and then), completes it and reads the assembled transcript back.
+The demo uses the public API, as an application would: the service role provisions the
+demo company and trainee; the trainee (through ``as_user``, so RLS applies) starts a
+session, subscribes to it, streams the call (interim segments as words arrive, then the
+final one, and audio metrics now and then), completes it and reads the assembled transcript
+back.
+
+The demo's data is known to the database by two fixed ids (migration
+``20261128001600_demo_cleanup``: ``public.demo_company`` creates or returns the demo company,
+``public.demo_data`` lists what the demo left): every run reuses the demo company and the
+demo trainee and adds one session. :func:`cleanup_demo` (``voicesessions demo --cleanup``)
+erases every person of the demo company and the demo trainee with their accounts through the
+GDPR erasure (recorded as any erasure, audio included), then removes the empty company.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from voicesessions._sync.client import VoiceSessions
-from voicesessions.models import SessionEvent
+from voicesessions.errors import ConfigurationError, ConflictError, NotFoundError
+from voicesessions.models import ErasureReport, SessionEvent
+
+#: The demo trainee's login (the account has no password: nobody signs in as Dana).
+DEMO_EMAIL = "demo-trainee@example.com"
+DEMO_TRAINEE_NAME = "Dana Demo"
 
 #: The simulated call: (speaker, words). Timing is derived from the words.
 SCRIPT: tuple[tuple[str, str], ...] = (
@@ -110,8 +125,7 @@ class _Console:
                 self.line(f"  {clock}  {segment.speaker:<8} {segment.text}")
             self.interim_heard += len(event.interim_segments)
         elif event.event == "audio_metrics" and event.payload:
-            shown = " · ".join(f"{k} {v}" for k, v in sorted(event.payload.items()))
-            self.line(f"  ~~~~~  audio    {shown}")
+            self.line(f"  ~~~~~  audio    {audio_text(event.payload)}")
         elif event.event == "status" and event.payload:
             self.line(f"  -----  status   {event.payload.get('status')}")
             if event.payload.get("status") == "completed":
@@ -135,22 +149,97 @@ class DemoResult:
     company_id: uuid.UUID
     trainee_id: uuid.UUID
     session_id: uuid.UUID
+    company_created: bool
+
+
+#: How the demo's audio metrics read: key -> (label, unit), in this order.
+_AUDIO_LABELS = {
+    "rms_dbfs": ("level", "dBFS"),
+    "peak_dbfs": ("peak", "dBFS"),
+    "snr_db": ("SNR", "dB"),
+}
+#: The event kinds in the order a reader expects them.
+_EVENT_ORDER = ("transcript", "audio_metrics", "status")
+
+
+def audio_text(metrics: Any) -> str:
+    """Audio metrics as a person reads them: ``level -19.5 dBFS · peak -3.2 dBFS · SNR 31 dB``
+    (known keys first, in that order, then any other key as ``name value``)."""
+    if not metrics:
+        return "none recorded"
+    items = dict(metrics)
+    shown = [
+        f"{label} {items.pop(key)} {unit}"
+        for key, (label, unit) in _AUDIO_LABELS.items()
+        if key in items
+    ]
+    shown += [f"{key} {value}" for key, value in sorted(items.items())]
+    return " · ".join(shown)
+
+
+def events_text(heard: Counter[str]) -> str:
+    """Event counts as ``transcript 3 · audio_metrics 3 · status 1`` (a fixed order)."""
+    kinds = [k for k in _EVENT_ORDER if heard.get(k)]
+    kinds += sorted(k for k in heard if k not in _EVENT_ORDER and heard[k])
+    return " · ".join(f"{kind} {heard[kind]}" for kind in kinds) or "none"
+
+
+def documentation_url() -> str | None:
+    """The ``Documentation`` URL of the installed distribution (pyproject's
+    ``project.urls``), or None when the package runs from a source tree without metadata."""
+    try:
+        urls = metadata.metadata("voicesessions").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = str(entry).partition(",")
+        if label.strip().lower() == "documentation" and url.strip():
+            return url.strip()
+    return None
+
+
+def _rpc(vs: VoiceSessions, function: str) -> dict[str, Any]:
+    """Call one of the demo's database functions (service role)."""
+    try:
+        answer = vs._backend.rpc(function)
+    except NotFoundError as exc:
+        raise ConfigurationError(
+            f"this database has no public.{function}(): apply the migrations first "
+            "(`voicesessions db migrate`, or `supabase db push`)"
+        ) from exc
+    return dict(answer)
+
+
+def _provision(vs: VoiceSessions) -> tuple[uuid.UUID, uuid.UUID, bool]:
+    """The demo company (created on the first run) and the demo trainee's profile in it:
+    (company id, trainee id, whether the company was created now)."""
+    ids = _rpc(vs, "demo_company")
+    company_id = uuid.UUID(str(ids["company_id"]))
+    trainee_id = uuid.UUID(str(ids["trainee_id"]))
+    try:
+        vs.tenants.get_profile(trainee_id)
+    except NotFoundError:
+        # ConflictError: the account outlived an erasure without --include-account (or an
+        # interrupted run): reuse it.
+        with contextlib.suppress(ConflictError):
+            vs.tenants.create_user(DEMO_EMAIL, user_id=trainee_id)
+        vs.tenants.create_profile(trainee_id, company_id, display_name=DEMO_TRAINEE_NAME)
+    return company_id, trainee_id, bool(ids.get("created"))
 
 
 def run_demo(
     vs: VoiceSessions, *, speed: float, echo: Callable[..., None], tty: bool
 ) -> DemoResult:
     """Run the simulated call at ``speed`` times real time, printing through ``echo``."""
-    tag = uuid.uuid4().hex[:8]
-    company = vs.tenants.create_company(f"Demo Sales Academy {tag}")
-    trainee_id = vs.tenants.create_user(f"demo-trainee-{tag}@example.com")
-    vs.tenants.create_profile(trainee_id, company.id, display_name="Dana Demo")
+    company_id, trainee_id, created = _provision(vs)
     trainee = vs.as_user(trainee_id)
     session = trainee.sessions.create(
         trainee_id, "Discovery call with Northwind (simulated)", scenario="discovery"
     )
     turns = _timeline()
-    echo(f"Company {company.name}, trainee Dana Demo ({trainee_id})")
+    company = vs.tenants.get_company(company_id)
+    how = "created now" if created else "reused: every demo run adds its session to it"
+    echo(f"Company {company.name} ({how}), trainee {DEMO_TRAINEE_NAME} ({trainee_id})")
     echo(f"Session {session.id}: {len(turns)} turns, {turns[-1].end_ms / 1000:.0f} s of call")
     echo("Live, as a subscriber hears it:")
 
@@ -184,15 +273,61 @@ def run_demo(
     echo(f"  trainee pace          {analytics.speaking_pace_wpm} words/min")
     echo(f"  trainee questions     {analytics.question_count}")
     echo(f"  filler words          {analytics.filler_words_count}")
-    echo(f"  audio quality         {done.audio_quality}")
-    echo(f"  events heard          {dict(sorted(console.heard.items()))}")
+    echo(f"  audio quality         {audio_text(done.audio_quality)}")
+    echo(f"  events heard          {events_text(console.heard)}")
     echo(f"  status                {done.status.value}")
     echo("")
     echo("Where to go next:")
-    echo("  README.md: the Python quickstart, live updates (events/subscribe/stream), analytics")
+    docs = documentation_url()
+    if docs:
+        echo(f"  {docs}   # the documentation: quickstart, live updates, analytics")
+    echo("  voicesessions --help                                 # every command")
     echo(f"  voicesessions gdpr export --user {trainee_id} -o dana.json   # all data on Dana")
-    echo(f"  voicesessions gdpr erase --user {trainee_id} --yes           # remove the demo data")
-    return DemoResult(company.id, trainee_id, session.id)
+    echo("  voicesessions demo --cleanup                         # remove everything the demo made")
+    return DemoResult(company_id, trainee_id, session.id, created)
+
+
+@dataclasses.dataclass
+class DemoCleanup:
+    """What :func:`cleanup_demo` removed: one erasure report per person erased now (people
+    already erased, or never here, are left out), and whether the demo company was removed."""
+
+    company_id: uuid.UUID | None
+    erased: list[tuple[uuid.UUID, ErasureReport]]
+    company_removed: bool
+
+    @property
+    def nothing_left(self) -> bool:
+        """True when there was nothing of the demo to remove."""
+        return not self.erased and not self.company_removed
+
+    @property
+    def pending_storage(self) -> int:
+        """Audio files still to delete (a storage failure): run the clean-up again."""
+        return sum(len(report.pending_storage) for _, report in self.erased)
+
+
+def cleanup_demo(vs: VoiceSessions) -> DemoCleanup:
+    """Remove everything the demo made: erase each person of the demo company and the demo
+    trainee, with their accounts and audio, through the GDPR erasure; then remove the empty
+    demo company. Idempotent: a second call finds nothing and changes nothing."""
+    found = _rpc(vs, "demo_data")
+    company = uuid.UUID(str(found["company_id"])) if found.get("company_id") else None
+    people = [uuid.UUID(str(pid)) for pid in found.get("people") or []]
+    trainee = uuid.UUID(str(found["trainee_id"]))
+    if trainee not in people:
+        people.insert(0, trainee)
+    erased: list[tuple[uuid.UUID, ErasureReport]] = []
+    for person in people:
+        try:
+            report = vs.gdpr.delete_user_session_data(person, include_account=True)
+        except NotFoundError:
+            continue  # never in this database
+        if report.already_erased and not report.storage_removed and not report.pending_storage:
+            continue
+        erased.append((person, report))
+    removed = bool(vs._backend.rpc("demo_remove_company"))
+    return DemoCleanup(company, erased, removed)
 
 
 def _percent(ratio: Any) -> str:

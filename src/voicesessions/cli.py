@@ -2,7 +2,9 @@
 
 Groups: ``local`` (the embedded PostgreSQL for development), ``db`` (migrations against
 any PostgreSQL or Supabase database) and ``gdpr`` (erasure, anonymization, export, retention
-and GDPR requests, as the service role); ``demo`` streams a simulated call and shows it live.
+and GDPR requests, as the service role); ``demo`` streams a simulated call and shows it live
+(``demo --cleanup`` erases what it made). Every command's one-line summary is its
+``short_help`` (click would cut a docstring's first sentence at "Art." or at the width).
 Every user error is one line on stderr with exit code 1; usage mistakes are reported by click
 (exit code 2), and so are, for ``gdpr``, a refused confirmation and a subject that does not
 exist.
@@ -18,7 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import psycopg
@@ -31,6 +33,9 @@ from voicesessions.errors import InvalidInputError, NotFoundError, VoiceSessions
 from voicesessions.local import migrations
 from voicesessions.local.server import LocalPostgres, LocalServerInfo
 from voicesessions.models import GDPRRequest, GDPRRequestStatus
+
+if TYPE_CHECKING:
+    from voicesessions._demo import DemoCleanup
 
 __all__ = ["cli", "main"]
 
@@ -93,18 +98,31 @@ def _migrations_dir_option(func: F) -> F:
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="voicesessions")
+@click.version_option(__version__, "-V", "--version", prog_name="voicesessions")
 def cli() -> None:
-    """Voice training sessions on Supabase or any PostgreSQL.
+    """voicesessions: store, stream and analyze voice training sessions (transcripts, audio
+    quality, analytics) in Supabase or any PostgreSQL, with per-company access rules and
+    GDPR tooling. This command runs the local database, the migrations, the demo and the
+    GDPR operations.
 
-    Run a local database with `voicesessions local start`, then manage its schema with
-    `voicesessions db`.
+    \b
+    First steps:
+      voicesessions demo                 a simulated call streamed live, no setup
+      voicesessions demo --cleanup       remove everything the demo made
+      voicesessions local start          a local PostgreSQL with the schema applied
+      voicesessions db migrate           apply the schema to $VOICESESSIONS_DSN
+      voicesessions gdpr --help          export, erase, anonymize, retention
+
+    Shell completion: add `eval "$(_VOICESESSIONS_COMPLETE=bash_source voicesessions)"` to
+    ~/.bashrc (zsh_source for ~/.zshrc; fish_source for fish).
     """
 
 
 def main() -> None:
-    """Entry point of the ``voicesessions`` console script."""
-    cli()
+    """Entry point of the ``voicesessions`` console script (and ``python -m voicesessions``):
+    always named ``voicesessions``, so shell completion's ``_VOICESESSIONS_COMPLETE`` works
+    either way."""
+    cli(prog_name="voicesessions", complete_var="_VOICESESSIONS_COMPLETE")
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +130,7 @@ def main() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(short_help="Run a local PostgreSQL for development (no Docker).")
 def local() -> None:
     """Run a local PostgreSQL for development and tests (no Docker needed).
 
@@ -121,7 +139,7 @@ def local() -> None:
     """
 
 
-@local.command("start")
+@local.command("start", short_help="Start the local server and apply the migrations.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="TCP port to use.")
 @click.option(
     "--fast",
@@ -159,7 +177,7 @@ def local_start(port: int | None, fast: bool, data_dir: Path | None, as_json: bo
     click.echo(f"DSN: {info.dsn}")
 
 
-@local.command("stop")
+@local.command("stop", short_help="Stop the local server (its data is kept).")
 @_data_dir_option
 def local_stop(data_dir: Path | None) -> None:
     """Stop the local server. Its data is kept for the next start."""
@@ -170,7 +188,7 @@ def local_stop(data_dir: Path | None) -> None:
         click.echo(f"The local PostgreSQL is not running (data: {server.data_dir})")
 
 
-@local.command("status")
+@local.command("status", short_help="Show whether the local server runs, and its DSN.")
 @_data_dir_option
 @_json_option
 def local_status(data_dir: Path | None, as_json: bool) -> None:
@@ -195,9 +213,13 @@ def local_status(data_dir: Path | None, as_json: bool) -> None:
     if info is not None:
         click.echo(f"Status:     running (pid {info.pid}, port {info.port})")
         click.echo(f"DSN:        {info.dsn}")
+    elif server.initialized:
+        click.echo("Status:     not running (start it with `voicesessions local start`)")
     else:
-        created = "created" if server.initialized else "not created yet"
-        click.echo(f"Status:     not running ({created})")
+        click.echo(
+            "Status:     not running, not created yet "
+            "(`voicesessions local start` creates and starts it)"
+        )
     click.echo(f"Data dir:   {server.data_dir}")
     if "major_version" in payload:
         click.echo(f"PostgreSQL: {payload['major_version']}")
@@ -224,7 +246,7 @@ def _info_dict(info: LocalServerInfo) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(short_help="Apply and inspect the schema migrations of a database.")
 def db() -> None:
     """Apply and inspect the schema migrations of any PostgreSQL or Supabase database.
 
@@ -234,15 +256,19 @@ def db() -> None:
     """
 
 
-@db.command("migrate")
+@db.command("migrate", short_help="Apply every pending migration.")
 @_dsn_option
 @click.option("--dry-run", is_flag=True, help="List the pending migrations; change nothing.")
+@_json_option
 @_migrations_dir_option
-def db_migrate(dsn: str | None, dry_run: bool, migrations_dir: Path | None) -> None:
+def db_migrate(dsn: str | None, dry_run: bool, as_json: bool, migrations_dir: Path | None) -> None:
     """Apply every pending migration, each in its own transaction.
 
     On plain PostgreSQL the Supabase-compatibility objects (roles, auth and storage schemas)
-    are created first where missing; on a Supabase database they never are.
+    are created first where missing; on a Supabase database they never are. With --json:
+    {dry_run, migrations_applied (the files applied now; as in `local start --json`),
+    pending (the files still to apply: what a dry run would apply), applied_total (how many
+    the database has now)}.
     """
     known = migrations.load_migrations(migrations_dir)
     with _connect(_resolve_dsn(dsn)) as conn:
@@ -250,6 +276,9 @@ def db_migrate(dsn: str | None, dry_run: bool, migrations_dir: Path | None) -> N
         done = sum(1 for state in states if state.applied)
         if dry_run:
             pending = [state.migration for state in states if not state.applied]
+            if as_json:
+                _echo_json(_migrate_json(True, [], pending, done))
+                return
             if not pending:
                 click.echo(f"Database is up to date ({done} migrations applied)")
                 return
@@ -260,6 +289,9 @@ def db_migrate(dsn: str | None, dry_run: bool, migrations_dir: Path | None) -> N
                 click.echo("after the Supabase-compatibility bootstrap (plain PostgreSQL)")
             return
         applied = migrations.migrate(conn, known)
+    if as_json:
+        _echo_json(_migrate_json(False, applied, [], done + len(applied)))
+        return
     for migration in applied:
         click.echo(f"Applied {migration.filename}")
     if applied:
@@ -268,7 +300,21 @@ def db_migrate(dsn: str | None, dry_run: bool, migrations_dir: Path | None) -> N
         click.echo(f"Database is up to date ({done} migrations applied)")
 
 
-@db.command("status")
+def _migrate_json(
+    dry_run: bool,
+    applied: Sequence[migrations.Migration],
+    pending: Sequence[migrations.Migration],
+    total: int,
+) -> dict[str, Any]:
+    return {
+        "dry_run": dry_run,
+        "migrations_applied": [m.filename for m in applied],
+        "pending": [m.filename for m in pending],
+        "applied_total": total,
+    }
+
+
+@db.command("status", short_help="Show which migrations the database has.")
 @_dsn_option
 @_json_option
 @_migrations_dir_option
@@ -328,14 +374,30 @@ def _resolve_dsn(dsn: str | None) -> str:
     return info.dsn
 
 
-def _connect(dsn: str) -> psycopg.Connection[object]:
+#: Shown with an invalid DSN: what a valid one looks like.
+DSN_EXAMPLE = (
+    "postgresql://postgres:PASSWORD@127.0.0.1:5432/postgres "
+    "(or: host=127.0.0.1 port=5432 dbname=postgres user=postgres password=PASSWORD)"
+)
+
+
+def _checked_dsn(dsn: str) -> str:
+    """``dsn`` with a ``connect_timeout`` (unless it sets one); a one-line error with an
+    example of a valid one when libpq cannot parse it (such as the placeholder ``DSN``)."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error as exc:
-        raise click.ClickException(f"invalid DSN: {_one_line(str(exc))}") from exc
+        raise click.ClickException(
+            f"invalid DSN (from --dsn or ${ENV_DSN}): {_one_line(str(exc))}. "
+            f"A DSN looks like {DSN_EXAMPLE}"
+        ) from exc
     if "connect_timeout" not in params:
         dsn = make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT_S)
-    return migrations.connect(dsn)
+    return dsn
+
+
+def _connect(dsn: str) -> psycopg.Connection[object]:
+    return migrations.connect(_checked_dsn(dsn))
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,7 +405,7 @@ def _connect(dsn: str) -> psycopg.Connection[object]:
 # --------------------------------------------------------------------------------------------
 
 
-@cli.command("demo")
+@cli.command("demo", short_help="Stream a simulated call live, no setup (--cleanup removes it).")
 @click.option(
     "--speed",
     type=click.FloatRange(min=1, max=100_000),
@@ -351,34 +413,95 @@ def _connect(dsn: str) -> psycopg.Connection[object]:
     show_default=True,
     help="How many times faster than real time the simulated call is played.",
 )
-def demo(speed: float) -> None:
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help=(
+        "Instead of a call, remove everything the demo made: erase its people with their "
+        "accounts and audio (GDPR erasure), then remove the demo company."
+    ),
+)
+def demo(speed: float, cleanup: bool) -> None:
     """Stream a simulated practice call and watch it live, with no setup.
 
-    Creates a demo company and trainee, streams a trainee/AI-buyer call (interim and final
-    segments, audio metrics) while a subscriber prints what it hears, completes the session
-    and prints the stored transcript and a few numbers. Uses VOICESESSIONS_DSN or the
-    SUPABASE_* variables when set; otherwise starts (or reuses) the local PostgreSQL of
-    `voicesessions local start` and applies the migrations.
-    """
-    from voicesessions._demo import run_demo
+    Streams a trainee/AI-buyer call (interim and final segments, audio metrics) while a
+    subscriber prints what it hears, completes the session and prints the stored transcript
+    and a few numbers. Every run reuses the demo company and trainee (fixed ids the database
+    knows) and adds one session. Uses VOICESESSIONS_DSN or the SUPABASE_* variables when
+    set; otherwise starts (or reuses) the local PostgreSQL of `voicesessions local start`
+    and applies the migrations.
 
+    With --cleanup it removes everything demo runs made in that database: each person of
+    the demo company and the demo trainee are erased with their accounts, sessions and audio
+    files through the GDPR erasure (each recorded as a GDPR request, as any erasure), then
+    the empty demo company is removed. Running it again finds nothing left.
+    """
+    from voicesessions._demo import cleanup_demo, run_demo
+
+    stop_after: LocalPostgres | None = None
     if os.environ.get(ENV_DSN) or os.environ.get(ENV_SUPABASE_URL):
         click.echo("Using the database of VOICESESSIONS_DSN / SUPABASE_URL")
+        if os.environ.get(ENV_DSN):
+            _checked_dsn(os.environ[ENV_DSN])
         vs = VoiceSessions.from_env()
     else:
         server = LocalPostgres()
+        if cleanup and not server.initialized:
+            click.echo(
+                "Nothing to clean up: the local PostgreSQL was never created "
+                f"(data: {server.data_dir})"
+            )
+            return
         was_running = server.is_running()
         info = server.start()
+        if cleanup and not was_running:
+            stop_after = server
         with _connect(info.dsn) as conn:
             applied = migrations.migrate(conn)
         verb = "reused" if was_running else "started"
+        after = (
+            "stopped again after the clean-up"
+            if stop_after
+            else "stop it with `voicesessions local stop`"
+        )
         click.echo(
             f"Local PostgreSQL {info.major_version} {verb} on 127.0.0.1:{info.port}"
-            f" ({len(applied)} migration(s) applied now; stop it with `voicesessions local stop`)"
+            f" ({len(applied)} migration(s) applied now; {after})"
         )
         vs = VoiceSessions.from_postgres(info.dsn)
-    with vs:
-        run_demo(vs, speed=speed, echo=click.echo, tty=sys.stdout.isatty())
+    try:
+        with vs:
+            if cleanup:
+                _echo_cleanup(cleanup_demo(vs))
+            else:
+                run_demo(vs, speed=speed, echo=click.echo, tty=sys.stdout.isatty())
+    finally:
+        if stop_after is not None:
+            stop_after.stop()
+
+
+def _echo_cleanup(result: DemoCleanup) -> None:
+    """What ``demo --cleanup`` removed."""
+    if result.nothing_left:
+        click.echo("Nothing to clean up: no demo data is left in this database")
+        return
+    for person, report in result.erased:
+        request = f" (GDPR request {report.request_id})" if report.request_id else ""
+        click.echo(
+            f"Erased demo person {person} with their account{request}: "
+            f"{_counts_text(report.counts)}; audio files deleted: {report.storage_removed}"
+        )
+    if result.company_removed:
+        click.echo(f"Removed the demo company {result.company_id}")
+    if result.pending_storage:
+        raise click.ClickException(
+            f"{result.pending_storage} audio file(s) could not be deleted yet: run "
+            "`voicesessions demo --cleanup` again"
+        )
+    click.echo(
+        "Nothing of the demo is left. The GDPR requests and audit entries recording the "
+        "erasures remain; they hold no personal data."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,7 +528,7 @@ class _GdprGroup(click.Group):
             raise _Refused(_one_line(str(exc)) or type(exc).__name__) from exc
 
 
-@cli.group(cls=_GdprGroup)
+@cli.group(cls=_GdprGroup, short_help="Export, erase, anonymize, retention, GDPR requests.")
 def gdpr() -> None:
     """Erase, anonymize and export a person's data, apply or schedule retention, list GDPR
     requests.
@@ -419,9 +542,18 @@ def gdpr() -> None:
 
 
 def _gdpr_options(func: F) -> F:
-    """``--dsn``, ``--storage-root`` and ``--json``, shared by every ``gdpr`` command."""
-    func = _json_option(func)
-    func = click.option(
+    """``--dsn``, ``--storage-root`` and ``--json``: the ``gdpr`` commands that delete or read
+    audio files."""
+    return _gdpr_dsn_option(_storage_root_option(_json_option(func)))
+
+
+def _gdpr_database_options(func: F) -> F:
+    """``--dsn`` and ``--json``: the ``gdpr`` commands that touch no audio file."""
+    return _gdpr_dsn_option(_json_option(func))
+
+
+def _storage_root_option(func: F) -> F:
+    return click.option(
         "--storage-root",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
@@ -430,6 +562,9 @@ def _gdpr_options(func: F) -> F:
             "$VOICESESSIONS_STORAGE_ROOT, else storage/ in the user data directory."
         ),
     )(func)
+
+
+def _gdpr_dsn_option(func: F) -> F:
     return click.option(
         "--dsn",
         envvar=ENV_DSN,
@@ -459,13 +594,7 @@ def _gdpr_client(
         with VoiceSessions.from_env() as vs:
             yield vs, None
         return
-    target = _resolve_dsn(dsn)
-    try:
-        params = conninfo_to_dict(target)
-    except psycopg.Error as exc:
-        raise click.ClickException(f"invalid DSN: {_one_line(str(exc))}") from exc
-    if "connect_timeout" not in params:
-        target = make_conninfo(target, connect_timeout=CONNECT_TIMEOUT_S)
+    target = _checked_dsn(_resolve_dsn(dsn))
     backend = PostgresBackend.from_dsn(target, min_size=1, max_size=2, storage_root=storage_root)
     with VoiceSessions(backend) as vs:
         yield vs, backend.storage_root
@@ -504,8 +633,39 @@ def _echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, default=str))
 
 
+#: The order counts are shown in: the person, their sessions and what hangs off a session,
+#: the audio, then the records (the database hands them back ordered by key length).
+COUNT_ORDER = (
+    "account",
+    "identities",
+    "auth_audit_entries",
+    "auth_audit_log",
+    "profile",
+    "invitations",
+    "sessions",
+    "participants",
+    "segments",
+    "transcripts",
+    "analyses",
+    "analysis_results",
+    "analytics",
+    "session_analytics",
+    "audio",
+    "storage_objects",
+    "broadcasts",
+    "audit_log",
+    "gdpr_requests",
+)
+
+
+def _ordered(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """``counts`` in :data:`COUNT_ORDER`, then any other key alphabetically."""
+    rank = {name: i for i, name in enumerate(COUNT_ORDER)}
+    return sorted(counts.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+
 def _counts_text(counts: Mapping[str, int]) -> str:
-    shown = [f"{name} {value}" for name, value in counts.items() if value]
+    shown = [f"{name} {value}" for name, value in _ordered(counts) if value]
     return ", ".join(shown) if shown else "nothing"
 
 
@@ -514,8 +674,18 @@ def _echo_counts(counts: Mapping[str, int]) -> None:
         click.echo("  (nothing)")
         return
     width = max(len(name) for name in counts)
-    for name, value in counts.items():
+    for name, value in _ordered(counts):
         click.echo(f"  {name:<{width}}  {value}")
+
+
+def _echo_request(request_id: Any, status: GDPRRequestStatus | None) -> None:
+    if request_id is not None:
+        state = f" ({status.value})" if status is not None else ""
+        click.echo(f"Request: {request_id}{state}")
+
+
+def _echo_stores(stores: Sequence[str]) -> None:
+    click.echo(f"Stores: {', '.join(stores)}" if stores else "Stores: none (nothing changed)")
 
 
 def _echo_storage(pending: Sequence[Any], removed: int, unreachable: Sequence[str]) -> None:
@@ -528,7 +698,7 @@ def _echo_storage(pending: Sequence[Any], removed: int, unreachable: Sequence[st
         click.echo(f"Not reachable from here, handle separately: {', '.join(unreachable)}")
 
 
-@gdpr.command("erase")
+@gdpr.command("erase", short_help="Erase everything about a person (GDPR Article 17).")
 @click.option("--user", "user", type=click.UUID, required=True, help="The person's auth id.")
 @click.option("--include-account", is_flag=True, help="Delete the auth account (login) as well.")
 @click.option("--dry-run", is_flag=True, help="Report what would be erased; change nothing.")
@@ -570,24 +740,26 @@ def gdpr_erase(
     if as_json:
         _echo_json(report.model_dump(mode="json"))
         return
+    if report.already_erased and not report.dry_run:
+        earlier = f" by request {report.request_id}" if report.request_id else ""
+        click.echo(f"Nothing left to erase for user {user}: already erased{earlier}")
+        if report.storage_removed or report.pending_storage:
+            _echo_storage(report.pending_storage, report.storage_removed, report.unreachable)
+        return
     if report.dry_run:
         click.echo(f"Dry run: would erase user {user} (nothing changed)")
-    elif report.already_erased:
-        click.echo(f"Nothing left to erase for user {user} (already erased)")
     else:
         click.echo(f"Erased user {user}")
     _echo_counts(report.counts)
-    if report.request_id is not None:
-        status = report.status.value if report.status is not None else "-"
-        click.echo(f"Request: {report.request_id} ({status})")
-    click.echo(f"Stores: {', '.join(report.stores) or '-'}")
+    _echo_request(report.request_id, report.status)
+    _echo_stores(report.stores)
     if report.dry_run:
         click.echo(f"Storage objects to delete: {len(report.pending_storage)}")
     else:
         _echo_storage(report.pending_storage, report.storage_removed, report.unreachable)
 
 
-@gdpr.command("anonymize")
+@gdpr.command("anonymize", short_help="Anonymize one ended session, then delete its audio.")
 @click.option("--session", "session", type=click.UUID, required=True, help="The session's id.")
 @click.option(
     "--key",
@@ -625,18 +797,19 @@ def gdpr_anonymize(
         _echo_json(report.model_dump(mode="json"))
         return
     if report.already_anonymized:
-        click.echo(f"Session {session} was already anonymized (nothing changed)")
-    else:
-        click.echo(f"Anonymized session {session}")
+        earlier = f" by request {report.request_id}" if report.request_id else ""
+        click.echo(f"Nothing left to anonymize in session {session}: already anonymized{earlier}")
+        if report.storage_removed or report.pending_storage:
+            _echo_storage(report.pending_storage, report.storage_removed, report.unreachable)
+        return
+    click.echo(f"Anonymized session {session}")
     _echo_counts(report.counts)
-    if report.request_id is not None:
-        status = report.status.value if report.status is not None else "-"
-        click.echo(f"Request: {report.request_id} ({status})")
-    click.echo(f"Stores: {', '.join(report.stores) or '-'}")
+    _echo_request(report.request_id, report.status)
+    _echo_stores(report.stores)
     _echo_storage(report.pending_storage, report.storage_removed, report.unreachable)
 
 
-@gdpr.command("export")
+@gdpr.command("export", short_help="Export all data about a person (GDPR Articles 15, 20).")
 @click.option("--user", "user", type=click.UUID, required=True, help="The person's auth id.")
 @click.option(
     "-o",
@@ -762,7 +935,7 @@ def _write_zip(
     return archived, missing
 
 
-@gdpr.command("retention")
+@gdpr.command("retention", short_help="Apply or schedule the companies' retention settings.")
 @click.option(
     "--company",
     "company",
@@ -855,13 +1028,34 @@ def gdpr_retention(
     if as_json:
         _echo_json(report.model_dump(mode="json"))
         return
+    changes = any(report.counts.values())
+    companies = len(report.companies)
     if report.dry_run:
-        more = " (more batches would follow)" if report.more else ""
-        click.echo(f"Dry run: retention for {scope} would change{more} (nothing changed)")
+        if not changes and not report.pending_storage:
+            click.echo(f"Dry run: retention would change nothing for {scope} (nothing changed)")
+            return
+        if not changes:
+            click.echo(
+                f"Dry run: retention would change no rows for {scope}, only delete "
+                f"{len(report.pending_storage)} audio file(s) earlier runs left pending "
+                "(nothing changed)"
+            )
+            return
+        more = ", more batches would follow" if report.more else ""
+        click.echo(
+            f"Dry run: retention would change {companies} compan{'y' if companies == 1 else 'ies'}"
+            f" ({scope}{more}; nothing changed)"
+        )
+    elif not changes and not report.storage_removed and not report.pending_storage:
+        click.echo(f"Retention changed nothing for {scope}: nothing is older than the limits")
+        return
     else:
-        click.echo(f"Applied retention to {scope} in {report.batches} batch(es)")
+        click.echo(
+            f"Applied retention to {scope} in {report.batches} batch(es): "
+            f"{companies} compan{'y' if companies == 1 else 'ies'} changed, "
+            f"{len(report.request_ids)} request(s) recorded"
+        )
     _echo_counts(report.counts)
-    click.echo(f"Companies: {len(report.companies)}, requests: {len(report.request_ids)}")
     if report.dry_run:
         click.echo(f"Storage objects to delete: {len(report.pending_storage)}")
     else:
@@ -992,7 +1186,7 @@ def _show_retention_runs(conn: psycopg.Connection[Any], as_json: bool) -> None:
         click.echo("  (run `voicesessions gdpr retention --yes` to delete them)")
 
 
-@gdpr.command("requests")
+@gdpr.command("requests", short_help="List GDPR requests, most urgent first.")
 @click.option(
     "--status",
     type=click.Choice([s.value for s in GDPRRequestStatus]),
@@ -1004,16 +1198,10 @@ def _show_retention_runs(conn: psycopg.Connection[Any], as_json: bool) -> None:
     is_flag=True,
     help="Only open requests past their one-month deadline (GDPR Art. 12(3)).",
 )
-@_gdpr_options
-def gdpr_requests(
-    status: str | None,
-    overdue: bool,
-    dsn: str | None,
-    storage_root: Path | None,
-    as_json: bool,
-) -> None:
+@_gdpr_database_options
+def gdpr_requests(status: str | None, overdue: bool, dsn: str | None, as_json: bool) -> None:
     """List GDPR requests, most urgent first."""
-    with _gdpr_client(dsn, storage_root) as (vs, _):
+    with _gdpr_client(dsn, None) as (vs, _):
         rows = vs.gdpr.list_requests(status=status, overdue=overdue)
     if as_json:
         _echo_json([row.model_dump(mode="json") for row in rows])
