@@ -1,0 +1,206 @@
+"""Pipecat: a real pipeline run in-process (PipelineWorker, WorkerRunner) fed with synthetic
+frames, SessionObserver attached; each test checks what the database holds afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import warnings
+from typing import Any
+
+import pytest
+
+with warnings.catch_warnings():
+    # Pipecat imports the standard library's audioop, deprecated since Python 3.11 (Pipecat
+    # brings audioop-lts on 3.13): its warning, not ours, and the suite turns warnings into
+    # errors.
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import pipecat.audio.utils  # noqa: F401
+
+from pipecat.frames.frames import (  # noqa: E402
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    InterruptionFrame,
+    TranscriptionFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
+from pipecat.pipeline.worker import PipelineWorker  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
+from pipecat.workers.runner import WorkerRunner  # noqa: E402
+
+from tests.integrations.conftest import Call  # noqa: E402
+from voicesessions.integrations import CallEnd  # noqa: E402
+from voicesessions.integrations.pipecat import SessionObserver  # noqa: E402
+
+
+class Passthrough(FrameProcessor):
+    """The pipeline's one processor: passes every frame on (the transport's place)."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+async def run(observer: Any, frames: list[Frame | float], *, finish: str = "end") -> None:
+    """Run a pipeline with ``observer``: push ``frames`` (a float: sleep that long), then
+    end it with an EndFrame (``finish="end"``) or cancel it (``"cancel"``)."""
+    worker = PipelineWorker(
+        Pipeline([Passthrough()]), observers=[observer], cancel_on_idle_timeout=False
+    )
+    started = asyncio.Event()
+
+    @worker.event_handler("on_pipeline_started")
+    async def _started(worker: Any, frame: Any) -> None:
+        started.set()
+
+    async def feed() -> None:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        for frame in frames:
+            if isinstance(frame, float):
+                await asyncio.sleep(frame)
+            else:
+                await worker.queue_frame(frame)
+        if finish == "end":
+            await worker.queue_frame(EndFrame())
+        else:
+            await asyncio.sleep(0.05)  # the frames reach the observer before the cancel
+            await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await asyncio.gather(runner.run(), feed())
+
+
+def user_turn(text: str, interims: list[str], *, pause: float = 0.01) -> list[Frame | float]:
+    frames: list[Frame | float] = [UserStartedSpeakingFrame(), 0.01]
+    for partial in interims:
+        frames += [InterimTranscriptionFrame(partial, "trainee-1", "t"), 0.01]
+    return [*frames, pause, UserStoppedSpeakingFrame(), TranscriptionFrame(text, "trainee-1", "t"), 0.01]
+
+
+def bot_turn(words: list[str], *, interrupted: bool = False) -> list[Frame | float]:
+    frames: list[Frame | float] = [BotStartedSpeakingFrame()]
+    for word in words:
+        frames += [TTSTextFrame(word, "word"), 0.005]
+    return [*frames, InterruptionFrame() if interrupted else BotStoppedSpeakingFrame(), 0.01]
+
+
+CONVERSATION = [
+    # The trainee pauses: the stream sends the interims (after max_delay_s, 0.2 s) before the
+    # final replaces them.
+    *user_turn("Hi, it's Lee from Acme.", ["Hi", "Hi it's", "Hi it's Lee"], pause=0.3),
+    *bot_turn(["Hello", "Lee.", "What", "do", "you", "want?"]),
+    *user_turn("Shall we talk about your renewal?", ["Shall we"]),
+    *bot_turn(["Sure,", "but", "I", "only", "have"], interrupted=True),
+    *user_turn("It will be quick, I promise.", []),
+]
+SAID = [
+    ("trainee", "Hi, it's Lee from Acme."),
+    ("buyer", "Hello Lee. What do you want?"),
+    ("trainee", "Shall we talk about your renewal?"),
+    ("buyer", "Sure, but I only have"),  # interrupted: kept as spoken
+    ("trainee", "It will be quick, I promise."),
+]
+
+
+async def test_a_pipeline_stores_its_finals_in_order_and_completes(call: Call) -> None:
+    observer = SessionObserver(call.vs, profile_id=call.trainee, title="Renewal call")
+    await run(observer, CONVERSATION)
+    result = await observer.result()
+
+    assert result.ok, result
+    assert (result.end, result.finals, result.stored) == (CallEnd.COMPLETED, 5, 5)
+    assert result.interims_sent > 0  # broadcast, and not stored:
+    stored = call.segments(result.session_id)
+    assert [(seq, speaker, text) for seq, speaker, text, _, _ in stored] == [
+        (seq, speaker, text) for seq, (speaker, text) in enumerate(SAID)
+    ]
+    starts = [start for _, _, _, start, _ in stored]
+    assert starts == sorted(starts)  # on the pipeline's clock, in order
+    assert all(start <= end for _, _, _, start, end in stored)
+    session = call.session(result.session_id)
+    assert session["status"] == "completed" and session["ended"]
+    assert session["audio_quality"]["call"]["end"] == "completed"
+    assert session["audio_quality"]["call"]["framework"] == "pipecat"
+    metrics = call.conversation_metrics(result.session_id)
+    assert metrics is not None
+    assert set(metrics["conversation"]["speakers"]) == {"trainee", "buyer"}
+    assert call.transcript_text(result.session_id)
+
+
+async def test_cancel_keeps_the_finals_seen_and_completes_as_cancelled(call: Call) -> None:
+    session = await call.vs.sessions.create(call.trainee, "Cut short")
+    observer = SessionObserver(call.vs, session_id=session.id)
+    frames = [
+        *user_turn("Hi, it's Lee from Acme.", ["Hi"]),
+        BotStartedSpeakingFrame(),
+        TTSTextFrame("Hello", "word"),
+        TTSTextFrame("Lee.", "word"),
+        ErrorFrame("tts went away"),
+        InterruptionFrame(),  # the trainee interrupts
+        *user_turn("Hello?", []),
+        BotStartedSpeakingFrame(),
+        TTSTextFrame("Who", "word"),  # speaking when the pipeline is cancelled
+    ]
+    await run(observer, frames, finish="cancel")
+    result = await observer.result()
+
+    assert result.end is CallEnd.CANCELLED and result.completed and not result.unstored
+    # The bot's turn cut short keeps the words spoken; every final before the cancel stored.
+    assert [(speaker, text) for _, speaker, text, _, _ in call.segments(session.id)] == [
+        ("trainee", "Hi, it's Lee from Acme."),
+        ("buyer", "Hello Lee."),
+        ("trainee", "Hello?"),
+        ("buyer", "Who"),
+    ]
+    row = call.session(session.id)
+    assert row["status"] == "completed"
+    assert row["audio_quality"]["call"]["end"] == "cancelled"
+    assert row["audio_quality"]["call"]["errors"] == 1
+    assert row["audio_quality"]["call"]["last_error"] == "tts went away"
+
+
+async def test_a_slow_database_never_blocks_the_pipeline_and_loses_no_final(call: Call) -> None:
+    session = await call.vs.sessions.create(call.trainee, "Slow database")
+    observer = SessionObserver(call.vs, session_id=session.id, max_pending=4, max_batch=2)
+    turns = 12
+    frames: list[Frame | float] = []
+    for turn in range(turns):
+        frames += user_turn(f"Point number {turn}.", [f"Point {turn}", f"Point num {turn}"])
+    with call.held(session.id):
+        # The whole call runs and the pipeline ends while no append can go through.
+        await asyncio.wait_for(run(observer, frames), timeout=60)
+        assert call.segments(session.id) == []
+        assert observer.recorder._queue  # still waiting for the database
+    result = await observer.result()
+
+    assert result.ok, result
+    assert result.interims_dropped > 0  # the queue was full: interims went first
+    assert [text for _, _, text, _, _ in call.segments(session.id)] == [
+        f"Point number {turn}." for turn in range(turns)
+    ]
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", str(uuid.uuid4())])
+async def test_an_unknown_session_reports_every_final_as_unstored(call: Call, bad: str) -> None:
+    if bad == "not-a-uuid":
+        with pytest.raises(Exception, match="session_id must be a UUID"):
+            SessionObserver(call.vs, session_id=bad)
+        return
+    observer = SessionObserver(call.vs, session_id=bad)
+    lost: list[list[dict[str, Any]]] = []
+    observer.recorder._on_unstored = lost.append
+    await run(observer, CONVERSATION)
+    result = await observer.result()
+    assert not result.ok and not result.completed
+    assert [(s["seq"], s["text"]) for s in result.unstored] == [
+        (seq, text) for seq, (_, text) in enumerate(SAID)
+    ]
+    assert lost == [result.unstored]
