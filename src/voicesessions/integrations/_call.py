@@ -267,6 +267,10 @@ class CallRecorder:
         rather than at the first event. Call it inside the running event loop."""
         self._ensure_task()
 
+    def note(self, **facts: Any) -> None:
+        """Record facts about the call in ``audio_quality["call"]`` (merged at the end)."""
+        self._facts.update(facts)
+
     def error(self, error: BaseException | str) -> None:
         """Count an error the framework reported without ending the call."""
         self._note_error(error)
