@@ -49,7 +49,9 @@ class Conversation:
             )
         s.emit(
             "user_state_changed",
-            UserStateChangedEvent(old_state="speaking", new_state="listening", created_at=t0 + at + 1),
+            UserStateChangedEvent(
+                old_state="speaking", new_state="listening", created_at=t0 + at + 1
+            ),
         )
         s.emit(
             "user_input_transcribed",
@@ -104,7 +106,9 @@ async def test_an_agent_session_stores_its_finals_in_order_and_completes(call: C
     # The trainee starts a sentence the call ends on: an interim never made final.
     session.emit(
         "user_input_transcribed",
-        UserInputTranscribedEvent(transcript="Bye", is_final=False, created_at=conversation.t0 + 10),
+        UserInputTranscribedEvent(
+            transcript="Bye", is_final=False, created_at=conversation.t0 + 10
+        ),
     )
     conversation.close()
     result = await recording.result()
@@ -121,7 +125,8 @@ async def test_an_agent_session_stores_its_finals_in_order_and_completes(call: C
     assert [seq for seq, *_ in stored] == list(range(5))
     # On the call's clock (ms since the recording was attached), within a few ms.
     for (_, _, _, start, end), (_, _, want_start, want_end) in zip(stored, SAID, strict=True):
-        assert abs(start - want_start) < 50 and abs(end - want_end) < 50
+        assert abs(start - want_start) < 50
+        assert abs(end - want_end) < 50
     row = call.session(result.session_id)
     assert row["status"] == "completed"
     quality = row["audio_quality"]
@@ -130,7 +135,8 @@ async def test_an_agent_session_stores_its_finals_in_order_and_completes(call: C
     assert quality["latency"]["e2e_latency"] == {"count": 2, "mean_ms": 1000.0, "max_ms": 1200.0}
     assert quality["latency"]["end_of_turn_delay"]["count"] == 2
     metrics = call.conversation_metrics(result.session_id)
-    assert metrics is not None and set(metrics["conversation"]["speakers"]) == {"trainee", "buyer"}
+    assert metrics is not None
+    assert set(metrics["conversation"]["speakers"]) == {"trainee", "buyer"}
 
 
 async def test_closing_on_an_error_keeps_what_was_said(call: Call) -> None:
@@ -143,7 +149,9 @@ async def test_closing_on_an_error_keeps_what_was_said(call: Call) -> None:
     conversation.close(CloseReason.ERROR)
     result = await recording.result()
 
-    assert result.end is CallEnd.ERROR and result.completed and not result.unstored
+    assert result.end is CallEnd.ERROR
+    assert result.completed
+    assert not result.unstored
     assert [text for _, _, text, _, _ in call.segments(existing.id)] == ["Hello?"]
     row = call.session(existing.id)
     assert row["status"] == "completed"
@@ -180,9 +188,11 @@ async def test_a_listener_error_is_counted_not_lost(call: Call) -> None:
     recording = record_agent_session(call.vs, session, profile_id=call.trainee)
     unknown: Any = ConversationItemAddedEvent.model_construct(item=object())  # skipped
     session.emit("conversation_item_added", unknown)
-    session.emit(  # a listener that raises: LiveKit would log and swallow it; counted"user_input_transcribed", UserInputTranscribedEvent.model_construct(
+    # A listener that raises: LiveKit would log and swallow the error; it is counted.
+    broken = UserInputTranscribedEvent.model_construct(
         transcript="Hi", is_final=True, created_at="not a time"
-    ))
+    )
+    session.emit("user_input_transcribed", broken)
     Conversation(session, recording).close()
     result = await recording.result()
     assert result.completed

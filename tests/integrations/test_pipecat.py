@@ -17,7 +17,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     import pipecat.audio.utils  # noqa: F401
 
-from pipecat.frames.frames import (  # noqa: E402
+from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     EndFrame,
@@ -30,14 +30,14 @@ from pipecat.frames.frames import (  # noqa: E402
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
-from pipecat.pipeline.worker import PipelineWorker  # noqa: E402
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
-from pipecat.workers.runner import WorkerRunner  # noqa: E402
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
 
-from tests.integrations.conftest import Call  # noqa: E402
-from voicesessions.integrations import CallEnd  # noqa: E402
-from voicesessions.integrations.pipecat import SessionObserver  # noqa: E402
+from tests.integrations.conftest import Call
+from voicesessions.integrations import CallEnd
+from voicesessions.integrations.pipecat import SessionObserver
 
 
 class Passthrough(FrameProcessor):
@@ -82,7 +82,13 @@ def user_turn(text: str, interims: list[str], *, pause: float = 0.01) -> list[Fr
     frames: list[Frame | float] = [UserStartedSpeakingFrame(), 0.01]
     for partial in interims:
         frames += [InterimTranscriptionFrame(partial, "trainee-1", "t"), 0.01]
-    return [*frames, pause, UserStoppedSpeakingFrame(), TranscriptionFrame(text, "trainee-1", "t"), 0.01]
+    return [
+        *frames,
+        pause,
+        UserStoppedSpeakingFrame(),
+        TranscriptionFrame(text, "trainee-1", "t"),
+        0.01,
+    ]
 
 
 def bot_turn(words: list[str], *, interrupted: bool = False) -> list[Frame | float]:
@@ -126,7 +132,8 @@ async def test_a_pipeline_stores_its_finals_in_order_and_completes(call: Call) -
     assert starts == sorted(starts)  # on the pipeline's clock, in order
     assert all(start <= end for _, _, _, start, end in stored)
     session = call.session(result.session_id)
-    assert session["status"] == "completed" and session["ended"]
+    assert session["status"] == "completed"
+    assert session["ended"]
     assert session["audio_quality"]["call"]["end"] == "completed"
     assert session["audio_quality"]["call"]["framework"] == "pipecat"
     metrics = call.conversation_metrics(result.session_id)
@@ -152,7 +159,9 @@ async def test_cancel_keeps_the_finals_seen_and_completes_as_cancelled(call: Cal
     await run(observer, frames, finish="cancel")
     result = await observer.result()
 
-    assert result.end is CallEnd.CANCELLED and result.completed and not result.unstored
+    assert result.end is CallEnd.CANCELLED
+    assert result.completed
+    assert not result.unstored
     # The bot's turn cut short keeps the words spoken; every final before the cancel stored.
     assert [(speaker, text) for _, speaker, text, _, _ in call.segments(session.id)] == [
         ("trainee", "Hi, it's Lee from Acme."),
@@ -199,7 +208,8 @@ async def test_an_unknown_session_reports_every_final_as_unstored(call: Call, ba
     observer.recorder._on_unstored = lost.append
     await run(observer, CONVERSATION)
     result = await observer.result()
-    assert not result.ok and not result.completed
+    assert not result.ok
+    assert not result.completed
     assert [(s["seq"], s["text"]) for s in result.unstored] == [
         (seq, text) for seq, (_, text) in enumerate(SAID)
     ]

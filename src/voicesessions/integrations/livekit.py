@@ -1,4 +1,6 @@
-"""LiveKit Agents: store an AgentSession's call as a session (``pip install 'voicesessions[livekit]'``).
+"""LiveKit Agents: store an AgentSession's call as a session.
+
+Install with ``pip install 'voicesessions[livekit]'``::
 
     from voicesessions.integrations.livekit import record_agent_session
     recording = record_agent_session(vs, session, profile_id=trainee_id, title="Renewal call")
@@ -149,9 +151,12 @@ class AgentSessionRecording:
                 self._trainee, event.transcript, self._user_start, now, segment_id=segment_id
             )
             return
-        if self.recorder.final(
-            self._trainee, event.transcript, self._user_start, now, segment_id=segment_id
-        ) is not None:
+        if (
+            self.recorder.final(
+                self._trainee, event.transcript, self._user_start, now, segment_id=segment_id
+            )
+            is not None
+        ):
             self._finals_since_user_item += 1
         self._user_turn += 1
         self._user_start = now if self._user_speaking else None

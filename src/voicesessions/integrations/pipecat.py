@@ -1,4 +1,4 @@
-"""Pipecat: store a running pipeline's call as a session (``pip install 'voicesessions[pipecat]'``).
+"""Pipecat: store a running pipeline's call as a session (extra: `voicesessions[pipecat]`).
 
     from voicesessions.integrations.pipecat import SessionObserver
     recorder = SessionObserver(vs, profile_id=trainee_id, title="Renewal call")
@@ -32,7 +32,7 @@ from voicesessions.integrations._call import BUYER, TRAINEE, CallEnd, CallRecord
 if TYPE_CHECKING:
     from voicesessions._async.client import AsyncVoiceSessions
 
-__all__ = ["SessionObserver"]
+__all__ = ["SessionObserver"]  # noqa: F822 (made on first use: see __getattr__)
 
 _EXTRA = "pip install 'voicesessions[pipecat]'"
 
@@ -54,7 +54,7 @@ def _observer_class() -> type[Any]:
             f"voicesessions.integrations.pipecat needs Pipecat: {_EXTRA} ({exc})"
         ) from exc
 
-    class SessionObserver(BaseObserver):  # type: ignore[misc]
+    class SessionObserver(BaseObserver):
         """Stream a Pipecat pipeline's call into a session (see the module docstring).
 
         ``vs`` is an ``AsyncVoiceSessions``; give ``session_id`` (an active session) or
@@ -90,7 +90,7 @@ def _observer_class() -> type[Any]:
             self.handle(data.frame, data.timestamp)
 
         async def cleanup(self) -> None:
-            await super().cleanup()
+            await super().cleanup()  # type: ignore[no-untyped-call]
             self._bot_done(None)
             self.recorder.end(CallEnd.CANCELLED)  # no-op after EndFrame / CancelFrame
 
