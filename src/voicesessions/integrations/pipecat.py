@@ -14,9 +14,10 @@ and ``InterimTranscriptionFrame`` (broadcast only), the AI buyer's spoken words 
 words spoken). Times are on the pipeline's clock (0 at ``StartFrame``): a user segment runs
 from ``UserStartedSpeakingFrame`` (or its first interim) to its final transcription. TTFB
 metrics (``MetricsFrame``) become ``audio_quality["latency"]["ttfb"]``; ``ErrorFrame``\\s
-are counted. ``EndFrame`` completes the session; ``CancelFrame`` completes it with
-``audio_quality["call"]["end"] == "cancelled"`` (and a pipeline torn down without either, at
-the observer's cleanup). Everything else is :class:`~voicesessions.integrations.CallRecorder`:
+are counted. When the worker is done (the observer's cleanup, so what processors push while
+the ``EndFrame`` travels is kept) the session is completed: after an ``EndFrame`` with
+``audio_quality["call"]["end"] == "completed"``, else (``CancelFrame``, or torn down without
+either) ``"cancelled"``. Everything else is :class:`~voicesessions.integrations.CallRecorder`:
 the observer never waits for the database. (Pipecat's ``TranscriptProcessor`` is gone; its
 replacement, the context aggregators' turn events, carries no timings, hence frames.)
 """
@@ -83,6 +84,8 @@ def _observer_class() -> type[Any]:
             self._bot_text = ""
             self._bot_start: float | None = None
             self._bot_turn = 0
+            self._now = 0.0
+            self._ending: CallEnd | None = None
             # A broadcast frame travels as two frames, siblings: handle the first only.
             self._recent: deque[int] = deque(maxlen=256)
 
@@ -90,16 +93,25 @@ def _observer_class() -> type[Any]:
             self.handle(data.frame, data.timestamp)
 
         async def cleanup(self) -> None:
+            """The worker is done: every frame pushed before has been observed (see
+            :meth:`handle`); the call ends as the pipeline did."""
             await super().cleanup()  # type: ignore[no-untyped-call]
-            self._bot_done(None)
-            self.recorder.end(CallEnd.CANCELLED)  # no-op after EndFrame / CancelFrame
+            self._bot_done(self._now)
+            self.recorder.end(self._ending or CallEnd.CANCELLED)
 
         async def result(self) -> CallResult:
             """Wait until the call is stored and the session completed."""
             return await self.recorder.result()
 
         def handle(self, frame: Any, timestamp_ns: int) -> None:
-            """One frame pushed at ``timestamp_ns`` on the pipeline's clock (never waits)."""
+            """One frame pushed at ``timestamp_ns`` on the pipeline's clock (never waits).
+
+            The observer is told of a frame when it is first pushed, so an ``EndFrame``
+            queued at the pipeline's start is seen before what processors further on push
+            while it travels (an STT service's last transcription, say): the end of the
+            call is the worker's cleanup, once the frame has gone through and all the
+            pushes before are observed (the worker calls observers in push order).
+            """
             if self._t0_ns is None:
                 self._t0_ns = timestamp_ns
                 self.recorder.start()
@@ -108,7 +120,7 @@ def _observer_class() -> type[Any]:
                 if sibling in self._recent:
                     return
                 self._recent.append(frame.id)
-            now = (timestamp_ns - self._t0_ns) / 1_000_000
+            now = self._now = (timestamp_ns - self._t0_ns) / 1_000_000
             if isinstance(frame, f.InterimTranscriptionFrame):
                 if self._user_start is None:
                     self._user_start = now
@@ -151,11 +163,9 @@ def _observer_class() -> type[Any]:
             elif isinstance(frame, f.ErrorFrame):
                 self.recorder.error(frame.error)
             elif isinstance(frame, f.EndFrame):
-                self._bot_done(now)
-                self.recorder.end(CallEnd.COMPLETED)
+                self._ending = self._ending or CallEnd.COMPLETED
             elif isinstance(frame, f.CancelFrame):
-                self._bot_done(now)
-                self.recorder.end(CallEnd.CANCELLED)
+                self._ending = self._ending or CallEnd.CANCELLED
 
         def _bot_done(self, now: float | None) -> None:
             """The bot's turn ended (stopped, interrupted, or the call ended): its words
