@@ -30,6 +30,8 @@ Times are milliseconds since the recording was attached. Everything else is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -80,9 +82,13 @@ def record_agent_session(
         ) from exc
     if not isinstance(session, AgentSession):
         raise TypeError(f"session must be a livekit.agents.AgentSession, not {type(session)}")
-    return AgentSessionRecording(
+    recording = AgentSessionRecording(
         CallRecorder(vs, framework="livekit-agents", **options), session, trainee, buyer
     )
+    with contextlib.suppress(RuntimeError):  # no running loop: at the first event
+        asyncio.get_running_loop()
+        recording.recorder.start()
+    return recording
 
 
 class AgentSessionRecording:
