@@ -8,7 +8,7 @@ final one, and audio metrics now and then), completes it and reads the assembled
 back.
 
 The demo's data is known to the database by two fixed ids (migration
-``20261128001600_demo_cleanup``: ``public.demo_company`` creates or returns the demo company,
+``20261128001700_demo_cleanup``: ``public.demo_company`` creates or returns the demo company,
 ``public.demo_data`` lists what the demo left): every run reuses the demo company and the
 demo trainee and adds one session. :func:`cleanup_demo` (``voicesessions demo --cleanup``)
 erases every person of the demo company and the demo trainee with their accounts through the
