@@ -13,6 +13,7 @@ from importlib import metadata as _metadata
 
 from voicesessions._async.client import AsyncVoiceSessions
 from voicesessions._async.live import AsyncSessionEvents, AsyncSubscription, AsyncTranscriptStream
+from voicesessions._hosted import PROFILE_METADATA_KEY, ImportResult, VapiAuth
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import (
     DEFAULT_INITIAL_BACKOFF_S,
@@ -38,6 +39,7 @@ from voicesessions.errors import (
     TransientError,
     UnexpectedResponseError,
     VoiceSessionsError,
+    WebhookSignatureError,
 )
 from voicesessions.metrics import ConversationMetrics, SpeakerMetrics
 from voicesessions.models import (
@@ -95,6 +97,7 @@ __all__ = [
     "DEFAULT_INITIAL_BACKOFF_S",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BACKOFF_S",
+    "PROFILE_METADATA_KEY",
     "APIError",
     # analytics
     "AnalysisInput",
@@ -118,6 +121,7 @@ __all__ = [
     "GDPRRequestKind",
     "GDPRRequestStatus",
     "Identity",
+    "ImportResult",
     "InvalidInputError",
     "Invitation",
     "InvitationStatus",
@@ -164,8 +168,10 @@ __all__ = [
     "UnexpectedResponseError",
     "UpdateType",
     "UserProgress",
+    "VapiAuth",
     "VoiceSessions",
     "VoiceSessionsError",
+    "WebhookSignatureError",
     "__version__",
     "measure",
 ]
