@@ -109,7 +109,8 @@ class ImportResult(BaseModel):
     what it lacked, such as Retell's analysis or the recording, was added), ``erased`` (its
     session has been erased since: nothing stored), ``ignored`` (not an end-of-call event).
     ``analysis`` / ``recording``: whether the session now has the platform's analysis and
-    the recording.
+    the recording (``recording`` is False too while a concurrent delivery of the same call
+    is still storing it).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -341,7 +342,7 @@ def vapi_call(body: Mapping[str, Any]) -> HostedCall | str:
     artifact = _object(message.get("artifact"), "message.artifact")
     call_id = _call_id(call.get("id"), "message.call.id")
 
-    raw_messages = artifact.get("messages", message.get("messages")) or []
+    raw_messages = artifact.get("messages") or message.get("messages") or []
     if not isinstance(raw_messages, Sequence) or isinstance(raw_messages, (str, bytes)):
         raise InvalidInputError("message.artifact.messages must be a list")
     first_time: float | None = None

@@ -225,10 +225,11 @@ class CallImports(Resource):
             try:
                 self._sessions.attach_audio(session_id, audio)
             except ConflictError:
-                # Another delivery of the call attached it meanwhile.
+                # Another delivery of the call attached it meanwhile (recorded: True), or is
+                # attaching it right now (its object exists, not yet recorded: False; should
+                # that one fail, it removes its object and the platform's retry attaches it).
                 session = self._sessions.get(session_id)
-                if session.audio_path is None:
-                    raise
+                return session.audio_path is not None
         return True
 
 
