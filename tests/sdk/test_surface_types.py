@@ -3,9 +3,9 @@ I/O, and never echoes a huge argument back.
 
 Generated from the public signatures: every public method of every public SDK class (the
 client's constructors and ``as_user``, ``vs.sessions``, ``vs.tenants``, ``vs.updates``,
-``vs.analytics``, ``vs.gdpr``, ``vs.imports``, a transcript stream, an event feed), on both faces, each
-parameter fed values of the wrong type (None where it is not optional, a str for an int, a
-list for a mapping, bytes, a naive datetime, plain objects...). Which values are wrong is
+``vs.analytics``, ``vs.gdpr``, ``vs.imports``, a transcript stream, an event feed), on both
+faces, each parameter fed values of the wrong type (None where it is not optional, a str for
+an int, a list for a mapping, bytes, a naive datetime, plain objects...). Which values are wrong is
 decided here from the type hints by :func:`accepts`, independently of the SDK's own checks.
 """
 
