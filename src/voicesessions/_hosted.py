@@ -321,6 +321,14 @@ def _usd(value: float | None) -> Decimal | None:
     return Decimal(str(round(value, 6)))
 
 
+def _title(platform: str, agent: Any) -> str | None:
+    """The session's default title: the platform and its agent's name (sessions' titles
+    have at most 255 characters)."""
+    if not isinstance(agent, str) or not agent.strip():
+        return None
+    return f"{platform} call with {agent.strip()}"[:255]
+
+
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None and v != {} and v != []}
 
@@ -342,10 +350,22 @@ def vapi_call(body: Mapping[str, Any]) -> HostedCall | str:
     artifact = _object(message.get("artifact"), "message.artifact")
     call_id = _call_id(call.get("id"), "message.call.id")
 
+    started = _iso(message.get("startedAt") or call.get("startedAt"), "message.startedAt")
+    ended_at = _iso(message.get("endedAt") or call.get("endedAt"), "message.endedAt")
     raw_messages = artifact.get("messages") or message.get("messages") or []
     if not isinstance(raw_messages, Sequence) or isinstance(raw_messages, (str, bytes)):
         raise InvalidInputError("message.artifact.messages must be a list")
-    first_time: float | None = None
+    if started is None:  # the first message's clock time, else the report's
+        clocks = [
+            m["time"]
+            for m in raw_messages
+            if isinstance(m, Mapping) and _number(m.get("time"), "message time") is not None
+        ]
+        stamp = min(clocks) if clocks else _number(message.get("timestamp"), "message.timestamp")
+        started = _epoch_ms(stamp, "message.startedAt")
+        if started is None:
+            raise InvalidInputError("the report has no startedAt")
+    origin_ms = started.timestamp() * 1000  # for messages timed by the clock alone
     spoken: list[tuple[Speaker, str, float, float]] = []
     for index, item in enumerate(raw_messages):
         where = f"message.artifact.messages[{index}]"
@@ -360,9 +380,7 @@ def vapi_call(body: Mapping[str, Any]) -> HostedCall | str:
         if offset is None:
             if began is None:
                 raise InvalidInputError(f"{where} has neither secondsFromStart nor time")
-            if first_time is None:
-                first_time = began
-            offset = (began - first_time) / 1000
+            offset = max(began - origin_ms, 0) / 1000
         length = 0.0
         if began is not None and ended is not None:
             length = max(ended - began, 0) / 1000
@@ -375,13 +393,6 @@ def vapi_call(body: Mapping[str, Any]) -> HostedCall | str:
         for i, (s, text, start, end) in enumerate(spoken)
     ]
 
-    started = _iso(message.get("startedAt") or call.get("startedAt"), "message.startedAt")
-    ended_at = _iso(message.get("endedAt") or call.get("endedAt"), "message.endedAt")
-    if started is None:
-        stamp = _number(message.get("timestamp"), "message.timestamp")
-        if stamp is None:
-            raise InvalidInputError("the report has no startedAt")
-        started = datetime.fromtimestamp(stamp / 1000, UTC)
     if ended_at is None:
         last = max((s.end_ms for s in segments), default=0)
         ended_at = datetime.fromtimestamp(started.timestamp() + last / 1000, UTC)
@@ -443,7 +454,7 @@ def vapi_call(body: Mapping[str, Any]) -> HostedCall | str:
         ),
         analysis=analysis,
         recording_url=recording if isinstance(recording, str) and recording else None,
-        title=f"Vapi call with {name}" if isinstance(name, str) and name.strip() else None,
+        title=_title("Vapi", name),
     )
 
 
@@ -543,5 +554,5 @@ def retell_call(body: Mapping[str, Any]) -> HostedCall | str:
         ),
         analysis=analysis,
         recording_url=recording if isinstance(recording, str) and recording else None,
-        title=f"Retell call with {name}" if isinstance(name, str) and name.strip() else None,
+        title=_title("Retell", name),
     )
