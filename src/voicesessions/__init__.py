@@ -6,7 +6,8 @@
 
 The public API is exactly the names in ``__all__``. ``AsyncVoiceSessions`` has the same
 surface with ``async`` methods. Besides these, ``voicesessions.local`` (local server and
-migrations) and the ``voicesessions`` command line are public.
+migrations), ``voicesessions.webhooks`` (the webhook app of hosted voice platforms, extra
+``webhooks``) and the ``voicesessions`` command line are public.
 """
 
 from importlib import metadata as _metadata
