@@ -6,13 +6,15 @@
 
 The public API is exactly the names in ``__all__``. ``AsyncVoiceSessions`` has the same
 surface with ``async`` methods. Besides these, ``voicesessions.local`` (local server and
-migrations) and the ``voicesessions`` command line are public.
+migrations), ``voicesessions.webhooks`` (the webhook app of hosted voice platforms, extra
+``webhooks``) and the ``voicesessions`` command line are public.
 """
 
 from importlib import metadata as _metadata
 
 from voicesessions._async.client import AsyncVoiceSessions
 from voicesessions._async.live import AsyncSessionEvents, AsyncSubscription, AsyncTranscriptStream
+from voicesessions._hosted import PROFILE_METADATA_KEY, ImportResult, VapiAuth
 from voicesessions._identity import Identity
 from voicesessions._retry_policy import (
     DEFAULT_INITIAL_BACKOFF_S,
@@ -38,6 +40,7 @@ from voicesessions.errors import (
     TransientError,
     UnexpectedResponseError,
     VoiceSessionsError,
+    WebhookSignatureError,
 )
 from voicesessions.metrics import ConversationMetrics, SpeakerMetrics
 from voicesessions.models import (
@@ -96,6 +99,7 @@ __all__ = [
     "DEFAULT_INITIAL_BACKOFF_S",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BACKOFF_S",
+    "PROFILE_METADATA_KEY",
     "APIError",
     # analytics
     "AnalysisInput",
@@ -119,6 +123,7 @@ __all__ = [
     "GDPRRequestKind",
     "GDPRRequestStatus",
     "Identity",
+    "ImportResult",
     "InvalidInputError",
     "Invitation",
     "InvitationStatus",
@@ -166,8 +171,10 @@ __all__ = [
     "UnexpectedResponseError",
     "UpdateType",
     "UserProgress",
+    "VapiAuth",
     "VoiceSessions",
     "VoiceSessionsError",
+    "WebhookSignatureError",
     "__version__",
     "measure",
 ]

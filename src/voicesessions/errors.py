@@ -153,6 +153,11 @@ class PermissionDeniedError(APIError):
     """The caller is not allowed to do this (SQLSTATE 42501, HTTP 401/403)."""
 
 
+class WebhookSignatureError(PermissionDeniedError):
+    """A webhook's signature is missing, malformed, stale or wrong (HTTP 401): nothing from
+    its body was read into the database. Raised by ``vs.imports`` when given the secret."""
+
+
 class ConflictError(APIError):
     """The call conflicts with the database's state: a duplicate (23505), a missing referenced
     row (23503), an invalid status transition (VS001) or a session that has ended (VS002)."""

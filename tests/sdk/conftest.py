@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +92,32 @@ async def client(
             vs.close()
         else:
             await vs.aclose()
+
+
+#: The private bucket of recordings, as the local store of the Postgres backend lays it out.
+AUDIO_BUCKET = "session-audio"
+
+
+@pytest.fixture(params=["sync", "async"])
+async def store(
+    request: pytest.FixtureRequest, world_db: tuple[Database, World], tmp_path: Path
+) -> AsyncIterator[tuple[Sdk, Path]]:
+    """A service-role client on each face whose Storage is a local folder (the Postgres
+    backend's ``storage_root``), and that folder."""
+    db, world = world_db
+    root = tmp_path / "store"
+    retry = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.02)
+    cls: Any = VoiceSessions if request.param == "sync" else AsyncVoiceSessions
+    vs = cls.from_postgres(db.dsn, retry=retry, storage_root=root)
+    try:
+        yield Sdk(vs, world, db, request.param), root
+    finally:
+        await sdk(vs.close() if request.param == "sync" else vs.aclose())
+
+
+def files(root: Path) -> list[str]:
+    """The objects of the audio bucket in a local store, as paths inside the bucket."""
+    base = root / AUDIO_BUCKET
+    if not base.exists():
+        return []
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())

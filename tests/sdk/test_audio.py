@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -14,21 +13,17 @@ from urllib.request import url2pathname
 import pytest
 
 from tests.conftest import Database
-from tests.sdk.conftest import Sdk, sdk
+from tests.sdk.conftest import Sdk, files, sdk
 from tests.support import audio as gen
-from tests.support.world import World
 from voicesessions import (
     APIError,
-    AsyncVoiceSessions,
     AudioInfo,
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
     SessionNotFound,
-    VoiceSessions,
 )
-from voicesessions._retry_policy import RetryPolicy
 
 BUCKET = "session-audio"
 
@@ -38,28 +33,6 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("recordings")
     speech = gen.speech(directory)
     return {name: gen.write(speech, directory, "speech", fmt) for name, fmt in gen.FORMATS.items()}
-
-
-@pytest.fixture(params=["sync", "async"])
-async def store(
-    request: pytest.FixtureRequest, world_db: tuple[Database, World], tmp_path: Path
-) -> AsyncIterator[tuple[Sdk, Path]]:
-    db, world = world_db
-    root = tmp_path / "store"
-    retry = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.02)
-    cls: Any = VoiceSessions if request.param == "sync" else AsyncVoiceSessions
-    vs = cls.from_postgres(db.dsn, retry=retry, storage_root=root)
-    try:
-        yield Sdk(vs, world, db, request.param), root
-    finally:
-        await sdk(vs.close() if request.param == "sync" else vs.aclose())
-
-
-def files(root: Path) -> list[str]:
-    base = root / BUCKET
-    if not base.exists():
-        return []
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
 
 
 def read_url(url: str) -> bytes:

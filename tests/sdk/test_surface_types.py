@@ -3,9 +3,9 @@ I/O, and never echoes a huge argument back.
 
 Generated from the public signatures: every public method of every public SDK class (the
 client's constructors and ``as_user``, ``vs.sessions``, ``vs.tenants``, ``vs.updates``,
-``vs.analytics``, ``vs.gdpr``, a transcript stream, an event feed), on both faces, each
-parameter fed values of the wrong type (None where it is not optional, a str for an int, a
-list for a mapping, bytes, a naive datetime, plain objects...). Which values are wrong is
+``vs.analytics``, ``vs.gdpr``, ``vs.imports``, a transcript stream, an event feed), on both
+faces, each parameter fed values of the wrong type (None where it is not optional, a str for
+an int, a list for a mapping, bytes, a naive datetime, plain objects...). Which values are wrong is
 decided here from the type hints by :func:`accepts`, independently of the SDK's own checks.
 """
 
@@ -36,12 +36,14 @@ from voicesessions import (
 )
 from voicesessions._async.analytics import AsyncAnalyticsRepository
 from voicesessions._async.gdpr import AsyncGDPRSessionManager
+from voicesessions._async.imports import AsyncCallImports
 from voicesessions._async.live import AsyncSessionEvents, AsyncTranscriptStream
 from voicesessions._async.repository import AsyncSessionRepository
 from voicesessions._async.tenants import AsyncTenantRepository
 from voicesessions._async.updates import AsyncSessionUpdateManager
 from voicesessions._sync.analytics import AnalyticsRepository
 from voicesessions._sync.gdpr import GDPRSessionManager
+from voicesessions._sync.imports import CallImports
 from voicesessions._sync.live import SessionEvents, TranscriptStream
 from voicesessions._sync.repository import SessionRepository
 from voicesessions._sync.tenants import TenantRepository
@@ -55,6 +57,7 @@ RESOURCES: dict[str, dict[str, type]] = {
         "updates": AsyncSessionUpdateManager,
         "analytics": AsyncAnalyticsRepository,
         "gdpr": AsyncGDPRSessionManager,
+        "imports": AsyncCallImports,
     },
     "sync": {
         "sessions": SessionRepository,
@@ -62,6 +65,7 @@ RESOURCES: dict[str, dict[str, type]] = {
         "updates": SessionUpdateManager,
         "analytics": AnalyticsRepository,
         "gdpr": GDPRSessionManager,
+        "imports": CallImports,
     },
 }
 CLIENTS = {"async": AsyncVoiceSessions, "sync": VoiceSessions}

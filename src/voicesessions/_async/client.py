@@ -20,6 +20,7 @@ from voicesessions._async.backends.base import AsyncBackend
 from voicesessions._async.backends.postgres import AsyncPostgresBackend
 from voicesessions._async.backends.supabase import AsyncSupabaseBackend
 from voicesessions._async.gdpr import AsyncGDPRSessionManager
+from voicesessions._async.imports import AsyncCallImports
 from voicesessions._async.repository import AsyncSessionRepository
 from voicesessions._async.tenants import AsyncTenantRepository
 from voicesessions._async.updates import AsyncSessionUpdateManager
@@ -84,6 +85,7 @@ class AsyncVoiceSessions:
         self.updates = AsyncSessionUpdateManager(backend, self._retry, self.sessions)
         self.gdpr = AsyncGDPRSessionManager(backend, self._retry)
         self.analytics = AsyncAnalyticsRepository(backend, self._retry)
+        self.imports = AsyncCallImports(backend, self._retry, self.sessions)
 
     # -- construction ---------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from voicesessions._sync.backends.base import Backend
 from voicesessions._sync.backends.postgres import PostgresBackend
 from voicesessions._sync.backends.supabase import SupabaseBackend
 from voicesessions._sync.gdpr import GDPRSessionManager
+from voicesessions._sync.imports import CallImports
 from voicesessions._sync.repository import SessionRepository
 from voicesessions._sync.tenants import TenantRepository
 from voicesessions._sync.updates import SessionUpdateManager
@@ -86,6 +87,7 @@ class VoiceSessions:
         self.updates = SessionUpdateManager(backend, self._retry, self.sessions)
         self.gdpr = GDPRSessionManager(backend, self._retry)
         self.analytics = AnalyticsRepository(backend, self._retry)
+        self.imports = CallImports(backend, self._retry, self.sessions)
 
     # -- construction ---------------------------------------------------------------------
 
