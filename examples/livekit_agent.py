@@ -75,11 +75,10 @@ SCRIPT = [
 async def scripted_call() -> None:
     """The events of a short call on a real AgentSession (no service needed)."""
     async with AsyncVoiceSessions.from_env() as vs:
-        company = await vs.tenants.create_company(f"LiveKit Co {uuid.uuid4().hex[:8]}")
-        rep = await vs.tenants.create_user(f"rep-{uuid.uuid4().hex[:8]}@livekit.example")
-        profile = await vs.tenants.create_profile(rep, company.id, display_name="Lee")
+        # Re-runnable: the second run finds Lee and LiveKit Co instead of making new ones.
+        lee = await vs.tenants.onboard("LiveKit Co", "lee@livekit.example", display_name="Lee")
         session: AgentSession = AgentSession()
-        recording = store_calls(vs, session, profile.id)
+        recording = store_calls(vs, session, lee.user_id)
         t = time.time()
         for said, answer in SCRIPT:
             session.emit(

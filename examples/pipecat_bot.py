@@ -146,9 +146,9 @@ async def main() -> None:
             profile_id: uuid.UUID | str = os.environ["TRAINEE_PROFILE_ID"]
         else:
             processors, setup = [], scripted_call
-            company = await vs.tenants.create_company(f"Pipecat Co {uuid.uuid4().hex[:8]}")
-            rep = await vs.tenants.create_user(f"rep-{uuid.uuid4().hex[:8]}@pipecat.example")
-            profile_id = (await vs.tenants.create_profile(rep, company.id, display_name="Lee")).id
+            # Re-runnable: the second run finds Lee and Pipecat Co instead of making new ones.
+            lee = await vs.tenants.onboard("Pipecat Co", "lee@pipecat.example", display_name="Lee")
+            profile_id = lee.user_id
         result = await run_call(vs, profile_id, processors, title="Discovery call", setup=setup)
         assert result.session_id is not None
         transcript = await vs.sessions.get_transcript(result.session_id)

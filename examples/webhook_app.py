@@ -76,11 +76,13 @@ def sign(raw: bytes, api_key: str) -> str:
 async def main() -> None:
     api_key = os.environ.get("RETELL_API_KEY") or "key_example"
     async with AsyncVoiceSessions.from_env() as vs:
-        company = await vs.tenants.create_company(f"Webhook Co {uuid.uuid4().hex[:8]}")
-        rep = await vs.tenants.create_user(f"rep-{uuid.uuid4().hex[:8]}@webhook.example")
-        await vs.tenants.create_profile(rep, company.id, display_name="Riley")
+        # Re-runnable: the second run finds Riley and Webhook Co instead of making new ones
+        # (each run imports a new call: its call id is new).
+        riley = await vs.tenants.onboard(
+            "Webhook Co", "riley@webhook.example", display_name="Riley"
+        )
         demo = create_app(vs, retell_api_key=api_key)
-        raw = sample_call(rep)
+        raw = sample_call(riley.user_id)
         transport = httpx.ASGITransport(app=demo)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             for _ in range(2):  # a redelivery stores nothing twice

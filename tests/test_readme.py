@@ -9,6 +9,7 @@ tests/support/snippets.py, shared with tests/test_docs.py and tests/test_example
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -83,7 +84,9 @@ def test_every_python_block_is_run_or_a_fragment_that_compiles() -> None:
     fragments = snippets.fragments(README_PATH)
     assert len(fragments) >= 4
     for block in fragments:
-        compile(block.code, block.where, "exec")
+        # Fragments may await, as the async SDK's callers do (top-level await, as in asyncio's
+        # REPL).
+        compile(block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
 def test_readme_links_each_guide() -> None:
