@@ -19,7 +19,10 @@ exactly N stored segments:
   the owner columns given: the floor of what storing the rows costs;
 - *then*: *ours* on a second database of the same server migrated with the migrations as
   they were when the performance issue was filed (read from git, ``ISSUE_COMMIT``): the
-  issue's "keep" rows ask that the ratio to the seed does not get worse.
+  issue's "keep" rows ask that the ratio to the seed does not get worse;
+- *unpartitioned*: *ours* on a third database migrated with every migration but
+  ``PARTITIONING`` (transcript_segments as one table): what partitioning by session costs
+  an append.
 
 The table also holds BACKGROUND segments of 100 other sessions, as a real one would.
 
@@ -46,6 +49,7 @@ from psycopg.types.json import Jsonb
 from benchmarks._compare import Comparison, Goal, Report
 from benchmarks._server import another_database, migrated_database, migrations_at
 from voicesessions._request import request_context
+from voicesessions.local import migrations
 
 APPEND = "select public.append_transcript_segments(%s, %s)"
 SEED_APPEND = (
@@ -121,7 +125,10 @@ from public.transcript_segments where session_id = %(session)s;
 
 #: The ways that call our function: now, and as the migrations were when the performance
 #: issue was filed (its "keep" rows: the ratio to the seed must not get worse).
-OURS = ("ours", "then")
+OURS = ("ours", "then", "unpartitioned")
+#: The migration that partitions transcript_segments by session (the *unpartitioned* way
+#: is every migration but this one).
+PARTITIONING = "20261128001400"
 #: The commit whose migrations the issue measured (the last one before the hardening and
 #: performance migrations, 20261128000100 onwards).
 ISSUE_COMMIT = "7e15c4aeaba919dde70d405ffc9677103550b0fb"
@@ -288,6 +295,11 @@ def run(
         else:
             dbs["then"] = Database(then_dsn, {"company": uuid.uuid4(), "trainee": uuid.uuid4()})
             then_note = f"the migrations of commit {ISSUE_COMMIT[:7]}"
+        flat = [m for m in migrations.load_migrations() if m.version != PARTITIONING]
+        dbs["unpartitioned"] = Database(
+            another_database(info.dsn, "bench_unpartitioned", flat),
+            {"company": uuid.uuid4(), "trainee": uuid.uuid4()},
+        )
         for db in {id(d): d for d in dbs.values()}.values():
             with psycopg.connect(db.dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as c:
                 c.execute(SETUP_SQL.encode(), {**db.ids, "background": background})
@@ -396,6 +408,22 @@ def report(
             note=cpu_ratio((big, batch), "ours", "raw").lstrip("; "),
         )
     )
+    if all("unpartitioned" in m.median for m in results):
+        for batch in batches:
+            key = (big, batch)
+            comparisons.append(
+                Comparison(
+                    question=f"append, transcript_segments partitioned vs one table, {big:,}"
+                    f" stored, batch {batch}",
+                    ours=by[key]["ours"],
+                    baseline=by[key]["unpartitioned"],
+                    unit="ms/call",
+                    goal=Goal("max", 1.1),
+                    baseline_name="the same migrations without 20261128001400",
+                    note="partitioning by session costs an append nothing noticeable"
+                    + cpu_ratio(key, "ours", "unpartitioned"),
+                )
+            )
     has_then = all("then" in m.median for m in results)
     lines = [
         "| segments stored | batch | ours ms/call | seed ms/call | raw ms/call"
@@ -432,7 +460,9 @@ def report(
             " session; raw = the same rows into a copy of transcript_segments without"
             " triggers/FK/RLS; the issue's code = ours on a second database of the same server"
             f' migrated with {then_note} (the "keep" goals: the ratio to the seed must not'
-            f" get worse). {background:,} segments of 100 other sessions in each table."
+            " get worse); unpartitioned = ours on a third database migrated without"
+            f" {PARTITIONING} (transcript_segments as one table)."
+            f" {background:,} segments of 100 other sessions in each table."
             f" PostgreSQL {version}."
         ),
         comparisons=comparisons,
