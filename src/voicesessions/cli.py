@@ -153,10 +153,17 @@ def local_start(port: int | None, fast: bool, data_dir: Path | None, as_json: bo
         f"Local PostgreSQL {info.major_version} {verb} on 127.0.0.1:{info.port} "
         f"(data: {info.data_dir})"
     )
+    _echo_cluster_dir(info)
     for migration in applied:
         click.echo(f"Applied {migration.filename}")
     click.echo(f"{len(applied)} migration(s) applied now, {total} in total")
     click.echo(f"DSN: {info.dsn}")
+
+
+def _echo_cluster_dir(info: LocalServerInfo) -> None:
+    """As root with a data directory under a private HOME, where the server's files are."""
+    if info.cluster_dir is not None and info.cluster_dir != info.data_dir:
+        click.echo(f"Server files: {info.cluster_dir} (run as an unprivileged user)")
 
 
 @local.command("stop")
@@ -216,6 +223,7 @@ def _info_dict(info: LocalServerInfo) -> dict[str, Any]:
         "major_version": info.major_version,
         "bindir": str(info.bindir),
         "binaries_source": info.binaries_source,
+        "cluster_dir": str(info.cluster_dir or info.data_dir),
     }
 
 
@@ -376,6 +384,9 @@ def demo(speed: float) -> None:
             f"Local PostgreSQL {info.major_version} {verb} on 127.0.0.1:{info.port}"
             f" ({len(applied)} migration(s) applied now; stop it with `voicesessions local stop`)"
         )
+        click.echo(f"Data: {info.data_dir}")
+        _echo_cluster_dir(info)
+        click.echo(f"DSN: {info.dsn}")
         vs = VoiceSessions.from_postgres(info.dsn)
     with vs:
         run_demo(vs, speed=speed, echo=click.echo, tty=sys.stdout.isatty())
