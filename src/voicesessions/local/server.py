@@ -722,7 +722,9 @@ class LocalPostgres:
                 runtime_bindir=str(bindir),
                 major_version=binaries.major_version,
                 source=binaries.source,
-                cluster_dir=str(self.cluster_dir),
+                # Recorded only when apart: a state copied to another data directory (a
+                # standby's, say) then keeps meaning "in this data directory".
+                cluster_dir=None if self.cluster_dir == self.data_dir else str(self.cluster_dir),
             )
         )
 
