@@ -6,13 +6,16 @@
 - ``template_db``: a database bootstrapped and migrated once; ``world_template``: the same
   plus the two-company world of tests/support/world.py.
 - ``fresh_db`` / ``world_db``: a clone of a template for one test (milliseconds, not a
-  migration run), dropped afterwards.
+  migration run), dropped afterwards. Clones are made one ahead and dropped in a background
+  thread per template (:class:`_Clones`): a test does not wait for either.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import secrets
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,39 +164,126 @@ def world_template(pg_server: LocalServerInfo, template_db: Database) -> tuple[D
     return db, world
 
 
-def _clone(pg_server: LocalServerInfo, template: Database) -> Iterator[Database]:
-    name = f"vs_test_{uuid.uuid4().hex[:12]}"
-    db = _create_database(pg_server, name, template.name)
+class _Clones:
+    """Clones of one template for the tests: made one ahead, and dropped, by a thread.
+
+    ``CREATE DATABASE ... TEMPLATE`` and ``DROP DATABASE`` spend most of their time waiting
+    (for the checkpointer, for every backend to acknowledge a barrier), little of it
+    computing: done by this thread while a test runs, that wait is off the tests' path. One
+    thread and one admin connection per template; every clone is still used by one test (or
+    one module) only and dropped after it. An error of the thread is raised to the test that
+    takes the clone, or at the end of the run.
+    """
+
+    def __init__(self, server: LocalServerInfo, template: Database) -> None:
+        self._server = server
+        self._template = template
+        self._ready: queue.Queue[Database | BaseException] = queue.Queue()
+        self._jobs: queue.Queue[Database | None] = queue.Queue()  # None: make one
+        self._stop = object()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> Database:
+        """A clone no test has used (made now if none is ready); the next is started."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, daemon=True)
+            self._thread.start()
+            self._jobs.put(None)
+        ready = self._ready.get()
+        self._jobs.put(None)  # the next test's, while this one runs
+        if isinstance(ready, BaseException):
+            raise ready
+        return ready
+
+    def give_back(self, db: Database) -> None:
+        """Drop ``db`` (in the thread, after the next clone is made)."""
+        self._jobs.put(db)
+
+    def close(self) -> None:
+        """Finish every job, drop the clone nobody took, raise a drop that failed."""
+        if self._thread is None:
+            return
+        self._jobs.put(self._stop)  # type: ignore[arg-type]
+        self._thread.join()
+        while not self._ready.empty():
+            left = self._ready.get()
+            if isinstance(left, Database):
+                _drop_database(self._server, left.name)
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        with _admin(self._server) as conn:
+            while (job := self._jobs.get()) is not self._stop:
+                try:
+                    if job is None:
+                        name = f"vs_test_{uuid.uuid4().hex[:12]}"
+                        conn.execute(
+                            sql.SQL("create database {} template {}").format(
+                                sql.Identifier(name), sql.Identifier(self._template.name)
+                            )
+                        )
+                        self._ready.put(_database(self._server, name))
+                    else:
+                        conn.execute(
+                            sql.SQL("drop database if exists {} with (force)").format(
+                                sql.Identifier(job.name)
+                            )
+                        )
+                except BaseException as exc:  # to the test that waits, or to close()
+                    if job is None:
+                        self._ready.put(exc)
+                    elif self._error is None:
+                        self._error = exc
+
+
+@pytest.fixture(scope="session")
+def _fresh_clones(pg_server: LocalServerInfo, template_db: Database) -> Iterator[_Clones]:
+    clones = _Clones(pg_server, template_db)
+    yield clones
+    clones.close()
+
+
+@pytest.fixture(scope="session")
+def _world_clones(
+    pg_server: LocalServerInfo, world_template: tuple[Database, World]
+) -> Iterator[_Clones]:
+    clones = _Clones(pg_server, world_template[0])
+    yield clones
+    clones.close()
+
+
+def _clone(clones: _Clones) -> Iterator[Database]:
+    db = clones.take()
     try:
         yield db
     finally:
-        _drop_database(pg_server, name)
+        clones.give_back(db)
 
 
 @pytest.fixture
-def fresh_db(pg_server: LocalServerInfo, template_db: Database) -> Iterator[Database]:
+def fresh_db(_fresh_clones: _Clones) -> Iterator[Database]:
     """A migrated, empty database for one test."""
-    yield from _clone(pg_server, template_db)
+    yield from _clone(_fresh_clones)
 
 
 @pytest.fixture
 def world_db(
-    pg_server: LocalServerInfo, world_template: tuple[Database, World]
+    world_template: tuple[Database, World], _world_clones: _Clones
 ) -> Iterator[tuple[Database, World]]:
     """A migrated database holding the two-company world, for one test."""
-    template, world = world_template
-    for db in _clone(pg_server, template):
-        yield db, world
+    for db in _clone(_world_clones):
+        yield db, world_template[1]
 
 
 @pytest.fixture(scope="module")
 def shared_world_db(
-    pg_server: LocalServerInfo, world_template: tuple[Database, World]
+    world_template: tuple[Database, World], _world_clones: _Clones
 ) -> Iterator[tuple[Database, World]]:
     """One world database per test module, for tests that roll back every change."""
-    template, world = world_template
-    for db in _clone(pg_server, template):
-        yield db, world
+    for db in _clone(_world_clones):
+        yield db, world_template[1]
 
 
 @pytest.fixture(scope="session")

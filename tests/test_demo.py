@@ -104,6 +104,8 @@ def test_demo_without_configuration_starts_the_local_server() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert re.search(r"Local PostgreSQL \d+ started on 127\.0\.0\.1:\d+", done.stdout)
+        assert f"Data: {home / 'local'}" in done.stdout
+        assert re.search(r"^DSN: postgresql://postgres:\S+@127\.0\.0\.1:\d+/", done.stdout, re.M)
         assert "status                completed" in done.stdout
         again = subprocess.run(
             [*CLI, "demo", "--speed", "2000"], env=env, capture_output=True, text=True

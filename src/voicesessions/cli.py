@@ -171,10 +171,17 @@ def local_start(port: int | None, fast: bool, data_dir: Path | None, as_json: bo
         f"Local PostgreSQL {info.major_version} {verb} on 127.0.0.1:{info.port} "
         f"(data: {info.data_dir})"
     )
+    _echo_cluster_dir(info)
     for migration in applied:
         click.echo(f"Applied {migration.filename}")
     click.echo(f"{len(applied)} migration(s) applied now, {total} in total")
     click.echo(f"DSN: {info.dsn}")
+
+
+def _echo_cluster_dir(info: LocalServerInfo) -> None:
+    """As root with a data directory under a private HOME, where the server's files are."""
+    if info.cluster_dir is not None and info.cluster_dir != info.data_dir:
+        click.echo(f"Server files: {info.cluster_dir} (run as an unprivileged user)")
 
 
 @local.command("stop", short_help="Stop the local server (its data is kept).")
@@ -238,6 +245,7 @@ def _info_dict(info: LocalServerInfo) -> dict[str, Any]:
         "major_version": info.major_version,
         "bindir": str(info.bindir),
         "binaries_source": info.binaries_source,
+        "cluster_dir": str(info.cluster_dir or info.data_dir),
     }
 
 
@@ -468,6 +476,9 @@ def demo(speed: float, cleanup: bool) -> None:
             f"Local PostgreSQL {info.major_version} {verb} on 127.0.0.1:{info.port}"
             f" ({len(applied)} migration(s) applied now; {after})"
         )
+        click.echo(f"Data: {info.data_dir}")
+        _echo_cluster_dir(info)
+        click.echo(f"DSN: {info.dsn}")
         vs = VoiceSessions.from_postgres(info.dsn)
     try:
         with vs:

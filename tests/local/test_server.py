@@ -7,6 +7,7 @@ is stopped by the ``make_server`` fixture.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -16,10 +17,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
+from voicesessions.cli import cli
 from voicesessions.errors import LocalServerError
 from voicesessions.local import server as server_module
 from voicesessions.local.server import (
@@ -95,6 +99,14 @@ def make_server(workdir: Path) -> Iterator[Callable[..., LocalPostgres]]:
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def clusters(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ROOT_CLUSTERS moved into the test's scratch directory (nothing left in /var/lib)."""
+    path = workdir / "clusters"
+    monkeypatch.setattr(server_module, "ROOT_CLUSTERS", path)
+    return path
+
+
 def _scalar(dsn: str, query: str) -> object:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(query.encode()).fetchone()
@@ -148,9 +160,11 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, workdir: Path) -> Non
     monkeypatch.setenv(server_module.ENV_HOME, str(workdir))
     assert default_data_dir() == workdir / "local"
     monkeypatch.delenv(server_module.ENV_HOME)
-    if IS_ROOT:
-        assert default_data_dir() == Path("/var/lib/voicesessions/local")
-    else:
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    # Per HOME, root included: a fresh HOME is a fresh server.
+    for home in (workdir / "home-a", workdir / "home-b"):
+        monkeypatch.setenv("HOME", str(home))
+        assert default_data_dir().is_relative_to(home)
         assert default_data_dir().name == "local"
         assert default_data_dir().parent.name == "voicesessions"
 
@@ -320,15 +334,72 @@ def test_as_root_the_server_runs_as_an_unprivileged_user(
 
 
 @root_only
-def test_as_root_an_unreachable_data_dir_is_explained(
-    make_server: Callable[..., LocalPostgres], workdir: Path
+def test_as_root_a_data_dir_under_a_private_home_keeps_its_cluster_apart(
+    make_server: Callable[..., LocalPostgres], workdir: Path, clusters: Path
 ) -> None:
+    """/root is mode 0700: the server user cannot reach a data directory under it, so the
+    cluster's files go to a directory of their own; state.json and the lock stay put."""
     private = workdir / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
     server = make_server("private/pg")
+    info = server.start()
+    assert info.data_dir == server.data_dir == workdir / "private" / "pg"
+    assert info.cluster_dir == server.cluster_dir
+    assert server.cluster_dir.parent == clusters
+    assert server.pgdata == server.cluster_dir / "pgdata"
+    assert (server.data_dir / "state.json").is_file()
+    assert not (server.data_dir / "pgdata").exists()
+    assert server.data_dir.stat().st_uid == 0  # private to root
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+    owner = Path(f"/proc/{info.pid}").stat().st_uid
+    assert server.cluster_dir.stat().st_uid == owner != 0
+    assert stat.S_IMODE(server.cluster_dir.stat().st_mode) == 0o700
+    assert _scalar(info.dsn, "select 1") == 1
+    assert server.stop() is True
+    # The choice is recorded: a restart finds the same cluster (and its data).
+    again = LocalPostgres(server.data_dir, fast=True)
+    assert again.cluster_dir == server.cluster_dir
+    assert again.start().port == info.port
+    again.stop()
+
+
+@root_only
+def test_as_root_removing_the_data_dir_removes_its_cluster(
+    make_server: Callable[..., LocalPostgres], workdir: Path, clusters: Path
+) -> None:
+    private = workdir / "private"
+    private.mkdir(mode=0o700)
+    server = make_server("private/pg")
+    first = server.start()
+    with psycopg.connect(first.dsn, autocommit=True) as conn:
+        conn.execute("create database left_behind")
+    shutil.rmtree(server.data_dir)  # running, and its password is gone with state.json
+    fresh = make_server("private/pg")
+    info = fresh.start()  # the orphan is stopped and removed; a new cluster is made
+    assert fresh.cluster_dir == server.cluster_dir
+    assert not _alive(first.pid)
+    assert _scalar(info.dsn, "select count(*) from pg_database where datname = 'left_behind'") == 0
+
+
+@root_only
+def test_as_root_an_unreachable_cluster_dir_is_explained(
+    make_server: Callable[..., LocalPostgres], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = workdir / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(server_module, "ROOT_CLUSTERS", private / "clusters")
+    server = make_server("private/pg")
     with pytest.raises(LocalServerError, match="not searchable"):
         server.start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @root_only
@@ -368,3 +439,75 @@ def test_temporary_server_runs_and_leaves_nothing_behind() -> None:
         root = Path(info.data_dir).parent
         assert root.name.startswith("voicesessions-tmp-test-")
     assert not root.exists()
+
+
+# --- one server per user / HOME ------------------------------------------------------------
+
+
+def _cli_json(runner: CliRunner, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    result = runner.invoke(cli, [*args, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    payload: dict[str, Any] = json.loads(result.output)
+    return payload
+
+
+@pytest.mark.parametrize("variable", ["VOICESESSIONS_HOME", "HOME"])
+def test_two_homes_run_two_servers_that_leave_each_other_alone(
+    workdir: Path, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two users (two HOMEs, or two VOICESESSIONS_HOMEs) on one machine, as root too: two
+    data directories, two clusters, two ports; stopping one leaves the other running. The
+    HOMEs are private (mode 0700, as /root is), so as root the clusters live apart."""
+    runner = CliRunner()
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv(server_module.ENV_HOME, raising=False)
+    monkeypatch.delenv("VOICESESSIONS_DSN", raising=False)
+    envs = []
+    for name in ("alice", "bob"):
+        home = workdir / name
+        home.mkdir(mode=0o700)
+        home.chmod(0o700)
+        envs.append({variable: str(home)})
+    started = [_cli_json(runner, ["local", "start", "--fast"], env) for env in envs]
+    try:
+        alice, bob = started
+        for payload, env in zip(started, envs, strict=True):
+            assert Path(payload["data_dir"]).is_relative_to(env[variable])
+            assert payload["already_running"] is False
+        assert alice["data_dir"] != bob["data_dir"]
+        assert alice["cluster_dir"] != bob["cluster_dir"]
+        assert alice["port"] != bob["port"]
+        assert alice["pid"] != bob["pid"]
+        assert alice["dsn"] != bob["dsn"]
+        with psycopg.connect(alice["dsn"], autocommit=True) as conn:
+            conn.execute("create database alices")
+        assert _scalar(bob["dsn"], "select count(*) from pg_database where datname = 'alices'") == 0
+
+        result = runner.invoke(cli, ["local", "stop"], env=envs[0])
+        assert result.exit_code == 0, result.output
+        assert alice["data_dir"] in result.output
+        assert _cli_json(runner, ["local", "status"], envs[0])["running"] is False
+        still = _cli_json(runner, ["local", "status"], envs[1])
+        assert still["running"] is True
+        assert still["pid"] == bob["pid"]
+        assert _scalar(bob["dsn"], "select 1") == 1
+    finally:
+        for env in envs:
+            runner.invoke(cli, ["local", "stop"], env=env)
+
+
+def test_local_start_prints_the_data_dir_and_the_dsn(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {server_module.ENV_HOME: str(workdir / "home")}
+    runner = CliRunner()
+    try:
+        result = runner.invoke(cli, ["local", "start", "--fast"], env=env)
+        assert result.exit_code == 0, result.output
+        data_dir = workdir / "home" / "local"
+        assert f"(data: {data_dir})" in result.output
+        info = LocalPostgres(data_dir).status()
+        assert info is not None
+        assert f"DSN: {info.dsn}" in result.output
+    finally:
+        runner.invoke(cli, ["local", "stop"], env=env)

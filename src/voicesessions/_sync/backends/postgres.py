@@ -56,6 +56,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -246,6 +247,9 @@ class _SharedPool:
         self.listen = listen
         self.opened = False
         self.closed = False
+        #: After a connection attempt timed out: until when (``time.monotonic()``) new
+        #: attempts fail at once with its message instead of waiting again.
+        self.timed_out: tuple[float, str] | None = None
         #: The overloads of each function ``rpc`` called, by name (PostgREST's schema cache).
         self.functions: dict[str, tuple[_Overload, ...]] = {}
 
@@ -260,11 +264,25 @@ class _SharedPool:
             self.opened = True
 
     def check_connection(self) -> None:
-        """Connect once with the pool's settings and disconnect; raise why it failed."""
+        """Connect once with the pool's settings and disconnect; raise why it failed.
+
+        A refused connection, or a server starting up, is a TransientError the caller's
+        RetryPolicy may retry (each attempt fails in milliseconds). An attempt that timed out
+        (a host that does not answer) already waited ``connect_timeout``: for the pool's
+        ``timeout`` after it, attempts fail at once with the same TransientError, so a
+        retried call waits for one connect timeout, not one per attempt."""
+        if self.timed_out is not None:
+            until, message = self.timed_out
+            if time.monotonic() < until:
+                raise TransientError(f"{message} (not tried again yet)")
+            self.timed_out = None
         try:
             conn = psycopg.Connection.connect(self.dsn, **self.connect_kwargs)
         except psycopg.Error as exc:
-            raise _connect_error(exc, self.dsn, self.connect_kwargs) from exc
+            error = _connect_error(exc, self.dsn, self.connect_kwargs)
+            if isinstance(error, TransientError) and _timed_out(exc):
+                self.timed_out = (time.monotonic() + self.pool.timeout, str(error))
+            raise error from exc
         conn.close()
 
     def close(self) -> None:
@@ -1208,6 +1226,14 @@ def _connect_error(
                     suffix += f" (host {host!r})"
                 return cls(f"cannot connect to PostgreSQL: {message}{suffix}")
     return _api_error(exc)
+
+
+def _timed_out(exc: psycopg.Error) -> bool:
+    """Whether a connection attempt failed by running out of ``connect_timeout``."""
+    timeout_class = getattr(psycopg.errors, "ConnectionTimeout", None)
+    if timeout_class is not None and isinstance(exc, timeout_class):
+        return True
+    return "timeout expired" in str(exc).lower()
 
 
 def _connect_host(dsn: str, connect_kwargs: Mapping[str, Any]) -> str | None:
