@@ -38,6 +38,7 @@ from benchmarks._compare import Comparison, Report
 MODULES = (
     "rls_scale",
     "append_cost",
+    "append_work",
     "stream_throughput",
     "analytics_plans",
     "sdk_overhead",
