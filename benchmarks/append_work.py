@@ -1,24 +1,28 @@
-"""The work of an append, counted in CPU instructions: flat as a session grows, and the same
-on a partitioned transcript_segments as on one table?
+"""The work of an append, counted in CPU instructions: flat as a session grows, no more than
+when the performance issue was filed, and the same on a partitioned transcript_segments as
+on one table?
 
 ``append_cost`` times appends in wall-clock and server CPU time, both of which move with
 what else the machine runs and with how much of the data the CPU caches hold (a loaded
 2-core machine moved them by 20-50%). This benchmark counts the instructions the server
 runs instead: the same calls, run by a PostgreSQL backend under Valgrind's callgrind, which
-counts the same whatever the load. It answers the scale-out issue's questions about work:
-does an append do more as the session holds more segments, and does partitioning the
+counts the same whatever the load. It answers, in work, the questions ``append_cost``
+answers in time: does an append do more as the session holds more segments; does it do more
+than the code the performance issue measured (its "keep" rows); and does partitioning the
 table by session (``append_cost.PARTITIONING``) make it do more?
 
-One server holds two databases with the data of ``append_cost`` (a trainee's active
-sessions holding N segments each, among BACKGROUND segments of 100 other sessions): *ours*
-(every migration) and *unpartitioned* (every migration but the partitioning one). The
-server is then stopped, and for each case a script of appends, what PostgREST runs for the
-RPC as the trainee (``begin``; the request context; ``select
+One server holds a database per way, each with the data of ``append_cost`` (a trainee's
+active sessions holding N segments each, among BACKGROUND segments of 100 other sessions):
+*ours* (every migration), *then* (the migrations of ``append_cost.ISSUE_COMMIT``, read from
+git; left out without git history) and *unpartitioned* (every migration but the
+partitioning one). The server is then stopped, and for each case a script of appends, what
+PostgREST runs for the RPC as the trainee (``begin``; the request context; ``select
 public.append_transcript_segments(...)``; ``rollback``, each its own command), is run by
 ``postgres --single`` under ``valgrind --tool=callgrind`` twice, with FEW and with MANY
 calls: (instructions of MANY - of FEW) / (MANY - FEW) is one call, without the backend's
 start, and after PostgreSQL's plan cache has settled (it plans the first five calls of a
-statement anew).
+statement anew). Every call's answer is checked: each must have stored its whole batch (a
+refused append runs another path, and is not what is measured).
 
 Instructions are not time (cache misses are not counted), but equal instructions mean
 equal work: what is left of a time difference is where the data sits.
@@ -46,8 +50,16 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from benchmarks._compare import Comparison, Goal, Report
-from benchmarks._server import another_database
-from benchmarks.append_cost import APPEND, PARTITIONING, SETUP_SQL, Database, load, segments
+from benchmarks._server import another_database, migrations_at
+from benchmarks.append_cost import (
+    APPEND,
+    ISSUE_COMMIT,
+    PARTITIONING,
+    SETUP_SQL,
+    Database,
+    load,
+    segments,
+)
 from voicesessions._request import request_context
 from voicesessions.local import migrations
 from voicesessions.local.server import temporary_cluster
@@ -64,6 +76,11 @@ class Case:
     batch: int
 
 
+#: The first seq the measured appends store: above every stored one (at most 100,000), and
+#: low enough that every segment's start_ms (seq * 3000) is a valid integer.
+FIRST_SEQ = 200_000
+
+
 def _script(dsn: str, ids: dict[str, Any], batch: int, calls: int) -> str:
     """``calls`` appends of ``batch`` new segments each, as single-user mode reads them."""
     claims = {"sub": str(ids["trainee"]), "role": "authenticated", "aud": "authenticated"}
@@ -72,7 +89,7 @@ def _script(dsn: str, ids: dict[str, Any], batch: int, calls: int) -> str:
         context = cur.mogrify(*request_context("authenticated", claims))
         for n in range(calls):
             call = cur.mogrify(
-                APPEND, (ids["session"], Jsonb(segments(1_000_000 + n * batch, batch)))
+                APPEND, (ids["session"], Jsonb(segments(FIRST_SEQ + n * batch, batch)))
             )
             # With -j, single-user mode ends a command at a semicolon followed by an empty
             # line: each statement its own command, as each is its own query from PostgREST.
@@ -80,9 +97,10 @@ def _script(dsn: str, ids: dict[str, Any], batch: int, calls: int) -> str:
     return "".join(parts)
 
 
-def _instructions(postgres: Path, pgdata: Path, database: str, script: str) -> int:
+def _instructions(postgres: Path, pgdata: Path, database: str, script: str, stored: str) -> int:
     """Instructions one single-user backend runs for ``script`` on ``database``, as the owner
-    of ``pgdata`` (PostgreSQL refuses to run as root)."""
+    of ``pgdata`` (PostgreSQL refuses to run as root). Every append of ``script`` must have
+    answered ``stored`` (a failing append is not what is measured)."""
     owner = pgdata.stat()
     as_owner: dict[str, Any] = (
         {"user": owner.st_uid, "group": owner.st_gid} if os.geteuid() == 0 else {}
@@ -101,7 +119,7 @@ def _instructions(postgres: Path, pgdata: Path, database: str, script: str) -> i
                 "-D",
                 str(pgdata),
                 "-c",
-                "log_min_messages=fatal",
+                "log_min_messages=error",
                 database,
             ],
             input=script,
@@ -112,7 +130,13 @@ def _instructions(postgres: Path, pgdata: Path, database: str, script: str) -> i
             **as_owner,
         )
         output = done.stdout + done.stderr
-        if done.returncode != 0 or "ERROR" in output or not out.is_file():
+        calls = script.count(APPEND.split("(")[0])
+        if (
+            done.returncode != 0
+            or "ERROR" in output
+            or done.stdout.count(stored) != calls
+            or not out.is_file()
+        ):
             raise RuntimeError(f"the appends failed under callgrind:\n{output[-2000:]}")
         for line in out.read_text(encoding="utf-8").splitlines():
             if line.startswith(("summary:", "totals:")):
@@ -120,16 +144,23 @@ def _instructions(postgres: Path, pgdata: Path, database: str, script: str) -> i
     raise RuntimeError("callgrind wrote no instruction total")
 
 
+def _migrations(way: str) -> list[migrations.Migration] | None:
+    """The migrations of a way's database (None: every migration of this checkout)."""
+    if way == "unpartitioned":
+        return [m for m in migrations.load_migrations() if m.version != PARTITIONING]
+    if way == "then":
+        return migrations_at(ISSUE_COMMIT)
+    return None
+
+
 def run(cases: list[Case], background: int, few: int, many: int) -> tuple[dict[Case, float], int]:
     """Instructions per call of each case; and the server's major version."""
-    flat = [m for m in migrations.load_migrations() if m.version != PARTITIONING]
     scripts: dict[Case, tuple[str, str]] = {}
     with temporary_cluster("voicesessions-bench-") as server:
         info = server.status()
         assert info is not None
-        for way, applied in (("ours", None), ("unpartitioned", flat)):
-            if not any(case.way == way for case in cases):
-                continue
+        for way in dict.fromkeys(case.way for case in cases):
+            applied = _migrations(way)
             dsn = another_database(info.dsn, f"bench_{way}", applied)
             db = Database(dsn, {"company": uuid.uuid4(), "trainee": uuid.uuid4()})
             with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as c:
@@ -147,8 +178,9 @@ def run(cases: list[Case], background: int, few: int, many: int) -> tuple[dict[C
             postgres = info.bindir / "postgres"
             per_call = {}
             for case, (short, long) in scripts.items():
-                base = _instructions(postgres, server.pgdata, f"bench_{case.way}", short)
-                more = _instructions(postgres, server.pgdata, f"bench_{case.way}", long)
+                stored = f'{{"inserted": {case.batch}, "duplicates": 0}}'
+                base = _instructions(postgres, server.pgdata, f"bench_{case.way}", short, stored)
+                more = _instructions(postgres, server.pgdata, f"bench_{case.way}", long, stored)
                 per_call[case] = (more - base) / (many - few)
         finally:
             server.start()
@@ -166,8 +198,16 @@ def comparisons(quick: bool) -> Report:
         return Report(TITLE, command, "Not measured: `valgrind` is not installed.")
     growth_batch = batches[-1]
     cases = [Case("ours", small, growth_batch), Case("ours", big, growth_batch)]
+    try:
+        migrations_at(ISSUE_COMMIT)
+    except RuntimeError as exc:  # no git history: the comparison with the issue's code is left out
+        then_note = f" The issue's code: not measured ({exc})."
+        ways = ["ours", "unpartitioned"]
+    else:
+        then_note = f" The issue's code = the migrations of commit {ISSUE_COMMIT[:7]}."
+        ways = ["ours", "unpartitioned", "then"]
     for batch in batches:
-        cases += [Case("ours", middle, batch), Case("unpartitioned", middle, batch)]
+        cases += [Case(way, middle, batch) for way in ways]
     per_call, version = run(cases, background, few, many)
     report = Report(
         TITLE,
@@ -175,8 +215,8 @@ def comparisons(quick: bool) -> Report:
         f"Instructions the server runs per call of `append_transcript_segments` as the"
         f" trainee (callgrind, a single-user backend, ({many} calls - {few} calls) /"
         f" {many - few}); {background:,} segments of 100 other sessions in each table; ours ="
-        f" every migration, unpartitioned = every migration but {PARTITIONING}."
-        f" PostgreSQL {version}.",
+        f" every migration, unpartitioned = every migration but {PARTITIONING}.{then_note}"
+        f" Each call's answer is checked (every segment stored). PostgreSQL {version}.",
     )
 
     def thousands(case: Case) -> float:
@@ -193,6 +233,18 @@ def comparisons(quick: bool) -> Report:
             note="flat: an append does the same work however many segments the session holds",
         )
     )
+    for batch in batches if "then" in ways else []:
+        report.comparisons.append(
+            Comparison(
+                question=f"append work vs the issue's code, {middle:,} stored, batch {batch}",
+                ours=thousands(Case("ours", middle, batch)),
+                baseline=thousands(Case("then", middle, batch)),
+                unit="k instructions/call",
+                goal=Goal("max", 1.0),
+                baseline_name=f"the migrations of commit {ISSUE_COMMIT[:7]}",
+                note="keep: an append does no more work than when the performance issue was filed",
+            )
+        )
     for batch in batches:
         report.comparisons.append(
             Comparison(
