@@ -382,17 +382,24 @@ def report(
                 + cpu_ratio((big, batch), "ours", "seed"),
             )
         )
-    if len(sizes) > 1:
-        batch = 50 if 50 in batches else batches[-1]
+    batch = 50 if 50 in batches else batches[-1]
+    for size in sizes[1:]:
+        # The performance issue's "keep" row is flat from 100 to 10,000 stored (1.00x
+        # recorded; 1.1 allows for noise); the scale-out issue's goal goes to 100,000: <= 1.3.
+        keep = size <= big
         comparisons.append(
             Comparison(
-                question=f"append at {sizes[-1]:,} vs {sizes[0]:,} stored, batch {batch}",
-                ours=by[(sizes[-1], batch)]["ours"],
+                question=f"append at {size:,} vs {sizes[0]:,} stored, batch {batch}",
+                ours=by[(size, batch)]["ours"],
                 baseline=by[(sizes[0], batch)]["ours"],
                 unit="ms/call",
-                goal=Goal("max", 1.1),
+                goal=Goal("max", 1.1 if keep else 1.3),
                 baseline_name=f"ours at {sizes[0]:,} stored",
-                note="flat: the cost does not grow with the session (1.00x recorded; noise ~5%)",
+                note=(
+                    "keep: flat, the cost does not grow with the session (1.00x recorded)"
+                    if keep
+                    else "the scale-out issue's goal: flat within 1.3x as sessions grow"
+                ),
             )
         )
     batch = 50 if 50 in batches else batches[-1]
