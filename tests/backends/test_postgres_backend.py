@@ -22,6 +22,7 @@ from typing import Any
 import bcrypt
 import pytest
 from psycopg.conninfo import make_conninfo
+from pydantic import BaseModel
 
 from tests.conftest import Database
 from tests.support.world import World
@@ -46,6 +47,7 @@ from voicesessions.errors import (
     PermissionDeniedError,
     QueryTimeoutError,
     TransientError,
+    UnexpectedResponseError,
 )
 
 # Async fixtures live on the session loop (asyncio_default_fixture_loop_scope): run the
@@ -485,6 +487,61 @@ async def test_rpc_without_execute_privilege_is_denied(env: Env) -> None:
     with pytest.raises(PermissionDeniedError):
         await done(env.user("A1").rpc("vs_test_scalar", {"a": 1}))
     assert await done(env.backend().rpc("vs_test_scalar", {"a": 1})) == 2
+
+
+# -- rpc_rows: a set-returning call's rows read as models from their JSON text -----------
+
+
+class _Labelled(BaseModel):
+    i: int
+    label: str
+
+
+class _Strict(BaseModel):
+    i: int
+    label: int  # 'row 1' does not fit
+
+
+async def test_rpc_rows_are_the_models_of_what_rpc_returns(env: Env) -> None:
+    backend = env.backend()
+    rows = await done(backend.rpc("vs_test_table", {"n": 3}))
+    models = await done(backend.rpc_rows("vs_test_table", {"n": 3}, _Labelled))
+    assert models == [_Labelled.model_validate(row) for row in rows]
+    assert [m.label for m in models] == ["row 1", "row 2", "row 3"]
+    assert await done(backend.rpc_rows("vs_test_table", {"n": 0}, _Labelled)) == []
+    # Text that JSON escapes, read back unchanged
+    env.sql(
+        "create function public.vs_test_escapes() returns table (i integer, label text)"
+        " language sql immutable as $$ select 1, e'quote \" back\\\\slash \\n tab\\t \u00e9' $$;"
+        " grant execute on function public.vs_test_escapes() to service_role"
+    )
+    (escaped,) = await done(backend.rpc_rows("vs_test_escapes", None, _Labelled))
+    assert escaped.label == 'quote " back\\slash \n tab\t \u00e9'
+    assert escaped.label == (await done(backend.rpc("vs_test_escapes")))[0]["label"]
+
+
+async def test_rpc_rows_that_do_not_fit_the_model_say_where(env: Env) -> None:
+    with pytest.raises(UnexpectedResponseError, match=r"\[0\]\.label"):
+        await done(env.backend().rpc_rows("vs_test_table", {"n": 2}, _Strict))
+
+
+async def test_rpc_rows_of_a_call_that_returns_no_rows_is_unexpected(env: Env) -> None:
+    # One composite value, not a set of rows: as the base class reads rpc()'s answer.
+    with pytest.raises(UnexpectedResponseError, match="expected rows"):
+        await done(env.backend().rpc_rows("vs_test_pair", None, _Labelled))
+
+
+async def test_rpc_rows_run_as_the_identity_and_map_errors_as_rpc(env: Env) -> None:
+    mine = await done(env.user("B1").rpc_rows("list_sessions", {}, _SessionIds))
+    assert mine
+    assert {row.profile_id for row in mine} == {env.world.person("B1").id}
+    with pytest.raises(NotFoundError):
+        await done(env.backend().rpc_rows("vs_test_missing", {}, _Labelled))
+
+
+class _SessionIds(BaseModel):
+    id: uuid.UUID
+    profile_id: uuid.UUID
 
 
 # -- pool, identities, lifecycle ---------------------------------------------------------

@@ -66,10 +66,12 @@ from typing import Any, BinaryIO, TypeVar
 import platformdirs
 import psycopg
 from psycopg import sql
+from psycopg.adapt import Buffer, Loader
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, dict_row, scalar_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel
 
 from voicesessions._async.backends.base import (
     DEFAULT_REPLICA_RETRY_S,
@@ -80,6 +82,7 @@ from voicesessions._identity import Identity
 from voicesessions._query import SQL_OPERATORS, Filter, Order, conflict_target, jsonable
 from voicesessions._request import request_context
 from voicesessions._sync.backends.base import Backend
+from voicesessions._validation import parse_rows, parse_rows_json
 from voicesessions.errors import (
     APIError,
     ConfigurationError,
@@ -91,6 +94,8 @@ from voicesessions.errors import (
     brief,
     from_sqlstate,
 )
+
+_M = TypeVar("_M", bound=BaseModel)
 
 #: Connections the pool keeps open even when idle.
 DEFAULT_MIN_POOL_SIZE = 1
@@ -602,6 +607,37 @@ class PostgresBackend(Backend):
         read from JSON into its parameter's declared type (see the module docstring). No
         fitting overload: NotFoundError ``PGRST202``; several: APIError ``PGRST203``.
         """
+        rows, overload = self._call(function, params, replica_ok=replica_ok)
+        return _rpc_result(rows, overload)
+
+    def rpc_rows(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None,
+        model: type[_M],
+        *,
+        replica_ok: bool = False,
+    ) -> list[_M]:
+        """:meth:`rpc` for a set-returning function, its rows validated as ``model`` in one
+        pass straight from their JSON text (:func:`voicesessions._validation.parse_rows_json`,
+        as the Supabase backend reads PostgREST's answer): the rows are not decoded into
+        dicts first."""
+        texts, overload = self._call(function, params, replica_ok=replica_ok, as_text=True)
+        if not overload.returns_set or overload.returns_scalar:
+            decoded = [{"value": json.loads(text)} for text in texts]
+            return parse_rows(model, _rpc_result(decoded, overload))
+        return parse_rows_json(model, b"[" + b",".join(texts) + b"]")
+
+    def _call(
+        self,
+        function: str,
+        params: Mapping[str, Any] | None,
+        *,
+        replica_ok: bool,
+        as_text: bool = False,
+    ) -> tuple[list[Any], _Overload]:
+        """The result rows of calling ``public.<function>`` (see :meth:`rpc`), and the
+        overload called; ``as_text``: each row is the JSON text of its ``value`` (bytes)."""
         _identifier(function, "function")
         arguments = dict(params or {})
         for name in arguments:
@@ -614,13 +650,14 @@ class PostgresBackend(Backend):
             try:
                 overload = _resolve_overload(function, overloads, names)
                 query, values = _rpc_query(function, overload, names, body)
+                path = f"/rpc/{function}"
                 if replica_ok and overload.read_only:
-                    rows = self._fetch_lagging("POST", f"/rpc/{function}", query, values)
+                    rows = self._fetch_lagging("POST", path, query, values, as_text=as_text)
                 else:
                     rows = self._fetch(
-                        "POST", f"/rpc/{function}", query, values, read_only=overload.read_only
+                        "POST", path, query, values, read_only=overload.read_only, as_text=as_text
                     )
-                return _rpc_result(rows, overload)
+                return rows, overload
             except APIError as exc:
                 if cached is None or isinstance(exc, TransientError):
                     raise
@@ -849,7 +886,8 @@ class PostgresBackend(Backend):
         *,
         read_only: bool = False,
         pool: _SharedPool | None = None,
-    ) -> list[dict[str, Any]]:
+        as_text: bool = False,
+    ) -> list[Any]:
         """Run one statement as the identity, in ONE round trip (on ``pool``, by default the
         primary's): the request context and
         the statement travel as one multi-statement simple Query message on an autocommit
@@ -857,7 +895,8 @@ class PostgresBackend(Backend):
         ``set_config(..., true)`` holds for the statement, an error rolls back both, and
         nothing outlives the message; ``statement_timeout`` is set in the context, so it
         applies to the statement). Parameters are bound on the client (``ClientCursor``: no
-        server-side prepared statement, fine behind a transaction-mode pooler)."""
+        server-side prepared statement, fine behind a transaction-mode pooler). The rows
+        are dicts; with ``as_text``, the JSON text (bytes) of the first column of each."""
         context, context_params = request_context(
             self.identity.role,
             self.identity.claims,
@@ -867,7 +906,7 @@ class PostgresBackend(Backend):
         )
         statement = query if isinstance(query, str) else query.as_string(None)
         text = (_READ_ONLY if read_only else "") + context + "; " + statement
-        return self._message(text, (*context_params, *params), pool=pool)
+        return self._message(text, (*context_params, *params), pool=pool, as_text=as_text)
 
     def _message(
         self,
@@ -875,18 +914,26 @@ class PostgresBackend(Backend):
         params: Sequence[Any] | Mapping[str, Any] = (),
         *,
         pool: _SharedPool | None = None,
-    ) -> list[dict[str, Any]]:
+        as_text: bool = False,
+    ) -> list[Any]:
         """Send ``text`` (statements separated by ``;``) as one simple Query message with
         its parameters bound on the client, on an autocommit connection of ``pool`` (by
         default the primary's): one round trip, one implicit transaction. The rows of the
-        last statement."""
+        last statement, as dicts; with ``as_text``, the first column of each, a ``json`` or
+        ``jsonb`` one as its text (bytes), not decoded."""
         shared = self._usable() if pool is None else pool
         try:
             shared.ensure_open()
             with shared.pool.connection() as conn:
                 if not conn.autocommit:  # a connection the caller changed: not ours to use
                     conn.set_autocommit(True)
-                cur = psycopg.ClientCursor(conn, row_factory=dict_row)
+                cur: psycopg.ClientCursor[Any]
+                if as_text:
+                    cur = psycopg.ClientCursor(conn, row_factory=scalar_row)
+                    cur.adapters.register_loader("json", _JsonText)
+                    cur.adapters.register_loader("jsonb", _JsonText)
+                else:
+                    cur = psycopg.ClientCursor(conn, row_factory=dict_row)
                 with cur:
                     cur.execute(text, params)
                     while cur.nextset():  # to the last result: the statement's
@@ -899,8 +946,14 @@ class PostgresBackend(Backend):
             raise _api_error(exc) from exc
 
     def _fetch_lagging(
-        self, method: str, path: str, query: str | sql.Composed, params: Sequence[Any]
-    ) -> list[dict[str, Any]]:
+        self,
+        method: str,
+        path: str,
+        query: str | sql.Composed,
+        params: Sequence[Any],
+        *,
+        as_text: bool = False,
+    ) -> list[Any]:
         """:meth:`_fetch` of a READ ONLY call that tolerates lag: on the read replica when
         there is one and it is reachable, else on the primary (see :class:`ReplicaHealth`)."""
         replica = self._replica
@@ -909,7 +962,15 @@ class PostgresBackend(Backend):
             try:
                 if replica.health.recovering:
                     replica.reconnect()
-                rows = self._fetch(method, path, query, params, read_only=True, pool=replica.shared)
+                rows = self._fetch(
+                    method,
+                    path,
+                    query,
+                    params,
+                    read_only=True,
+                    pool=replica.shared,
+                    as_text=as_text,
+                )
             except TransientError as exc:
                 if not _unreachable(exc):
                     raise
@@ -917,7 +978,7 @@ class PostgresBackend(Backend):
             else:
                 replica.health.succeeded()
                 return rows
-        return self._fetch(method, path, query, params, read_only=True)
+        return self._fetch(method, path, query, params, read_only=True, as_text=as_text)
 
     def _check_notifications_arrive(
         self, conn: psycopg.Connection[Any], dsn: str, connect_kwargs: Mapping[str, Any]
@@ -1386,6 +1447,15 @@ def _where_params(filters: Sequence[Filter]) -> list[Any]:
 #: Most statements kept by each cache of composed statements (a cache that fills up is
 #: emptied: the SDK's calls have a few dozen shapes, so this happens only to odd callers).
 MAX_CACHED_STATEMENTS = 512
+
+
+class _JsonText(Loader):
+    """A ``json``/``jsonb`` value as the bytes of its JSON text (text format), not decoded:
+    for rows validated straight from JSON (:meth:`PostgresBackend.rpc_rows`)."""
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
