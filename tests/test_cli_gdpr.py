@@ -257,6 +257,53 @@ def test_erase_unknown_user_and_bad_uuid_exit_2(env: Env) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_erase_and_export_find_the_person_by_email(env: Env, tmp_path: Path) -> None:
+    a1 = env.id("A1")
+    # Addresses are compared trimmed and in lower case, as Supabase Auth stores them.
+    plan = env.run("erase", "--email", "  A1@Example.TEST ", "--dry-run", "--json")
+    assert plan.exit_code == 0, plan.output
+    assert (
+        json.loads(plan.stdout)["counts"]
+        == json.loads(env.run("erase", "--user", str(a1), "--dry-run", "--json").stdout)["counts"]
+    )
+    out = tmp_path / "a1.json"
+    exported = env.run("export", "--email", "a1@example.test", "-o", str(out))
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(out.read_text())["subject"]["id"] == str(a1)
+    erased = env.run("erase", "--email", "a1@example.test", "--yes")
+    assert erased.exit_code == 0, erased.output
+    assert f"Erased user {a1}" in erased.stdout
+    assert env.sessions_of("A1") == 0
+    assert env.sessions_of("A2") == 2
+
+
+def test_a_person_given_twice_or_not_at_all_is_a_usage_error(env: Env, tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    requests = env.requests()
+    for args in (
+        ("erase", "--yes"),
+        ("erase", "--user", str(env.id("A1")), "--email", "a1@example.test", "--yes"),
+        ("export", "-o", str(out)),
+        ("export", "--user", str(env.id("A1")), "--email", "a1@example.test", "-o", str(out)),
+    ):
+        result = env.run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "--user ID or --email ADDRESS" in result.stderr
+    assert env.sessions_of("A1") == 2
+    assert not out.exists()
+    assert env.requests() == requests
+
+
+def test_an_email_nobody_has_is_not_found(env: Env, tmp_path: Path) -> None:
+    requests = env.requests()
+    line = assert_error(env.run("erase", "--email", "nobody@example.test", "--yes"), 2)
+    assert "nobody@example.test" in line
+    out = tmp_path / "x.json"
+    assert_error(env.run("export", "--email", "nobody@example.test", "-o", str(out)), 2)
+    assert not out.exists()
+    assert env.requests() == requests
+
+
 # -- anonymize --------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -552,6 +553,41 @@ def gdpr() -> None:
     """
 
 
+def _person_options(func: F) -> F:
+    """``--user`` or ``--email``: the person a ``gdpr`` command is about."""
+    func = click.option(
+        "--email",
+        "email",
+        default=None,
+        metavar="ADDRESS",
+        help="The person's email address, instead of --user (their auth user is looked up).",
+    )(func)
+    return click.option(
+        "--user", "user", type=click.UUID, default=None, help="The person's auth id."
+    )(func)
+
+
+def _check_person(user: uuid.UUID | None, email: str | None) -> None:
+    """Exactly one of ``--user`` and ``--email`` (a usage error otherwise)."""
+    if (user is None) == (email is None):
+        raise click.UsageError("give the person as --user ID or --email ADDRESS (one of them)")
+
+
+def _person(vs: VoiceSessions, user: uuid.UUID | None, email: str | None) -> uuid.UUID:
+    """The auth id given by ``--user``, or looked up by ``--email`` (NotFoundError, exit
+    code 2, when no auth user has that address)."""
+    if user is not None:
+        return user
+    assert email is not None
+    found = vs.tenants.find_user(email)
+    if found is None:
+        raise NotFoundError(
+            f"no auth user has the email address {email.strip()!r} (an account already"
+            " erased with --include-account is found by --user only)"
+        )
+    return found
+
+
 def _gdpr_options(func: F) -> F:
     """``--dsn``, ``--storage-root`` and ``--json``: the ``gdpr`` commands that delete or read
     audio files."""
@@ -710,13 +746,14 @@ def _echo_storage(pending: Sequence[Any], removed: int, unreachable: Sequence[st
 
 
 @gdpr.command("erase", short_help="Erase everything about a person (GDPR Article 17).")
-@click.option("--user", "user", type=click.UUID, required=True, help="The person's auth id.")
+@_person_options
 @click.option("--include-account", is_flag=True, help="Delete the auth account (login) as well.")
 @click.option("--dry-run", is_flag=True, help="Report what would be erased; change nothing.")
 @_yes_option
 @_gdpr_options
 def gdpr_erase(
-    user: Any,
+    user: uuid.UUID | None,
+    email: str | None,
     include_account: bool,
     dry_run: bool,
     yes: bool,
@@ -731,9 +768,11 @@ def gdpr_erase(
     transaction, then deletes their audio files. Running it again finishes an interrupted
     erasure. A gdpr_requests row and an audit entry record it, without the erased content.
     """
+    _check_person(user, email)
     if not dry_run:
         _require_tty(yes, "erase")
     with _gdpr_client(dsn, storage_root) as (vs, _):
+        user = _person(vs, user, email)
         if not dry_run and not yes:
             plan = vs.gdpr.delete_user_session_data(
                 user, include_account=include_account, dry_run=True
@@ -821,7 +860,7 @@ def gdpr_anonymize(
 
 
 @gdpr.command("export", short_help="Export all data about a person (GDPR Articles 15, 20).")
-@click.option("--user", "user", type=click.UUID, required=True, help="The person's auth id.")
+@_person_options
 @click.option(
     "-o",
     "--output",
@@ -840,7 +879,8 @@ def gdpr_anonymize(
 )
 @_gdpr_options
 def gdpr_export(
-    user: Any,
+    user: uuid.UUID | None,
+    email: str | None,
     output: Path,
     with_audio: bool,
     dsn: str | None,
@@ -853,9 +893,11 @@ def gdpr_export(
     analyses, analytics and the audit entries about them. Each export is recorded as a
     completed request.
     """
+    _check_person(user, email)
     if with_audio and output.suffix.lower() != ".zip":
         raise click.UsageError("--with-audio writes a .zip: give --output a name ending in .zip")
     with _gdpr_client(dsn, storage_root) as (vs, _):
+        user = _person(vs, user, email)
         with _working(f"Exporting user {user}"):
             document = vs.gdpr.export_user_data(user)
         audio: list[str] = []
