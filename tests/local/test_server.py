@@ -395,11 +395,17 @@ def test_as_root_an_unreachable_cluster_dir_is_explained(
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie (exited, not yet reaped by its parent, which
+    for a daemonized server is PID 1, not always prompt) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (or gone meanwhile): what kill said
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @root_only
