@@ -1,8 +1,8 @@
 """Test harness: one real PostgreSQL per test run, a migrated template, a fresh clone per use.
 
 - ``pg_server``: an embedded PostgreSQL started for the run (system binaries when present,
-  else the ``local`` extra's), stopped at the end. Works as root (the server runs as an
-  unprivileged user).
+  else the ``local`` extra's), stopped at the end, its files in RAM when there is room
+  (:func:`cluster_parent`). Works as root (the server runs as an unprivileged user).
 - ``template_db``: a database bootstrapped and migrated once; ``world_template``: the same
   plus the two-company world of tests/support/world.py.
 - ``fresh_db`` / ``world_db``: a clone of a template for one test (milliseconds, not a
