@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import Database
+from tests.conftest import Database, cluster_parent
 from tests.sdk.conftest import sdk
 from tests.support.live import entered
 from tests.support.segments import segment
@@ -125,7 +125,7 @@ async def test_connections_killed_mid_batch_lose_and_duplicate_nothing(
 @pytest.fixture(scope="module")
 def restartable() -> Iterator[tuple[LocalPostgres, str, World]]:
     """A server of its own (the suite's must not restart), migrated, with the world."""
-    with temporary_cluster("voicesessions-restart-") as server:
+    with temporary_cluster("voicesessions-restart-", cluster_parent()) as server:
         dsn = server.dsn
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrations.migrate(conn)

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import Database
+from tests.conftest import Database, cluster_parent
 from tests.support.extensions import require_available
 from voicesessions.local import migrations
 from voicesessions.local.server import temporary_cluster
@@ -36,7 +36,7 @@ def cron_cluster(*databases: str) -> Iterator[dict[str, Database]]:
     """A started server with pg_cron loaded and the given databases migrated; the extension
     lives in the first one (``cron.database_name``). Yields the databases by name."""
     assert databases
-    with temporary_cluster("voicesessions-cron-") as server:
+    with temporary_cluster("voicesessions-cron-", cluster_parent()) as server:
         info = server.status()
         assert info is not None
         dbs = {name: Database(name, make_conninfo(info.dsn, dbname=name), "") for name in databases}

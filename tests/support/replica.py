@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from tests.conftest import cluster_parent
 from voicesessions.local.server import LocalPostgres, LocalServerInfo, temporary_cluster
 
 #: Longest wait for the standby to stream, to replay, or to pause replay.
@@ -120,7 +121,7 @@ def streaming_replica(
 ) -> Iterator[ReplicaPair]:
     """A primary holding ``database`` (created empty, then ``prepare(primary, database)``
     before the base backup) and its streaming standby; both removed at the end."""
-    with temporary_cluster("voicesessions-replica-") as primary:
+    with temporary_cluster("voicesessions-replica-", cluster_parent()) as primary:
         info = primary.status()
         assert info is not None
         with psycopg.connect(info.dsn, autocommit=True) as conn:

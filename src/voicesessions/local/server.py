@@ -1097,14 +1097,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def temporary_cluster(prefix: str = "voicesessions-tmp-") -> Iterator[LocalPostgres]:
+def temporary_cluster(
+    prefix: str = "voicesessions-tmp-", parent: Path | str | None = None
+) -> Iterator[LocalPostgres]:
     """A throwaway ``fast`` server in a new temporary directory, started; stopped and deleted
     on exit. Yields the :class:`LocalPostgres` itself, for callers that stop and restart it.
 
-    For test suites and benchmarks. The directory is made traversable (mode 0711) so that,
-    when running as root, the unprivileged server user can reach its data directory.
+    For test suites and benchmarks. The directory is made in ``parent`` (default: the
+    system's temporary directory; a test suite may choose a RAM file system) and made
+    traversable (mode 0711) so that, when running as root, the unprivileged server user can
+    reach its data directory.
     """
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         root.chmod(0o711)
         server = LocalPostgres(root / "data", fast=True)
@@ -1118,9 +1122,11 @@ def temporary_cluster(prefix: str = "voicesessions-tmp-") -> Iterator[LocalPostg
 
 
 @contextlib.contextmanager
-def temporary_server(prefix: str = "voicesessions-tmp-") -> Iterator[LocalServerInfo]:
+def temporary_server(
+    prefix: str = "voicesessions-tmp-", parent: Path | str | None = None
+) -> Iterator[LocalServerInfo]:
     """:func:`temporary_cluster`, yielding the running server's info."""
-    with temporary_cluster(prefix) as server:
+    with temporary_cluster(prefix, parent) as server:
         info = server.status()
         assert info is not None  # started by temporary_cluster
         yield info
